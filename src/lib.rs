@@ -1,0 +1,15 @@
+//! rulebridge keeps security incidents in sync between Microsoft Defender XDR and
+//! Microsoft Sentinel; every decision (filter, mapping, enrichment, direction) is a
+//! user-editable Rhai rule, validated by JSON Schemas, compiled and tested before use.
+//!
+//! See ARCHITECTURE.md for the code map. The pure core is [`model`], [`rules`] and
+//! [`schema`]; [`snapshot`] reads rule packs from disk; [`packtest`] runs a pack's own
+//! tests; [`cli`] is the command-line layer (the only place `anyhow` is used).
+
+pub mod cli;
+pub mod model;
+pub mod packtest;
+pub mod problem;
+pub mod rules;
+pub mod schema;
+pub mod snapshot;

@@ -1,0 +1,81 @@
+//! A problem found while loading or checking a rule pack, located for humans and editors.
+//!
+//! Every load failure — TOML syntax, schema violation, Rhai compile error, missing entry
+//! point, failing table row — becomes a [`Problem`] so that `check`, hot reload and
+//! `status` print them the same way: `path:line:col: message` (GCC style, so editors
+//! jump to it), or `path: /json/pointer: message` for schema violations.
+
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Path as the user knows it (the pack folder joined with the file's relative path).
+    pub file: String,
+    pub line: Option<usize>,
+    pub col: Option<usize>,
+    /// JSON pointer into the document, for schema violations.
+    pub pointer: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn in_file(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { file: file.into(), line: None, col: None, pointer: None, message: message.into() }
+    }
+
+    pub fn at(file: impl Into<String>, line: Option<usize>, col: Option<usize>, message: impl Into<String>) -> Self {
+        Problem { file: file.into(), line, col, pointer: None, message: message.into() }
+    }
+
+    pub fn at_pointer(file: impl Into<String>, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        let pointer = pointer.into();
+        let pointer = if pointer.is_empty() { "/".to_string() } else { pointer };
+        Problem { file: file.into(), line: None, col: None, pointer: Some(pointer), message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        match (self.line, self.col) {
+            (Some(line), Some(col)) => write!(f, ":{line}:{col}")?,
+            (Some(line), None) => write!(f, ":{line}")?,
+            _ => {}
+        }
+        if let Some(pointer) = &self.pointer {
+            write!(f, ": {pointer}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// 1-based line and column of a byte offset in `text` (columns count characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_locations_gcc_style() {
+        assert_eq!(Problem::at("rules/a.rhai", Some(3), Some(7), "boom").to_string(), "rules/a.rhai:3:7: boom");
+        assert_eq!(Problem::at_pointer("rules/pack.toml", "/filter/0/params", "bad").to_string(), "rules/pack.toml: /filter/0/params: bad");
+        assert_eq!(Problem::at_pointer("x.json", "", "bad").to_string(), "x.json: /: bad");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncdé f", 9), (2, 6));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}

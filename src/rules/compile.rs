@@ -1,0 +1,377 @@
+//! Turning a [`PackSnapshot`] into a [`CompiledPack`]: validate, compile, check.
+//!
+//! Order: central schemas → manifest (against `rule-pack.schema.json`) → lookup tables
+//! (against their row schemas) → every enabled script compiled, its imports resolved
+//! inside the pack, its entry points checked by name and arity → params validated
+//! against each rule's params schema. Every problem found is reported, not just the first;
+//! a pack with any problem is never returned.
+//!
+//! Imports are resolved at compile time (`compile_into_self_contained`) by
+//! [`PackResolver`], which serves only `.rhai` files of the snapshot: a path that leads
+//! outside the pack is a load error, and at run time no module is ever read from disk.
+
+use super::engine::{build_engine, Limits};
+use super::json::JsonView;
+use super::manifest::{Manifest, RuleSpec, MANIFEST};
+use super::tables::Tables;
+use crate::model::Stage;
+use crate::problem::{line_col, Problem};
+use crate::schema::{violations, SchemaSet};
+use crate::snapshot::{confine, PackSnapshot};
+use rhai::module_resolvers::ModuleResolver;
+use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
+
+type SharedModule = Shared<Module>;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// One rule, compiled and ready to call.
+pub struct CompiledRule {
+    pub name: String,
+    pub stage: Stage,
+    /// Display path of the script (`rules/map/standard.rhai`).
+    pub path: String,
+    pub ast: AST,
+    /// Entry points the script defines (for `map`, one or both directions).
+    pub entries: Vec<&'static str>,
+    pub params: JsonView,
+    /// Whether the script has top-level statements (imports, constants) that must run
+    /// before each call; scripts made only of functions skip that step.
+    pub runs_top_level: bool,
+}
+
+impl CompiledRule {
+    pub fn defines(&self, entry: &str) -> bool {
+        self.entries.contains(&entry)
+    }
+}
+
+/// A rule pack that passed every check. Immutable; shared by all workers.
+pub struct CompiledPack {
+    pub name: String,
+    /// Content hash of the pack and schemas it was built from.
+    pub version: String,
+    pub limits: Limits,
+    /// Enabled rules, grouped by stage in pipeline order, manifest order within a stage.
+    pub rules: Vec<CompiledRule>,
+    pub tables: Arc<Tables>,
+    pub schemas: Arc<SchemaSet>,
+    pub snapshot: Arc<PackSnapshot>,
+}
+
+impl CompiledPack {
+    pub fn stage(&self, stage: Stage) -> impl Iterator<Item = &CompiledRule> {
+        self.rules.iter().filter(move |r| r.stage == stage)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&CompiledRule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Validates, compiles and checks the whole snapshot.
+    pub fn build(snapshot: PackSnapshot) -> Result<CompiledPack, Vec<Problem>> {
+        let schemas = SchemaSet::from_files(&snapshot.schemas, &snapshot.schemas_label)?;
+        let manifest = Manifest::load(&snapshot, &schemas)?;
+        let manifest_path = snapshot.display_path(MANIFEST);
+        let mut problems = Vec::new();
+
+        let tables = Tables::load(&manifest.tables, &snapshot, &schemas, &manifest_path).unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            Tables::default()
+        });
+
+        let limits = manifest.limits;
+        let mut engine = build_engine(&limits);
+        let resolver = PackResolver::new(&snapshot, &limits);
+        engine.set_module_resolver(resolver.clone());
+
+        let mut rules = Vec::new();
+        for stage in Stage::ALL {
+            for (index, spec) in manifest.rules(stage).iter().enumerate() {
+                if !spec.enabled {
+                    continue;
+                }
+                let pointer = format!("/{stage}/{index}");
+                match compile_rule(&engine, &resolver, &snapshot, &schemas, stage, spec, &manifest_path, &pointer) {
+                    Ok(rule) => rules.push(rule),
+                    Err(mut p) => problems.append(&mut p),
+                }
+            }
+        }
+        for (entry, side) in [("to_sentinel", "Defender → Sentinel"), ("to_defender", "Sentinel → Defender")] {
+            if problems.is_empty() && !rules.iter().any(|r| r.defines(entry)) {
+                problems.push(Problem::at_pointer(
+                    &manifest_path,
+                    "/map",
+                    format!("no enabled map rule defines fn {entry}(incident, ctx); {side} needs one"),
+                ));
+            }
+        }
+        if problems.is_empty() && !rules.iter().any(|r| r.stage == Stage::Direction) {
+            problems.push(Problem::at_pointer(&manifest_path, "/direction", "no enabled direction rule"));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(CompiledPack {
+            name: manifest.name,
+            version: snapshot.version.clone(),
+            limits,
+            rules,
+            tables: Arc::new(tables),
+            schemas: Arc::new(schemas),
+            snapshot: Arc::new(snapshot),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_rule(
+    engine: &Engine,
+    resolver: &PackResolver,
+    snapshot: &PackSnapshot,
+    schemas: &SchemaSet,
+    stage: Stage,
+    spec: &RuleSpec,
+    manifest_path: &str,
+    pointer: &str,
+) -> Result<CompiledRule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let params = check_params(snapshot, schemas, spec, manifest_path, pointer).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        Value::Null
+    });
+
+    let rel = confine(&spec.script).map_err(|m| vec![Problem::at_pointer(manifest_path, format!("{pointer}/script"), m)])?;
+    let path = snapshot.display_path(&rel);
+    let source = match snapshot.text(&rel) {
+        None => {
+            problems.push(Problem::at_pointer(manifest_path, format!("{pointer}/script"), format!("script '{path}' does not exist")));
+            return Err(problems);
+        }
+        Some(Err(p)) => {
+            problems.push(p);
+            return Err(problems);
+        }
+        Some(Ok(text)) => text,
+    };
+
+    let mut ast = match resolver.compile_script(engine, &rel, &path, source) {
+        Ok(ast) => ast,
+        Err(p) => {
+            problems.push(p);
+            return Err(problems);
+        }
+    };
+    ast.set_source(path.as_str());
+
+    let mut entries = Vec::new();
+    for &entry in stage.entry_points() {
+        let arities: Vec<usize> = ast.iter_functions().filter(|f| f.name == entry).map(|f| f.params.len()).collect();
+        if arities.contains(&2) {
+            entries.push(entry);
+        } else if let Some(n) = arities.first() {
+            let (line, col) = find_fn(source, entry);
+            problems.push(Problem::at(
+                &path,
+                line,
+                col,
+                format!("fn {entry} takes {n} parameter(s); the {stage} stage calls {entry}(incident, ctx) with 2"),
+            ));
+        }
+    }
+    if entries.is_empty() && problems.is_empty() {
+        let wanted: Vec<String> = stage.entry_points().iter().map(|e| format!("fn {e}(…, ctx)")).collect();
+        let wanted = wanted.join(if stage == Stage::Map { " or " } else { ", " });
+        problems.push(Problem::at(&path, Some(1), Some(1), format!("a {stage} rule must define {wanted}")));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(CompiledRule {
+        name: spec.name.clone(),
+        stage,
+        path,
+        runs_top_level: !ast.statements().is_empty(),
+        ast,
+        entries,
+        params: JsonView::new(Arc::new(params)),
+    })
+}
+
+/// Validates a rule's params against its params schema; absent params count as `{}`.
+fn check_params(
+    snapshot: &PackSnapshot,
+    schemas: &SchemaSet,
+    spec: &RuleSpec,
+    manifest_path: &str,
+    pointer: &str,
+) -> Result<Value, Vec<Problem>> {
+    let params = spec.params.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    let Some(schema_rel) = &spec.params_schema else {
+        return Ok(params);
+    };
+    let rel = confine(schema_rel).map_err(|m| vec![Problem::at_pointer(manifest_path, format!("{pointer}/params_schema"), m)])?;
+    let schema_path = snapshot.display_path(&rel);
+    let text = match snapshot.text(&rel) {
+        None => {
+            return Err(vec![Problem::at_pointer(
+                manifest_path,
+                format!("{pointer}/params_schema"),
+                format!("schema '{schema_path}' does not exist"),
+            )])
+        }
+        Some(r) => r.map_err(|p| vec![p])?,
+    };
+    let schema: Value = serde_json::from_str(text)
+        .map_err(|e| vec![Problem::at(&schema_path, Some(e.line()), Some(e.column()), format!("not valid JSON: {e}"))])?;
+    let validator = schemas.compile(&schema).map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
+    let bad = violations(&validator, &params);
+    if bad.is_empty() {
+        Ok(params)
+    } else {
+        Err(bad
+            .into_iter()
+            .map(|v| {
+                let at = if v.pointer == "/" { String::new() } else { v.pointer };
+                Problem::at_pointer(manifest_path, format!("{pointer}/params{at}"), v.message)
+            })
+            .collect())
+    }
+}
+
+/// Line and column of `fn name(` in a script, for problems about a function's signature.
+fn find_fn(source: &str, name: &str) -> (Option<usize>, Option<usize>) {
+    let needle = format!("fn {name}");
+    source.find(&needle).map(|at| line_col(source, at)).map_or((None, None), |(l, c)| (Some(l), Some(c)))
+}
+
+/// Serves `import "path"` from the snapshot's `.rhai` files, relative to the pack folder.
+#[derive(Clone)]
+struct PackResolver {
+    inner: Arc<ResolverState>,
+}
+
+struct ResolverState {
+    snapshot: PackSnapshot,
+    limits: Limits,
+    modules: Mutex<HashMap<String, SharedModule>>,
+    /// Modules being compiled right now, to refuse import cycles instead of recursing.
+    loading: Mutex<HashSet<String>>,
+    /// Problems in imported files, reported where they are rather than at the import.
+    problems: Mutex<Vec<Problem>>,
+}
+
+impl PackResolver {
+    fn new(snapshot: &PackSnapshot, limits: &Limits) -> Self {
+        PackResolver {
+            inner: Arc::new(ResolverState {
+                snapshot: snapshot.clone(),
+                limits: *limits,
+                modules: Mutex::new(HashMap::new()),
+                loading: Mutex::new(HashSet::new()),
+                problems: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Compiles a rule script with its imports embedded; an error becomes a located problem.
+    fn compile_script(&self, engine: &Engine, rel: &str, path: &str, source: &str) -> Result<AST, Problem> {
+        self.inner.problems.lock().expect("resolver lock").clear();
+        engine.compile_into_self_contained(&Scope::new(), source).map_err(|err| {
+            let imported = self.inner.problems.lock().expect("resolver lock").pop();
+            imported.unwrap_or_else(|| {
+                let pos = err.position();
+                let message = match *err {
+                    EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
+                    ref other => strip_position(&other.to_string()),
+                };
+                let _ = rel;
+                Problem::at(path, pos.line(), pos.position().or(pos.line().map(|_| 1)), message)
+            })
+        })
+    }
+}
+
+impl ModuleResolver for PackResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let state = &self.inner;
+        let fail = |message: String| -> Box<EvalAltResult> { EvalAltResult::ErrorRuntime(message.into(), pos).into() };
+        let with_ext = if path.ends_with(".rhai") { path.to_string() } else { format!("{path}.rhai") };
+        let rel = confine(&with_ext).map_err(|m| fail(format!("import {m}; imports are confined to the pack")))?;
+        if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
+            return Ok(module.clone());
+        }
+        let display = state.snapshot.display_path(&rel);
+        if !state.loading.lock().expect("resolver lock").insert(rel.clone()) {
+            return Err(fail(format!("import '{path}' is part of an import cycle")));
+        }
+        let result = self.load_module(engine, source, path, &rel, &display, &fail);
+        state.loading.lock().expect("resolver lock").remove(&rel);
+        let module = result?;
+        state.modules.lock().expect("resolver lock").insert(rel, module.clone());
+        Ok(module)
+    }
+}
+
+impl PackResolver {
+    fn load_module(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        rel: &str,
+        display: &str,
+        fail: &dyn Fn(String) -> Box<EvalAltResult>,
+    ) -> Result<SharedModule, Box<EvalAltResult>> {
+        let state = &self.inner;
+        let text = match state.snapshot.text(&rel) {
+            None => return Err(fail(format!("import '{path}': no file '{display}' in the pack"))),
+            Some(Err(p)) => return Err(fail(p.message)),
+            Some(Ok(text)) => text,
+        };
+        let record = |problem: Problem| {
+            let from = source.map(|s| format!(" (imported by {s})")).unwrap_or_default();
+            let mut problem = problem;
+            problem.message.push_str(&from);
+            state.problems.lock().expect("resolver lock").push(problem);
+        };
+        let mut ast = match engine.compile_into_self_contained(&Scope::new(), text) {
+            Ok(ast) => ast,
+            Err(err) => {
+                let p = err.position();
+                let message = match *err {
+                    EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
+                    ref other => strip_position(&other.to_string()),
+                };
+                record(Problem::at(display, p.line(), p.position(), message));
+                return Err(fail(format!("import '{path}' failed to compile")));
+            }
+        };
+        ast.set_source(display);
+        // A module's top level runs once, here, under the pack's operation limit.
+        let mut module_engine = build_engine(&state.limits);
+        module_engine.set_module_resolver(self.clone());
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
+            let p = err.position();
+            record(Problem::at(display, p.line(), p.position(), strip_position(&err.to_string())));
+            fail(format!("import '{path}' failed to load"))
+        })?;
+        Ok(module.into())
+    }
+}
+
+/// Rhai appends ` (line 3, position 7)` to messages; problems carry the location apart.
+pub fn strip_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(at) if message.ends_with(')') => message[..at].to_string(),
+        _ => message.to_string(),
+    }
+}

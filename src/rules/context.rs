@@ -1,0 +1,78 @@
+//! `ctx`, the second argument of every rule function.
+//!
+//! Scripts never read files, the network or the clock; everything they may know about
+//! the world arrives here, read-only: the rule's params (validated against the rule's
+//! params schema), the pack's lookup tables, the pack version, the sync time the engine
+//! chose, which side the incident came from and is going to, and — for `enrich` and
+//! `direction` — the source incident itself.
+//!
+//! | script | value |
+//! |---|---|
+//! | `ctx.params` | the rule's params (a read-only `Json` view) |
+//! | `ctx.pack_version` | content hash of the pack that is deciding |
+//! | `ctx.sync_time` | RFC 3339 time of this sync pass |
+//! | `ctx.source`, `ctx.target` | `"defender"` / `"sentinel"` |
+//! | `ctx.incident` | the source incident (a `Json` view) |
+//! | `ctx.linked` | whether the incident is already linked to its twin |
+//! | `ctx.rule` | the name of the running rule |
+//! | `ctx.lookup(table, key)` | the table row for `key`, or `()` |
+//! | `ctx.in_table(table, key)` | whether `key` is in `table` |
+
+use super::json::JsonView;
+use super::tables::Tables;
+use crate::model::Side;
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Position};
+use std::sync::Arc;
+
+/// What is the same for every rule call on one incident.
+pub struct CallEnv {
+    pub tables: Arc<Tables>,
+    pub pack_version: ImmutableString,
+    pub sync_time: ImmutableString,
+    pub source: Side,
+    pub incident: JsonView,
+    pub linked: bool,
+}
+
+/// `ctx` as scripts see it: the incident-wide environment plus the running rule.
+#[derive(Clone)]
+pub struct Ctx {
+    pub env: Arc<CallEnv>,
+    pub rule: ImmutableString,
+    pub params: JsonView,
+}
+
+impl Ctx {
+    fn lookup(&self, table: &str, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        let table = self.env.tables.get(table).ok_or_else(|| unknown_table(table, &self.env.tables))?;
+        Ok(table.get(key).map_or(Dynamic::UNIT, |row| Dynamic::from(JsonView::new(row.clone()))))
+    }
+}
+
+fn unknown_table(name: &str, tables: &Tables) -> Box<EvalAltResult> {
+    let known: Vec<&str> = tables.names().collect();
+    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    EvalAltResult::ErrorRuntime(
+        format!("no lookup table named '{name}' in the manifest (tables: {known})").into(),
+        Position::NONE,
+    )
+    .into()
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<Ctx>("Ctx");
+    engine.register_get("params", |c: &mut Ctx| c.params.clone());
+    engine.register_get("pack_version", |c: &mut Ctx| c.env.pack_version.clone());
+    engine.register_get("sync_time", |c: &mut Ctx| c.env.sync_time.clone());
+    engine.register_get("source", |c: &mut Ctx| ImmutableString::from(c.env.source.name()));
+    engine.register_get("target", |c: &mut Ctx| ImmutableString::from(c.env.source.other().name()));
+    engine.register_get("incident", |c: &mut Ctx| c.env.incident.clone());
+    engine.register_get("linked", |c: &mut Ctx| c.env.linked);
+    engine.register_get("rule", |c: &mut Ctx| c.rule.clone());
+    engine.register_fn("lookup", |c: &mut Ctx, table: &str, key: &str| c.lookup(table, key));
+    engine.register_fn("lookup", |c: &mut Ctx, table: &str, _: ()| c.lookup(table, "").map(|_| Dynamic::UNIT));
+    engine.register_fn("in_table", |c: &mut Ctx, table: &str, key: &str| {
+        c.lookup(table, key).map(|row| !row.is_unit())
+    });
+    engine.register_fn("in_table", |c: &mut Ctx, table: &str, _: ()| c.lookup(table, "").map(|_| false));
+}

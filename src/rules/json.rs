@@ -1,0 +1,243 @@
+//! A read-only, zero-copy view of JSON data for scripts.
+//!
+//! Incidents are 3–4 KB documents of which a rule reads a dozen fields. Converting the
+//! whole document into Rhai values costs more than running the rule, so scripts get a
+//! [`JsonView`] instead: a handle into an `Arc<serde_json::Value>` that converts only
+//! the scalars a script actually touches. Objects and arrays come back as further views.
+//! Views are immutable; a script that wants a mutable copy calls `to_map()` /
+//! `to_array()`.
+//!
+//! Invariant: the `Value` behind the `Arc` is never mutated while views exist, which is
+//! what makes the pointer inside a view valid (see [`JsonView::node`]).
+
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
+use serde_json::Value;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// A handle to one node inside a shared JSON document.
+#[derive(Clone)]
+pub struct JsonView {
+    root: Arc<Value>,
+    node: NonNull<Value>,
+}
+
+// SAFETY: `node` points into the allocation owned by `root`, which is shared and never
+// mutated (nothing hands out `&mut Value` from the `Arc`), so the view is as thread-safe
+// as `Arc<Value>` itself.
+unsafe impl Send for JsonView {}
+unsafe impl Sync for JsonView {}
+
+impl JsonView {
+    pub fn new(root: Arc<Value>) -> Self {
+        let node = NonNull::from(&*root);
+        JsonView { root, node }
+    }
+
+    /// The node this view stands for.
+    pub fn node(&self) -> &Value {
+        // SAFETY: `node` was derived from `&*self.root` (or a descendant of it) and the
+        // document is immutable and kept alive by `self.root`.
+        unsafe { self.node.as_ref() }
+    }
+
+    fn child(&self, value: &Value) -> Self {
+        JsonView { root: self.root.clone(), node: NonNull::from(value) }
+    }
+
+    /// Converts a child node for a script: scalars become Rhai values, containers views.
+    pub fn wrap(&self, value: &Value) -> Dynamic {
+        match value {
+            Value::Null => Dynamic::UNIT,
+            Value::Bool(b) => Dynamic::from_bool(*b),
+            Value::Number(n) => number_to_dynamic(n),
+            Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
+            Value::Array(_) | Value::Object(_) => Dynamic::from(self.child(value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Dynamic {
+        match self.node() {
+            Value::Object(map) => map.get(key).map_or(Dynamic::UNIT, |v| self.wrap(v)),
+            _ => Dynamic::UNIT,
+        }
+    }
+
+    pub fn index(&self, index: i64) -> Dynamic {
+        match self.node() {
+            Value::Array(items) => {
+                // Negative indices count from the end, as for Rhai arrays.
+                let len = items.len() as i64;
+                let i = if index < 0 { len + index } else { index };
+                if (0..len).contains(&i) {
+                    self.wrap(&items[i as usize])
+                } else {
+                    Dynamic::UNIT
+                }
+            }
+            _ => Dynamic::UNIT,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self.node() {
+            Value::Array(items) => items.len(),
+            Value::Object(map) => map.len(),
+            Value::String(s) => s.chars().count(),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements of an array view (values of an object view), as script values.
+    pub fn items(&self) -> Vec<Dynamic> {
+        match self.node() {
+            Value::Array(items) => items.iter().map(|v| self.wrap(v)).collect(),
+            Value::Object(map) => map.values().map(|v| self.wrap(v)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn number_to_dynamic(n: &serde_json::Number) -> Dynamic {
+    if let Some(i) = n.as_i64() {
+        Dynamic::from_int(i)
+    } else {
+        // u64 above i64::MAX and fractions: floats, as `rhai::serde` does.
+        Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// Deep conversion of JSON into Rhai values (used for `to_map()` and script params).
+pub fn value_to_dynamic(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => number_to_dynamic(n),
+        Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(value_to_dynamic).collect()),
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                out.insert(k.as_str().into(), value_to_dynamic(v));
+            }
+            Dynamic::from_map(out)
+        }
+    }
+}
+
+/// Why a script value could not become JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct ToJsonError {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// Converts a script result back into JSON. Views are copied as the JSON they stand for.
+pub fn dynamic_to_value(value: &Dynamic) -> Result<Value, ToJsonError> {
+    let mut pointer = String::new();
+    to_value_at(value, &mut pointer)
+}
+
+fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonError> {
+    if value.is_unit() {
+        return Ok(Value::Null);
+    }
+    if let Some(b) = value.clone().try_cast::<bool>() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = value.as_int() {
+        return Ok(Value::from(i));
+    }
+    if let Ok(f) = value.as_float() {
+        return serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| ToJsonError {
+            pointer: pointer.clone(),
+            message: format!("{f} is not a JSON number"),
+        });
+    }
+    if value.is_string() {
+        return Ok(Value::String(value.clone().into_string().unwrap_or_default()));
+    }
+    if value.is_char() {
+        return Ok(Value::String(value.as_char().map(String::from).unwrap_or_default()));
+    }
+    if value.is_array() {
+        let array = value.read_lock::<Array>().expect("checked is_array");
+        let mut out = Vec::with_capacity(array.len());
+        for (i, item) in array.iter().enumerate() {
+            let len = pointer.len();
+            pointer.push_str(&format!("/{i}"));
+            out.push(to_value_at(item, pointer)?);
+            pointer.truncate(len);
+        }
+        return Ok(Value::Array(out));
+    }
+    if value.is_map() {
+        let map = value.read_lock::<Map>().expect("checked is_map");
+        let mut out = serde_json::Map::with_capacity(map.len());
+        for (k, item) in map.iter() {
+            let len = pointer.len();
+            pointer.push('/');
+            pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            out.insert(k.to_string(), to_value_at(item, pointer)?);
+            pointer.truncate(len);
+        }
+        return Ok(Value::Object(out));
+    }
+    if let Some(view) = value.clone().try_cast::<JsonView>() {
+        return Ok(view.node().clone());
+    }
+    Err(ToJsonError {
+        pointer: if pointer.is_empty() { "/".into() } else { pointer.clone() },
+        message: format!("a script value of type '{}' has no JSON form", value.type_name()),
+    })
+}
+
+/// Registers the `Json` type and the functions that make a view behave like a read-only
+/// map or array in scripts: `v.field`, `v["field"]`, `v[0]`, `for x in v`, `"k" in v`,
+/// `v.len()`, `v.keys()`, `v.to_map()`, `v.to_array()`, `v.is_map()`, `v.is_array()`.
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<JsonView>("Json");
+    engine.register_indexer_get(|v: &mut JsonView, key: &str| v.get(key));
+    engine.register_indexer_get(|v: &mut JsonView, index: i64| v.index(index));
+    engine.register_iterator::<JsonView>();
+    engine.register_fn("len", |v: &mut JsonView| v.len() as i64);
+    engine.register_fn("is_empty", |v: &mut JsonView| v.is_empty());
+    engine.register_fn("is_map", |v: &mut JsonView| v.node().is_object());
+    engine.register_fn("is_array", |v: &mut JsonView| v.node().is_array());
+    engine.register_fn("keys", |v: &mut JsonView| -> Array {
+        match v.node() {
+            Value::Object(map) => map.keys().map(|k| Dynamic::from(ImmutableString::from(k.as_str()))).collect(),
+            _ => Array::new(),
+        }
+    });
+    engine.register_fn("values", |v: &mut JsonView| -> Array { v.items() });
+    engine.register_fn("to_map", |v: &mut JsonView| value_to_dynamic(v.node()));
+    engine.register_fn("to_array", |v: &mut JsonView| -> Array { v.items() });
+    // `x in view`: a key of an object view, or an element of an array view.
+    engine.register_fn("contains", |v: &mut JsonView, key: &str| match v.node() {
+        Value::Object(map) => map.contains_key(key),
+        Value::Array(items) => items.iter().any(|item| item.as_str() == Some(key)),
+        _ => false,
+    });
+    engine.register_fn("contains", |v: &mut JsonView, needle: i64| match v.node() {
+        Value::Array(items) => items.iter().any(|item| item.as_i64() == Some(needle)),
+        _ => false,
+    });
+    engine.register_fn("to_string", |v: &mut JsonView| v.node().to_string());
+    engine.register_fn("to_debug", |v: &mut JsonView| v.node().to_string());
+    engine.register_fn("==", |a: JsonView, b: JsonView| a.node() == b.node());
+    engine.register_fn("!=", |a: JsonView, b: JsonView| a.node() != b.node());
+}
+
+impl IntoIterator for JsonView {
+    type Item = Dynamic;
+    type IntoIter = std::vec::IntoIter<Dynamic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items().into_iter()
+    }
+}

@@ -1,0 +1,113 @@
+//! The rule pack manifest, `pack.toml`: which rules run in which stage, in what order,
+//! with which params; which lookup tables exist; the pack's limits.
+//!
+//! The TOML is parsed, converted to JSON and validated against
+//! `schemas/rule-pack.schema.json` before it is read into these types, so unknown keys
+//! and wrong types are reported as `pack.toml: /json/pointer: message`, all at once.
+
+use super::engine::Limits;
+use crate::model::Stage;
+use crate::problem::{line_col, Problem};
+use crate::schema::{self, SchemaSet};
+use crate::snapshot::PackSnapshot;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+pub const MANIFEST: &str = "pack.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSpec>,
+    #[serde(default)]
+    pub filter: Vec<RuleSpec>,
+    #[serde(default)]
+    pub map: Vec<RuleSpec>,
+    #[serde(default)]
+    pub enrich: Vec<RuleSpec>,
+    #[serde(default)]
+    pub direction: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuleSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub script: String,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default)]
+    pub params_schema: Option<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableSpec {
+    pub file: String,
+    pub key: String,
+    #[serde(default)]
+    pub case_insensitive: bool,
+    pub schema: String,
+}
+
+impl Manifest {
+    pub fn rules(&self, stage: Stage) -> &[RuleSpec] {
+        match stage {
+            Stage::Filter => &self.filter,
+            Stage::Map => &self.map,
+            Stage::Enrich => &self.enrich,
+            Stage::Direction => &self.direction,
+        }
+    }
+
+    /// Reads and validates `pack.toml` from the snapshot.
+    pub fn load(snapshot: &PackSnapshot, schemas: &SchemaSet) -> Result<Manifest, Vec<Problem>> {
+        let path = snapshot.display_path(MANIFEST);
+        let text = match snapshot.text(MANIFEST) {
+            None => return Err(vec![Problem::in_file(path, "no manifest: a rule pack needs a pack.toml")]),
+            Some(Err(problem)) => return Err(vec![problem]),
+            Some(Ok(text)) => text,
+        };
+        let toml_value: toml::Value = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            vec![Problem::at(&path, line, col, format!("invalid TOML: {}", e.message()))]
+        })?;
+        let json = serde_json::to_value(&toml_value).map_err(|e| vec![Problem::in_file(&path, e.to_string())])?;
+        let violations = schemas.check(schema::RULE_PACK, &json);
+        if !violations.is_empty() {
+            return Err(violations.into_iter().map(|v| Problem::at_pointer(&path, v.pointer, v.message)).collect());
+        }
+        let manifest: Manifest =
+            serde_json::from_value(json).map_err(|e| vec![Problem::in_file(&path, format!("invalid manifest: {e}"))])?;
+        let mut seen = HashSet::new();
+        let mut problems = Vec::new();
+        for stage in Stage::ALL {
+            for (i, rule) in manifest.rules(stage).iter().enumerate() {
+                if !seen.insert(rule.name.as_str()) {
+                    problems.push(Problem::at_pointer(
+                        &path,
+                        format!("/{stage}/{i}/name"),
+                        format!("rule name '{}' is used twice; audit rows name rules, so names must be unique", rule.name),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(problems)
+        }
+    }
+}

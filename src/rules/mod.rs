@@ -1,0 +1,20 @@
+//! The rule engine: compiling a rule pack and running its stages on incidents.
+//!
+//! Pure core: no tokio, no HTTP, no SQLite, no file reads (the pack arrives as a
+//! [`PackSnapshot`](crate::snapshot::PackSnapshot)). Entry points: [`CompiledPack::build`]
+//! and the stage runners in [`pipeline`].
+
+pub mod call;
+pub mod compile;
+pub mod context;
+pub mod engine;
+pub mod json;
+pub mod manifest;
+pub mod natives;
+pub mod pipeline;
+pub mod tables;
+
+pub use call::{RuleError, RuleErrorKind};
+pub use compile::{CompiledPack, CompiledRule};
+pub use engine::Limits;
+pub use pipeline::{Decision, Outcome, RunOptions, Step, Verdict};
