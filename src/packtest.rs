@@ -1,1 +1,197 @@
+//! A rule pack's own tests: JSON files under `tests/` in the pack, each an input, the
+//! stage or pipeline to run, and the expected output or decision
+//! (`schemas/pack-test.schema.json`). The one runner behind `rulebridge test`, hot
+//! reload's test step and the project's integration tests.
 
+use crate::model::{FieldChange, Side, Stage};
+use crate::problem::Problem;
+use crate::rules::json::value_to_dynamic;
+use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
+use crate::schema::{self, violations};
+use crate::snapshot::confine;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The sync time pack tests run at unless they say otherwise, so results never depend
+/// on when the tests run.
+pub const DEFAULT_SYNC_TIME: &str = "2026-01-01T00:00:00Z";
+
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// Display path of the test file.
+    pub name: String,
+    pub passed: bool,
+    /// Why it failed: a diff, an unexpected error, a malformed test.
+    pub detail: String,
+}
+
+/// Runs every `tests/**/*.json` of the pack, in path order.
+pub fn run_pack_tests(pack: &CompiledPack) -> Vec<TestResult> {
+    pack.snapshot
+        .files
+        .keys()
+        .filter(|rel| rel.starts_with("tests/") && rel.ends_with(".json"))
+        .map(|rel| {
+            let name = pack.snapshot.display_path(rel);
+            match run_one(pack, rel) {
+                Ok(()) => TestResult { name, passed: true, detail: String::new() },
+                Err(detail) => TestResult { name, passed: false, detail },
+            }
+        })
+        .collect()
+}
+
+/// `N passed, M failed`, the last line of every test run.
+pub fn summary(results: &[TestResult]) -> String {
+    let passed = results.iter().filter(|r| r.passed).count();
+    format!("{passed} passed, {} failed", results.len() - passed)
+}
+
+fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
+    let spec = read_json(pack, rel)?;
+    let bad = pack.schemas.validator(schema::PACK_TEST).map(|v| violations(v, &spec)).unwrap_or_default();
+    if let Some(v) = bad.first() {
+        return Err(Problem::at_pointer(pack.snapshot.display_path(rel), &v.pointer, &v.message).to_string());
+    }
+    let run = spec["run"].as_str().unwrap_or("pipeline");
+    let source = if spec["from"] == "sentinel" { Side::Sentinel } else { Side::Defender };
+    let only = spec.get("rule").and_then(Value::as_str);
+    if let Some(name) = only {
+        let found = pack.rule(name).map(|r| r.stage.name());
+        if found != Some(run) {
+            return Err(format!("no enabled {run} rule named '{name}'"));
+        }
+    }
+    let opts = RunOptions {
+        sync_time: spec["ctx"]["sync_time"].as_str().unwrap_or(DEFAULT_SYNC_TIME).to_string(),
+        linked: spec["ctx"]["linked"].as_bool().unwrap_or(false),
+        explain: false,
+    };
+    let input = Arc::new(resolve_input(pack, &spec["input"])?);
+    let expect = &spec["expect"];
+
+    // (synced?, output, decision) or a rule error.
+    let result: Result<(Option<bool>, Option<Value>, Option<String>), RuleError> = match run {
+        "pipeline" => pack.run_pipeline(input, source, &opts).map(|outcome| match outcome.verdict {
+            Verdict::Synced { body } => (Some(true), Some(body), None),
+            Verdict::Filtered { .. } => (Some(false), None, None),
+        }),
+        "filter" => {
+            let prepared = pack.prepare(input, source, &opts);
+            pack.run_filter(&prepared, only, &mut Vec::new()).map(|stopped| (Some(stopped.is_none()), None, None))
+        }
+        "map" | "enrich" => (|| {
+            let prepared = pack.prepare(input, source, &opts);
+            let mut steps = Vec::new();
+            let target = match (&spec["target"], run) {
+                (Value::Object(_), "enrich") => value_to_dynamic(&spec["target"]),
+                _ => pack.run_map(&prepared, if run == "map" { only } else { None }, &opts, &mut steps)?,
+            };
+            let target = if run == "enrich" { pack.run_enrich(&prepared, target, only, &opts, &mut steps)? } else { target };
+            let out = crate::rules::json::dynamic_to_value(&target).map_err(|e| RuleError {
+                kind: crate::rules::RuleErrorKind::BadReturn,
+                rule: None,
+                stage: Some(if run == "map" { Stage::Map } else { Stage::Enrich }),
+                file: None,
+                line: None,
+                col: None,
+                pointer: Some(e.pointer),
+                message: e.message,
+            })?;
+            Ok((None, Some(out), None))
+        })(),
+        "direction" => {
+            let change: FieldChange = serde_json::from_value((*input).clone())
+                .map_err(|e| format!("input is not a field change for the direction stage: {e}"))?;
+            pack.decide(&change, Arc::new(Value::Object(Default::default())), only, &opts)
+                .map(|d| (None, None, Some(d.flow.name().to_string())))
+        }
+        other => return Err(format!("unknown run '{other}'")),
+    };
+
+    let (synced, output, decision) = match (result, expect.get("error").and_then(Value::as_str)) {
+        (Err(err), Some(wanted)) if err.to_string().contains(wanted) => return Ok(()),
+        (Err(err), Some(wanted)) => return Err(format!("expected an error containing '{wanted}', got: {err}")),
+        (Err(err), None) => return Err(format!("rule error: {err}")),
+        (Ok(_), Some(wanted)) => return Err(format!("expected an error containing '{wanted}', but the run succeeded")),
+        (Ok(r), None) => r,
+    };
+    let mut failures = Vec::new();
+    if let Some(want) = expect.get("synced").and_then(Value::as_bool) {
+        if synced != Some(want) {
+            failures.push(format!("expected synced = {want}, got {}", synced.map_or("n/a".into(), |s| s.to_string())));
+        }
+    }
+    if let Some(want) = expect.get("decision").and_then(Value::as_str) {
+        if decision.as_deref() != Some(want) {
+            failures.push(format!("expected decision {want}, got {}", decision.as_deref().unwrap_or("none")));
+        }
+    }
+    for (key, subset) in [("output", false), ("contains", true)] {
+        if let Some(want) = expect.get(key) {
+            let got = output.clone().unwrap_or(Value::Null);
+            let shown = if subset { project(&got, want) } else { got };
+            if &shown != want {
+                failures.push(format!("{key} differs (- expected, + actual):\n{}", diff(want, &shown)));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+fn read_json(pack: &CompiledPack, rel: &str) -> Result<Value, String> {
+    let path = pack.snapshot.display_path(rel);
+    let text = pack.snapshot.text(rel).ok_or_else(|| format!("{path}: no such file in the pack"))?.map_err(|p| p.to_string())?;
+    serde_json::from_str(text).map_err(|e| format!("{path}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
+}
+
+/// `{"file": "relative/path.json"}` reads the input from the pack; a Graph or Sentinel
+/// list response (`{"value": [...]}`) is reduced to its first incident.
+fn resolve_input(pack: &CompiledPack, input: &Value) -> Result<Value, String> {
+    let value = match input.as_object() {
+        Some(map) if map.len() == 1 && map.get("file").is_some_and(Value::is_string) => {
+            let rel = confine(map["file"].as_str().unwrap_or_default())?;
+            read_json(pack, &rel)?
+        }
+        _ => input.clone(),
+    };
+    Ok(first_incident(value))
+}
+
+/// The first incident of a list response, or the value itself.
+pub fn first_incident(value: Value) -> Value {
+    match value {
+        Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => match map.remove("value") {
+            Some(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
+            _ => Value::Null,
+        },
+        other => other,
+    }
+}
+
+/// The part of `actual` that `expected` talks about: objects keep only expected's keys.
+fn project(actual: &Value, expected: &Value) -> Value {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => Value::Object(
+            e.keys().filter_map(|k| a.get(k).map(|v| (k.clone(), project(v, &e[k])))).collect(),
+        ),
+        _ => actual.clone(),
+    }
+}
+
+fn diff(expected: &Value, actual: &Value) -> String {
+    let e = serde_json::to_string_pretty(expected).unwrap_or_default();
+    let a = serde_json::to_string_pretty(actual).unwrap_or_default();
+    similar::TextDiff::from_lines(&e, &a)
+        .unified_diff()
+        .context_radius(3)
+        .to_string()
+        .lines()
+        .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}

@@ -1,1 +1,141 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command-line layer: argument parsing, output formatting, exit codes. The only
+//! module that uses `anyhow` and installs a `tracing` subscriber; everything it does
+//! is a thin call into the library.
+
+mod eval;
+
+use crate::packtest;
+use crate::problem::Problem;
+use crate::rules::CompiledPack;
+use crate::snapshot::{default_rules_dir, PackSnapshot};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rulebridge", version, about = "Keeps incidents in sync between Microsoft Defender XDR and Microsoft Sentinel, every decision a Rhai rule")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate and compile a rule pack; print every problem as path:line:col: message.
+    Check(PackArgs),
+    /// Run the rule pack's own tests (files under tests/ in the pack).
+    Test(PackArgs),
+    /// Run filter -> map -> enrich on one incident and print the request body.
+    Eval(eval::EvalArgs),
+}
+
+/// Where the rule pack and the schemas it is judged by are.
+#[derive(Args, Clone)]
+pub struct PackArgs {
+    /// Rule pack folder.
+    #[arg(long, value_name = "DIR", default_value_os_t = default_rules_dir())]
+    rules: PathBuf,
+    /// Schemas folder [default: schemas/ if it exists, else the schemas built into rulebridge]
+    #[arg(long, value_name = "DIR")]
+    schemas: Option<PathBuf>,
+}
+
+impl PackArgs {
+    fn schemas_dir(&self) -> Option<PathBuf> {
+        self.schemas.clone().or_else(|| {
+            let local = PathBuf::from("schemas");
+            local.join(crate::schema::RULE_PACK).is_file().then_some(local)
+        })
+    }
+
+    /// Reads and builds the pack, or prints its problems.
+    pub fn load(&self) -> Result<CompiledPack, Vec<Problem>> {
+        let snapshot = PackSnapshot::read(&self.rules, self.schemas_dir().as_deref())?;
+        CompiledPack::build(snapshot)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Check(args) => Ok(check(&args)),
+        Command::Test(args) => Ok(test(&args)),
+        Command::Eval(args) => eval::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_problems(problems: &[Problem]) {
+    for p in problems {
+        println!("{p}");
+    }
+    println!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+}
+
+fn describe(pack: &CompiledPack) -> String {
+    let tables = pack.tables.names().count();
+    format!(
+        "rule pack '{}' version {}: {} rule{}, {} table{}",
+        pack.name,
+        pack.version,
+        pack.rules.len(),
+        if pack.rules.len() == 1 { "" } else { "s" },
+        tables,
+        if tables == 1 { "" } else { "s" }
+    )
+}
+
+fn check(args: &PackArgs) -> ExitCode {
+    match args.load() {
+        Ok(pack) => {
+            println!("{}: ok", describe(&pack));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print_problems(&problems);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &PackArgs) -> ExitCode {
+    let pack = match args.load() {
+        Ok(pack) => pack,
+        Err(problems) => {
+            print_problems(&problems);
+            println!("0 passed, 0 failed (the pack does not load)");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", describe(&pack));
+    let results = packtest::run_pack_tests(&pack);
+    for r in &results {
+        if r.passed {
+            println!("ok      {}", r.name);
+        } else {
+            println!("FAILED  {}\n{}", r.name, indent(&r.detail));
+        }
+    }
+    println!("{}", packtest::summary(&results));
+    if results.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}

@@ -13,6 +13,7 @@
 //! | `clip(s, n)` | `s` cut to at most `n` characters, ending in `…` when cut |
 //! | `distinct(list)` | the list without repeated values, first occurrence kept |
 //! | `summarize(list, n)` | up to `n` items joined with `, `, plus `(+k more)` |
+//! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first |
 
 use super::json::JsonView;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -34,6 +35,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("clip", |s: &str, max: i64| clip(s, max.max(0) as usize));
     engine.register_fn("clip", |_: (), _: i64| String::new());
     engine.register_fn("distinct", |list: Array| distinct(list));
+    engine.register_fn("time_cmp", |a: Dynamic, b: Dynamic| time_cmp(&a, &b));
     engine.register_fn("summarize", |list: Array, max: i64| summarize(&list, max.max(0) as usize));
 }
 
@@ -99,6 +101,11 @@ pub fn clip(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max - 1).collect();
     out.push('…');
     out
+}
+
+fn time_cmp(a: &Dynamic, b: &Dynamic) -> i64 {
+    let parse = |d: &Dynamic| d.read_lock::<ImmutableString>().and_then(|s| parse_time(&s));
+    parse(a).cmp(&parse(b)) as i64
 }
 
 fn distinct(list: Array) -> Array {

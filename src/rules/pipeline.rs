@@ -120,6 +120,18 @@ impl CompiledPack {
                 });
             }
         }
+        if source == Side::Sentinel && !incident.get("properties").is_some_and(Value::is_object) {
+            return Err(RuleError {
+                kind: RuleErrorKind::InvalidInput,
+                rule: None,
+                stage: None,
+                file: None,
+                line: None,
+                col: None,
+                pointer: Some("/properties".into()),
+                message: "a Sentinel incident carries its fields in a `properties` object, and this one has none".into(),
+            });
+        }
         let prepared = self.prepare(incident, source, opts);
         let mut steps = Vec::new();
         if let Some(rule) = self.run_filter(&prepared, None, &mut steps)? {
