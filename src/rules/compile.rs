@@ -23,7 +23,7 @@ use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
 
 type SharedModule = Shared<Module>;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// One rule, compiled and ready to call.
@@ -157,14 +157,13 @@ fn compile_rule(
         Some(Ok(text)) => text,
     };
 
-    let mut ast = match resolver.compile_script(engine, &rel, &path, source) {
+    let ast = match resolver.compile_script(engine, &path, source) {
         Ok(ast) => ast,
         Err(p) => {
             problems.push(p);
             return Err(problems);
         }
     };
-    ast.set_source(path.as_str());
 
     let mut entries = Vec::new();
     for &entry in stage.entry_points() {
@@ -257,9 +256,10 @@ struct ResolverState {
     snapshot: PackSnapshot,
     limits: Limits,
     modules: Mutex<HashMap<String, SharedModule>>,
-    /// Modules being compiled right now, to refuse import cycles instead of recursing.
-    loading: Mutex<HashSet<String>>,
-    /// Problems in imported files, reported where they are rather than at the import.
+    /// Files being compiled right now, innermost last: (display path, text). The last
+    /// one is the importer of the path being resolved; a repeat is an import cycle.
+    compiling: Mutex<Vec<(String, String)>>,
+    /// Problems met while resolving, root cause first, located where they are.
     problems: Mutex<Vec<Problem>>,
 }
 
@@ -270,27 +270,52 @@ impl PackResolver {
                 snapshot: snapshot.clone(),
                 limits: *limits,
                 modules: Mutex::new(HashMap::new()),
-                loading: Mutex::new(HashSet::new()),
+                compiling: Mutex::new(Vec::new()),
                 problems: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    /// Compiles a rule script with its imports embedded; an error becomes a located problem.
-    fn compile_script(&self, engine: &Engine, rel: &str, path: &str, source: &str) -> Result<AST, Problem> {
-        self.inner.problems.lock().expect("resolver lock").clear();
-        engine.compile_into_self_contained(&Scope::new(), source).map_err(|err| {
-            let imported = self.inner.problems.lock().expect("resolver lock").pop();
-            imported.unwrap_or_else(|| {
+    /// Compiles `text` with its imports embedded; an error becomes a located problem
+    /// (for a failed import: the root cause, in whichever file it is).
+    fn compile_file(&self, engine: &Engine, path: &str, text: &str) -> Result<AST, Problem> {
+        let state = &self.inner;
+        state.compiling.lock().expect("resolver lock").push((path.to_string(), text.to_string()));
+        let result = engine.compile_into_self_contained(&Scope::new(), text);
+        state.compiling.lock().expect("resolver lock").pop();
+        let mut ast = result.map_err(|err| {
+            let root_cause = state.problems.lock().expect("resolver lock").first().cloned();
+            root_cause.unwrap_or_else(|| {
                 let pos = err.position();
                 let message = match *err {
                     EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
                     ref other => strip_position(&other.to_string()),
                 };
-                let _ = rel;
                 Problem::at(path, pos.line(), pos.position().or(pos.line().map(|_| 1)), message)
             })
-        })
+        })?;
+        ast.set_source(path);
+        Ok(ast)
+    }
+
+    fn compile_script(&self, engine: &Engine, path: &str, source: &str) -> Result<AST, Problem> {
+        self.inner.problems.lock().expect("resolver lock").clear();
+        self.compile_file(engine, path, source)
+    }
+
+    /// Records a failed import as a problem at the `import` statement in the importer.
+    fn import_failed(&self, path: &str, message: String) -> Box<EvalAltResult> {
+        let state = &self.inner;
+        let importer = state.compiling.lock().expect("resolver lock").last().cloned();
+        let problem = match importer {
+            Some((file, text)) => {
+                let at = text.find(&format!("\"{path}\"")).map(|at| line_col(&text, at));
+                Problem::at(file, at.map(|a| a.0), at.map(|a| a.1), message.clone())
+            }
+            None => Problem::in_file(state.snapshot.label.clone(), message.clone()),
+        };
+        state.problems.lock().expect("resolver lock").push(problem);
+        EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
     }
 }
 
@@ -298,73 +323,48 @@ impl ModuleResolver for PackResolver {
     fn resolve(
         &self,
         engine: &Engine,
-        source: Option<&str>,
+        _source: Option<&str>,
         path: &str,
-        pos: Position,
+        _pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
         let state = &self.inner;
-        let fail = |message: String| -> Box<EvalAltResult> { EvalAltResult::ErrorRuntime(message.into(), pos).into() };
         let with_ext = if path.ends_with(".rhai") { path.to_string() } else { format!("{path}.rhai") };
-        let rel = confine(&with_ext).map_err(|m| fail(format!("import {m}; imports are confined to the pack")))?;
+        let rel = confine(&with_ext).map_err(|m| self.import_failed(path, format!("import {m}; imports are confined to the pack")))?;
         if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
             return Ok(module.clone());
         }
         let display = state.snapshot.display_path(&rel);
-        if !state.loading.lock().expect("resolver lock").insert(rel.clone()) {
-            return Err(fail(format!("import '{path}' is part of an import cycle")));
+        if state.compiling.lock().expect("resolver lock").iter().any(|(file, _)| *file == display) {
+            return Err(self.import_failed(path, format!("import '{path}' is part of an import cycle")));
         }
-        let result = self.load_module(engine, source, path, &rel, &display, &fail);
-        state.loading.lock().expect("resolver lock").remove(&rel);
-        let module = result?;
-        state.modules.lock().expect("resolver lock").insert(rel, module.clone());
-        Ok(module)
-    }
-}
-
-impl PackResolver {
-    fn load_module(
-        &self,
-        engine: &Engine,
-        source: Option<&str>,
-        path: &str,
-        rel: &str,
-        display: &str,
-        fail: &dyn Fn(String) -> Box<EvalAltResult>,
-    ) -> Result<SharedModule, Box<EvalAltResult>> {
-        let state = &self.inner;
         let text = match state.snapshot.text(&rel) {
-            None => return Err(fail(format!("import '{path}': no file '{display}' in the pack"))),
-            Some(Err(p)) => return Err(fail(p.message)),
+            None => return Err(self.import_failed(path, format!("import '{path}': no file '{display}' in the pack"))),
+            Some(Err(p)) => return Err(self.import_failed(path, p.message)),
             Some(Ok(text)) => text,
         };
-        let record = |problem: Problem| {
-            let from = source.map(|s| format!(" (imported by {s})")).unwrap_or_default();
-            let mut problem = problem;
-            problem.message.push_str(&from);
-            state.problems.lock().expect("resolver lock").push(problem);
-        };
-        let mut ast = match engine.compile_into_self_contained(&Scope::new(), text) {
-            Ok(ast) => ast,
-            Err(err) => {
-                let p = err.position();
-                let message = match *err {
-                    EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
-                    ref other => strip_position(&other.to_string()),
-                };
-                record(Problem::at(display, p.line(), p.position(), message));
-                return Err(fail(format!("import '{path}' failed to compile")));
+        let importer = state.compiling.lock().expect("resolver lock").last().map(|(f, _)| f.clone()).unwrap_or_default();
+        let ast = self.compile_file(engine, &display, text).map_err(|mut problem| {
+            if problem.file == display {
+                problem.message.push_str(&format!(" (in '{path}', imported by {importer})"));
             }
-        };
-        ast.set_source(display);
+            let mut problems = state.problems.lock().expect("resolver lock");
+            if problems.is_empty() {
+                problems.push(problem);
+            }
+            EvalAltResult::ErrorRuntime(format!("import '{path}' failed").into(), Position::NONE)
+        })?;
         // A module's top level runs once, here, under the pack's operation limit.
         let mut module_engine = build_engine(&state.limits);
         module_engine.set_module_resolver(self.clone());
         let module = Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
             let p = err.position();
-            record(Problem::at(display, p.line(), p.position(), strip_position(&err.to_string())));
-            fail(format!("import '{path}' failed to load"))
+            let message = format!("{} (imported by {importer})", strip_position(&err.to_string()));
+            state.problems.lock().expect("resolver lock").push(Problem::at(&display, p.line(), p.position(), message));
+            Box::new(EvalAltResult::ErrorRuntime(format!("import '{path}' failed to load").into(), Position::NONE))
         })?;
-        Ok(module.into())
+        let module: SharedModule = module.into();
+        state.modules.lock().expect("resolver lock").insert(rel, module.clone());
+        Ok(module)
     }
 }
 
