@@ -83,6 +83,18 @@ pub fn with_deadline<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// For native helpers that do real work: fails the call once its deadline has passed.
+/// `on_progress` only looks at the clock every 1024 operations, and a native call is a
+/// single operation however long it runs, so heavy helpers check for themselves.
+pub fn check_deadline() -> Result<(), Box<rhai::EvalAltResult>> {
+    let expired = DEADLINE.with(|d| d.get()).is_some_and(|deadline| Instant::now() >= deadline);
+    if expired {
+        Err(rhai::EvalAltResult::ErrorTerminated(Dynamic::from(DEADLINE_TOKEN), rhai::Position::NONE).into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Builds an engine with the sandbox and every native function scripts may use.
 pub fn build_engine(limits: &Limits) -> Engine {
     let mut engine = Engine::new_raw();

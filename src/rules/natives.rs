@@ -22,7 +22,10 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 pub fn register(engine: &mut Engine) {
-    engine.register_fn("pluck", |v: &mut JsonView, path: &str| pluck(v, path));
+    engine.register_fn("pluck", |v: &mut JsonView, path: &str| {
+        let found = pluck(v, path);
+        super::engine::check_deadline().map(|()| found)
+    });
     engine.register_fn("pluck", |_: (), _: &str| Array::new());
     engine.register_fn("earliest", |list: Array| extreme(&list, false));
     engine.register_fn("latest", |list: Array| extreme(&list, true));
