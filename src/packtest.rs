@@ -184,8 +184,8 @@ fn project(actual: &Value, expected: &Value) -> Value {
 }
 
 fn diff(expected: &Value, actual: &Value) -> String {
-    let e = serde_json::to_string_pretty(expected).unwrap_or_default();
-    let a = serde_json::to_string_pretty(actual).unwrap_or_default();
+    let e = serde_json::to_string_pretty(expected).unwrap_or_default() + "\n";
+    let a = serde_json::to_string_pretty(actual).unwrap_or_default() + "\n";
     similar::TextDiff::from_lines(&e, &a)
         .unified_diff()
         .context_radius(3)
