@@ -34,8 +34,16 @@ pub fn run_pack_tests(pack: &CompiledPack) -> Vec<TestResult> {
         .map(|rel| {
             let name = pack.snapshot.display_path(rel);
             match run_one(pack, rel) {
-                Ok(()) => TestResult { name, passed: true, detail: String::new() },
-                Err(detail) => TestResult { name, passed: false, detail },
+                Ok(()) => TestResult {
+                    name,
+                    passed: true,
+                    detail: String::new(),
+                },
+                Err(detail) => TestResult {
+                    name,
+                    passed: false,
+                    detail,
+                },
             }
         })
         .collect()
@@ -49,12 +57,23 @@ pub fn summary(results: &[TestResult]) -> String {
 
 fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
     let spec = read_json(pack, rel)?;
-    let bad = pack.schemas.validator(schema::PACK_TEST).map(|v| violations(v, &spec)).unwrap_or_default();
+    let bad = pack
+        .schemas
+        .validator(schema::PACK_TEST)
+        .map(|v| violations(v, &spec))
+        .unwrap_or_default();
     if let Some(v) = bad.first() {
-        return Err(Problem::at_pointer(pack.snapshot.display_path(rel), &v.pointer, &v.message).to_string());
+        return Err(
+            Problem::at_pointer(pack.snapshot.display_path(rel), &v.pointer, &v.message)
+                .to_string(),
+        );
     }
     let run = spec["run"].as_str().unwrap_or("pipeline");
-    let source = if spec["from"] == "sentinel" { Side::Sentinel } else { Side::Defender };
+    let source = if spec["from"] == "sentinel" {
+        Side::Sentinel
+    } else {
+        Side::Defender
+    };
     let only = spec.get("rule").and_then(Value::as_str);
     if let Some(name) = only {
         let found = pack.rule(name).map(|r| r.stage.name());
@@ -63,7 +82,10 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
         }
     }
     let opts = RunOptions {
-        sync_time: spec["ctx"]["sync_time"].as_str().unwrap_or(DEFAULT_SYNC_TIME).to_string(),
+        sync_time: spec["ctx"]["sync_time"]
+            .as_str()
+            .unwrap_or(DEFAULT_SYNC_TIME)
+            .to_string(),
         linked: spec["ctx"]["linked"].as_bool().unwrap_or(false),
         explain: false,
     };
@@ -72,26 +94,43 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
 
     // (synced?, output, decision) or a rule error.
     let result: Result<(Option<bool>, Option<Value>, Option<String>), RuleError> = match run {
-        "pipeline" => pack.run_pipeline(input, source, &opts).map(|outcome| match outcome.verdict {
-            Verdict::Synced { body } => (Some(true), Some(body), None),
-            Verdict::Filtered { .. } => (Some(false), None, None),
-        }),
+        "pipeline" => {
+            pack.run_pipeline(input, source, &opts)
+                .map(|outcome| match outcome.verdict {
+                    Verdict::Synced { body } => (Some(true), Some(body), None),
+                    Verdict::Filtered { .. } => (Some(false), None, None),
+                })
+        }
         "filter" => {
             let prepared = pack.prepare(input, source, &opts);
-            pack.run_filter(&prepared, only, &mut Vec::new()).map(|stopped| (Some(stopped.is_none()), None, None))
+            pack.run_filter(&prepared, only, &mut Vec::new())
+                .map(|stopped| (Some(stopped.is_none()), None, None))
         }
         "map" | "enrich" => (|| {
             let prepared = pack.prepare(input, source, &opts);
             let mut steps = Vec::new();
             let target = match (&spec["target"], run) {
                 (Value::Object(_), "enrich") => value_to_dynamic(&spec["target"]),
-                _ => pack.run_map(&prepared, if run == "map" { only } else { None }, &opts, &mut steps)?,
+                _ => pack.run_map(
+                    &prepared,
+                    if run == "map" { only } else { None },
+                    &opts,
+                    &mut steps,
+                )?,
             };
-            let target = if run == "enrich" { pack.run_enrich(&prepared, target, only, &opts, &mut steps)? } else { target };
+            let target = if run == "enrich" {
+                pack.run_enrich(&prepared, target, only, &opts, &mut steps)?
+            } else {
+                target
+            };
             let out = crate::rules::json::dynamic_to_value(&target).map_err(|e| RuleError {
                 kind: crate::rules::RuleErrorKind::BadReturn,
                 rule: None,
-                stage: Some(if run == "map" { Stage::Map } else { Stage::Enrich }),
+                stage: Some(if run == "map" {
+                    Stage::Map
+                } else {
+                    Stage::Enrich
+                }),
                 file: None,
                 line: None,
                 col: None,
@@ -103,28 +142,47 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
         "direction" => {
             let change: FieldChange = serde_json::from_value((*input).clone())
                 .map_err(|e| format!("input is not a field change for the direction stage: {e}"))?;
-            pack.decide(&change, Arc::new(Value::Object(Default::default())), only, &opts)
-                .map(|d| (None, None, Some(d.flow.name().to_string())))
+            pack.decide(
+                &change,
+                Arc::new(Value::Object(Default::default())),
+                only,
+                &opts,
+            )
+            .map(|d| (None, None, Some(d.flow.name().to_string())))
         }
         other => return Err(format!("unknown run '{other}'")),
     };
 
     let (synced, output, decision) = match (result, expect.get("error").and_then(Value::as_str)) {
         (Err(err), Some(wanted)) if err.to_string().contains(wanted) => return Ok(()),
-        (Err(err), Some(wanted)) => return Err(format!("expected an error containing '{wanted}', got: {err}")),
+        (Err(err), Some(wanted)) => {
+            return Err(format!(
+                "expected an error containing '{wanted}', got: {err}"
+            ))
+        }
         (Err(err), None) => return Err(format!("rule error: {err}")),
-        (Ok(_), Some(wanted)) => return Err(format!("expected an error containing '{wanted}', but the run succeeded")),
+        (Ok(_), Some(wanted)) => {
+            return Err(format!(
+                "expected an error containing '{wanted}', but the run succeeded"
+            ))
+        }
         (Ok(r), None) => r,
     };
     let mut failures = Vec::new();
     if let Some(want) = expect.get("synced").and_then(Value::as_bool) {
         if synced != Some(want) {
-            failures.push(format!("expected synced = {want}, got {}", synced.map_or("n/a".into(), |s| s.to_string())));
+            failures.push(format!(
+                "expected synced = {want}, got {}",
+                synced.map_or("n/a".into(), |s| s.to_string())
+            ));
         }
     }
     if let Some(want) = expect.get("decision").and_then(Value::as_str) {
         if decision.as_deref() != Some(want) {
-            failures.push(format!("expected decision {want}, got {}", decision.as_deref().unwrap_or("none")));
+            failures.push(format!(
+                "expected decision {want}, got {}",
+                decision.as_deref().unwrap_or("none")
+            ));
         }
     }
     for (key, subset) in [("output", false), ("contains", true)] {
@@ -132,7 +190,10 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
             let got = output.clone().unwrap_or(Value::Null);
             let shown = if subset { project(&got, want) } else { got };
             if &shown != want {
-                failures.push(format!("{key} differs (- expected, + actual):\n{}", diff(want, &shown)));
+                failures.push(format!(
+                    "{key} differs (- expected, + actual):\n{}",
+                    diff(want, &shown)
+                ));
             }
         }
     }
@@ -145,8 +206,13 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
 
 fn read_json(pack: &CompiledPack, rel: &str) -> Result<Value, String> {
     let path = pack.snapshot.display_path(rel);
-    let text = pack.snapshot.text(rel).ok_or_else(|| format!("{path}: no such file in the pack"))?.map_err(|p| p.to_string())?;
-    serde_json::from_str(text).map_err(|e| format!("{path}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
+    let text = pack
+        .snapshot
+        .text(rel)
+        .ok_or_else(|| format!("{path}: no such file in the pack"))?
+        .map_err(|p| p.to_string())?;
+    serde_json::from_str(text)
+        .map_err(|e| format!("{path}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
 }
 
 /// `{"file": "relative/path.json"}` reads the input from the pack; a Graph or Sentinel
@@ -165,10 +231,12 @@ fn resolve_input(pack: &CompiledPack, input: &Value) -> Result<Value, String> {
 /// The first incident of a list response, or the value itself.
 pub fn first_incident(value: Value) -> Value {
     match value {
-        Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => match map.remove("value") {
-            Some(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
-            _ => Value::Null,
-        },
+        Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => {
+            match map.remove("value") {
+                Some(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
+                _ => Value::Null,
+            }
+        }
         other => other,
     }
 }
@@ -177,7 +245,9 @@ pub fn first_incident(value: Value) -> Value {
 fn project(actual: &Value, expected: &Value) -> Value {
     match (actual, expected) {
         (Value::Object(a), Value::Object(e)) => Value::Object(
-            e.keys().filter_map(|k| a.get(k).map(|v| (k.clone(), project(v, &e[k])))).collect(),
+            e.keys()
+                .filter_map(|k| a.get(k).map(|v| (k.clone(), project(v, &e[k]))))
+                .collect(),
         ),
         _ => actual.clone(),
     }

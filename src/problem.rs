@@ -21,17 +21,48 @@ pub struct Problem {
 
 impl Problem {
     pub fn in_file(file: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { file: file.into(), line: None, col: None, pointer: None, message: message.into() }
+        Problem {
+            file: file.into(),
+            line: None,
+            col: None,
+            pointer: None,
+            message: message.into(),
+        }
     }
 
-    pub fn at(file: impl Into<String>, line: Option<usize>, col: Option<usize>, message: impl Into<String>) -> Self {
-        Problem { file: file.into(), line, col, pointer: None, message: message.into() }
+    pub fn at(
+        file: impl Into<String>,
+        line: Option<usize>,
+        col: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
+        Problem {
+            file: file.into(),
+            line,
+            col,
+            pointer: None,
+            message: message.into(),
+        }
     }
 
-    pub fn at_pointer(file: impl Into<String>, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn at_pointer(
+        file: impl Into<String>,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         let pointer = pointer.into();
-        let pointer = if pointer.is_empty() { "/".to_string() } else { pointer };
-        Problem { file: file.into(), line: None, col: None, pointer: Some(pointer), message: message.into() }
+        let pointer = if pointer.is_empty() {
+            "/".to_string()
+        } else {
+            pointer
+        };
+        Problem {
+            file: file.into(),
+            line: None,
+            col: None,
+            pointer: Some(pointer),
+            message: message.into(),
+        }
     }
 }
 
@@ -68,9 +99,18 @@ mod tests {
 
     #[test]
     fn formats_locations_gcc_style() {
-        assert_eq!(Problem::at("rules/a.rhai", Some(3), Some(7), "boom").to_string(), "rules/a.rhai:3:7: boom");
-        assert_eq!(Problem::at_pointer("rules/pack.toml", "/filter/0/params", "bad").to_string(), "rules/pack.toml: /filter/0/params: bad");
-        assert_eq!(Problem::at_pointer("x.json", "", "bad").to_string(), "x.json: /: bad");
+        assert_eq!(
+            Problem::at("rules/a.rhai", Some(3), Some(7), "boom").to_string(),
+            "rules/a.rhai:3:7: boom"
+        );
+        assert_eq!(
+            Problem::at_pointer("rules/pack.toml", "/filter/0/params", "bad").to_string(),
+            "rules/pack.toml: /filter/0/params: bad"
+        );
+        assert_eq!(
+            Problem::at_pointer("x.json", "", "bad").to_string(),
+            "x.json: /: bad"
+        );
     }
 
     #[test]

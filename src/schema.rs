@@ -18,13 +18,28 @@ pub const DEFENDER_INCIDENT: &str = "defender-incident.schema.json";
 pub const DEFENDER_UPDATE: &str = "defender-incident-update.schema.json";
 pub const RULE_PACK: &str = "rule-pack.schema.json";
 pub const PACK_TEST: &str = "pack-test.schema.json";
-const REQUIRED: [&str; 5] = [SENTINEL_INCIDENT, DEFENDER_INCIDENT, DEFENDER_UPDATE, RULE_PACK, PACK_TEST];
+const REQUIRED: [&str; 5] = [
+    SENTINEL_INCIDENT,
+    DEFENDER_INCIDENT,
+    DEFENDER_UPDATE,
+    RULE_PACK,
+    PACK_TEST,
+];
 
 /// The schema files shipped with rulebridge, used when no `schemas/` folder is given.
 pub const BUILT_IN: [(&str, &str); 5] = [
-    (SENTINEL_INCIDENT, include_str!("../schemas/sentinel-incident.schema.json")),
-    (DEFENDER_INCIDENT, include_str!("../schemas/defender-incident.schema.json")),
-    (DEFENDER_UPDATE, include_str!("../schemas/defender-incident-update.schema.json")),
+    (
+        SENTINEL_INCIDENT,
+        include_str!("../schemas/sentinel-incident.schema.json"),
+    ),
+    (
+        DEFENDER_INCIDENT,
+        include_str!("../schemas/defender-incident.schema.json"),
+    ),
+    (
+        DEFENDER_UPDATE,
+        include_str!("../schemas/defender-incident-update.schema.json"),
+    ),
     (RULE_PACK, include_str!("../schemas/rule-pack.schema.json")),
     (PACK_TEST, include_str!("../schemas/pack-test.schema.json")),
 ];
@@ -45,7 +60,10 @@ pub struct SchemaSet {
 impl SchemaSet {
     /// Compiles every `*.schema.json` in `files` (name → bytes). `label` is the folder
     /// the files came from, for messages.
-    pub fn from_files(files: &BTreeMap<String, Vec<u8>>, label: &str) -> Result<SchemaSet, Vec<Problem>> {
+    pub fn from_files(
+        files: &BTreeMap<String, Vec<u8>>,
+        label: &str,
+    ) -> Result<SchemaSet, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut parsed = Vec::new();
         let mut documents = HashMap::new();
@@ -58,11 +76,19 @@ impl SchemaSet {
                     }
                     parsed.push((name.clone(), path, doc));
                 }
-                Err(e) => problems.push(Problem::at(path, Some(e.line()), Some(e.column()), format!("not valid JSON: {e}"))),
+                Err(e) => problems.push(Problem::at(
+                    path,
+                    Some(e.line()),
+                    Some(e.column()),
+                    format!("not valid JSON: {e}"),
+                )),
             }
         }
         let documents = Arc::new(documents);
-        let mut set = SchemaSet { validators: HashMap::new(), documents };
+        let mut set = SchemaSet {
+            validators: HashMap::new(),
+            documents,
+        };
         for (name, path, doc) in parsed {
             match set.compile(&doc) {
                 Ok(v) => {
@@ -73,7 +99,10 @@ impl SchemaSet {
         }
         for name in REQUIRED {
             if !set.validators.contains_key(name) && !files.contains_key(name) {
-                problems.push(Problem::in_file(format!("{label}/{name}"), "required schema is missing"));
+                problems.push(Problem::in_file(
+                    format!("{label}/{name}"),
+                    "required schema is missing",
+                ));
             }
         }
         if problems.is_empty() {
@@ -85,7 +114,10 @@ impl SchemaSet {
 
     /// The schemas compiled into the binary.
     pub fn built_in() -> SchemaSet {
-        let files = BUILT_IN.iter().map(|(n, s)| (n.to_string(), s.as_bytes().to_vec())).collect();
+        let files = BUILT_IN
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.as_bytes().to_vec()))
+            .collect();
         SchemaSet::from_files(&files, "<built-in schemas>").expect("built-in schemas are valid")
     }
 
@@ -106,7 +138,10 @@ impl SchemaSet {
     pub fn check(&self, name: &str, instance: &Value) -> Vec<Violation> {
         match self.validators.get(name) {
             Some(v) => violations(v, instance),
-            None => vec![Violation { pointer: "/".into(), message: format!("schema {name} is not loaded") }],
+            None => vec![Violation {
+                pointer: "/".into(),
+                message: format!("schema {name} is not loaded"),
+            }],
         }
     }
 }
@@ -117,7 +152,14 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<Violation> {
         .iter_errors(instance)
         .map(|e| {
             let pointer = e.instance_path().to_string();
-            Violation { pointer: if pointer.is_empty() { "/".into() } else { pointer }, message: e.to_string() }
+            Violation {
+                pointer: if pointer.is_empty() {
+                    "/".into()
+                } else {
+                    pointer
+                },
+                message: e.to_string(),
+            }
         })
         .collect();
     out.sort_by(|a, b| a.pointer.cmp(&b.pointer));
@@ -129,10 +171,16 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<Violation> {
 struct MemoryRetriever(Arc<HashMap<String, Value>>);
 
 impl Retrieve for MemoryRetriever {
-    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let key = uri.as_str().trim_end_matches('#');
         self.0.get(key).cloned().ok_or_else(|| {
-            format!("reference to '{key}' is not one of the loaded schemas (schemas are never fetched)").into()
+            format!(
+                "reference to '{key}' is not one of the loaded schemas (schemas are never fetched)"
+            )
+            .into()
         })
     }
 }

@@ -36,7 +36,10 @@ pub struct PackSnapshot {
 
 impl PackSnapshot {
     /// Reads `rules_dir`, and `schemas_dir` or else the schemas built into the binary.
-    pub fn read(rules_dir: &Path, schemas_dir: Option<&Path>) -> Result<PackSnapshot, Vec<Problem>> {
+    pub fn read(
+        rules_dir: &Path,
+        schemas_dir: Option<&Path>,
+    ) -> Result<PackSnapshot, Vec<Problem>> {
         let label = display_dir(rules_dir);
         let mut problems = Vec::new();
         let files = read_tree(rules_dir, &label, &mut problems);
@@ -44,18 +47,29 @@ impl PackSnapshot {
             Some(dir) => {
                 let schemas_label = display_dir(dir);
                 let all = read_tree(dir, &schemas_label, &mut problems);
-                let schemas = all.into_iter().filter(|(name, _)| !name.contains('/')).collect();
+                let schemas = all
+                    .into_iter()
+                    .filter(|(name, _)| !name.contains('/'))
+                    .collect();
                 (schemas_label, schemas)
             }
             None => (
                 "<built-in schemas>".to_string(),
-                schema::BUILT_IN.iter().map(|(n, s)| (n.to_string(), s.as_bytes().to_vec())).collect(),
+                schema::BUILT_IN
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), s.as_bytes().to_vec()))
+                    .collect(),
             ),
         };
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(PackSnapshot::from_parts(label, files, schemas_label, schemas))
+        Ok(PackSnapshot::from_parts(
+            label,
+            files,
+            schemas_label,
+            schemas,
+        ))
     }
 
     /// Builds a snapshot from files already in memory (tests, embedded packs).
@@ -76,7 +90,13 @@ impl PackSnapshot {
         }
         let digest = hasher.finalize();
         let version = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        PackSnapshot { label, files, schemas_label, schemas, version }
+        PackSnapshot {
+            label,
+            files,
+            schemas_label,
+            schemas,
+            version,
+        }
     }
 
     /// The path of a pack file as users should see it in messages.
@@ -87,7 +107,10 @@ impl PackSnapshot {
     pub fn text(&self, rel: &str) -> Option<Result<&str, Problem>> {
         self.files.get(rel).map(|bytes| {
             std::str::from_utf8(bytes).map_err(|e| {
-                Problem::in_file(self.display_path(rel), format!("not UTF-8 text (byte {})", e.valid_up_to()))
+                Problem::in_file(
+                    self.display_path(rel),
+                    format!("not UTF-8 text (byte {})", e.valid_up_to()),
+                )
             })
         })
     }
@@ -96,7 +119,11 @@ impl PackSnapshot {
 fn display_dir(dir: &Path) -> String {
     let s = dir.to_string_lossy();
     let trimmed = s.trim_end_matches('/');
-    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<String, Vec<u8>> {
@@ -118,7 +145,10 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             Err(e) => {
-                problems.push(Problem::in_file(join(label, &rel_dir), format!("cannot list: {e}")));
+                problems.push(Problem::in_file(
+                    join(label, &rel_dir),
+                    format!("cannot list: {e}"),
+                ));
                 continue;
             }
         };
@@ -127,7 +157,11 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
             if is_ignored(&name) {
                 continue;
             }
-            let rel = if rel_dir.is_empty() { name.clone() } else { format!("{rel_dir}/{name}") };
+            let rel = if rel_dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
             let shown = join(label, &rel);
             let real = match fs::canonicalize(entry.path()) {
                 Ok(real) => real,
@@ -137,7 +171,10 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
                 }
             };
             if !real.starts_with(&root) {
-                problems.push(Problem::in_file(shown, "symlink leads outside the pack folder"));
+                problems.push(Problem::in_file(
+                    shown,
+                    "symlink leads outside the pack folder",
+                ));
                 continue;
             }
             if real.is_dir() {
@@ -148,7 +185,10 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
                 Ok(bytes) => {
                     total += bytes.len() as u64;
                     if total > MAX_PACK_BYTES {
-                        problems.push(Problem::in_file(label, format!("pack is larger than {MAX_PACK_BYTES} bytes")));
+                        problems.push(Problem::in_file(
+                            label,
+                            format!("pack is larger than {MAX_PACK_BYTES} bytes"),
+                        ));
                         return files;
                     }
                     files.insert(rel, bytes);
@@ -162,11 +202,19 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
 
 /// Hidden entries and editor leftovers are not part of a pack.
 fn is_ignored(name: &str) -> bool {
-    name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".swx") || name == "4913"
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name == "4913"
 }
 
 fn join(label: &str, rel: &str) -> String {
-    if rel.is_empty() { label.to_string() } else { format!("{label}/{rel}") }
+    if rel.is_empty() {
+        label.to_string()
+    } else {
+        format!("{label}/{rel}")
+    }
 }
 
 /// Resolves `rel` (a path written in the manifest or an import) against the pack,
@@ -174,7 +222,9 @@ fn join(label: &str, rel: &str) -> String {
 pub fn confine(rel: &str) -> Result<String, String> {
     let rel = rel.replace('\\', "/");
     if rel.starts_with('/') || rel.contains(':') {
-        return Err(format!("'{rel}' is not a path inside the pack (absolute paths are refused)"));
+        return Err(format!(
+            "'{rel}' is not a path inside the pack (absolute paths are refused)"
+        ));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in rel.split('/') {

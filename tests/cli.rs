@@ -3,7 +3,10 @@
 use std::process::{Command, Output};
 
 fn rulebridge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rulebridge")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -18,7 +21,11 @@ fn stderr(o: &Output) -> String {
 fn check_accepts_the_default_pack() {
     let out = rulebridge(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("rule pack 'default' version "), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("rule pack 'default' version "),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -27,7 +34,10 @@ fn check_prints_every_problem_gcc_style_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("tests/load-errors/syntax-error/map.rhai:2:"), "{text}");
+    assert!(
+        first.starts_with("tests/load-errors/syntax-error/map.rhai:2:"),
+        "{text}"
+    );
     let out = rulebridge(&["check", "--rules", "tests/load-errors/table-bad-row"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).ends_with("2 problems\n"), "{}", stdout(&out));
@@ -43,13 +53,23 @@ fn test_runs_the_pack_tests_and_ends_with_the_tally() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(std::path::Path::new("rules"), dir.path());
     let test = dir.path().join("tests/unknown-future-values.json");
-    let text = std::fs::read_to_string(&test).unwrap().replace("\"Medium\"", "\"Low\"");
+    let text = std::fs::read_to_string(&test)
+        .unwrap()
+        .replace("\"Medium\"", "\"Low\"");
     std::fs::write(&test, text).unwrap();
     let out = rulebridge(&["test", "--rules", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains("FAILED  ") && text.contains("-  \"severity\": \"Low\"") && text.contains("+  \"severity\": \"Medium\""), "{text}");
-    assert!(text.lines().last().unwrap().ends_with(" passed, 1 failed"), "{text}");
+    assert!(
+        text.contains("FAILED  ")
+            && text.contains("-  \"severity\": \"Low\"")
+            && text.contains("+  \"severity\": \"Medium\""),
+        "{text}"
+    );
+    assert!(
+        text.lines().last().unwrap().ends_with(" passed, 1 failed"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,7 +83,13 @@ fn eval_prints_the_sentinel_put_body() {
 
 #[test]
 fn eval_to_defender_prints_the_patch_body() {
-    let out = rulebridge(&["eval", "--to", "defender", "--input", "rules/samples/sentinel-incident-closed.json"]);
+    let out = rulebridge(&[
+        "eval",
+        "--to",
+        "defender",
+        "--input",
+        "rules/samples/sentinel-incident-closed.json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["status"], "resolved");
@@ -71,10 +97,20 @@ fn eval_to_defender_prints_the_patch_body() {
 
 #[test]
 fn eval_explain_shows_every_rule_step() {
-    let out = rulebridge(&["eval", "--explain", "--input", "rules/samples/graph-list-expand-alerts.json"]);
+    let out = rulebridge(&[
+        "eval",
+        "--explain",
+        "--input",
+        "rules/samples/graph-list-expand-alerts.json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rules: Vec<&str> = outcome["steps"].as_array().unwrap().iter().map(|s| s["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> = outcome["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rule"].as_str().unwrap())
+        .collect();
     assert_eq!(rules, ["skip-noise", "microsoft-standard", "vip-accounts"]);
     assert!(outcome["steps"][1]["document"]["title"].is_string());
 }
@@ -83,21 +119,43 @@ fn eval_explain_shows_every_rule_step() {
 fn eval_says_when_an_incident_is_filtered_out_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("incident.json");
-    std::fs::write(&input, r#"{"id": "42", "status": "active", "severity": "informational", "alerts": []}"#).unwrap();
+    std::fs::write(
+        &input,
+        r#"{"id": "42", "status": "active", "severity": "informational", "alerts": []}"#,
+    )
+    .unwrap();
     let out = rulebridge(&["eval", "--input", input.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("incident 42: filtered out by rule 'skip-noise'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("incident 42: filtered out by rule 'skip-noise'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn eval_reports_a_rule_error_with_its_location_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("incident.json");
-    std::fs::write(&input, r#"{"id": "42", "status": "active", "severity": "low"}"#).unwrap();
-    let out = rulebridge(&["eval", "--rules", "tests/packs/runaway", "--input", input.to_str().unwrap()]);
+    std::fs::write(
+        &input,
+        r#"{"id": "42", "status": "active", "severity": "low"}"#,
+    )
+    .unwrap();
+    let out = rulebridge(&[
+        "eval",
+        "--rules",
+        "tests/packs/runaway",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("incident 42: error: tests/packs/runaway/loop.rhai:4:"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("incident 42: error: tests/packs/runaway/loop.rhai:4:"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -17,7 +17,11 @@ fn pack() -> CompiledPack {
 }
 
 fn opts(linked: bool) -> RunOptions {
-    RunOptions { sync_time: "2026-01-01T00:00:00Z".into(), linked, explain: true }
+    RunOptions {
+        sync_time: "2026-01-01T00:00:00Z".into(),
+        linked,
+        explain: true,
+    }
 }
 
 fn fixture(name: &str) -> Value {
@@ -26,7 +30,11 @@ fn fixture(name: &str) -> Value {
 }
 
 fn synced(pack: &CompiledPack, incident: Value, source: Side) -> Value {
-    match pack.run_pipeline(Arc::new(incident), source, &opts(true)).unwrap_or_else(|e| panic!("{e}")).verdict {
+    match pack
+        .run_pipeline(Arc::new(incident), source, &opts(true))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .verdict
+    {
         Verdict::Synced { body } => body,
         Verdict::Filtered { rule } => panic!("filtered by {rule}"),
     }
@@ -35,7 +43,11 @@ fn synced(pack: &CompiledPack, incident: Value, source: Side) -> Value {
 #[test]
 fn the_default_pack_passes_its_own_tests() {
     let results = run_pack_tests(&pack());
-    let failed: Vec<_> = results.iter().filter(|r| !r.passed).map(|r| format!("{}\n{}", r.name, r.detail)).collect();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{}\n{}", r.name, r.detail))
+        .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
     assert!(results.len() >= 15, "{}", summary(&results));
 }
@@ -43,7 +55,11 @@ fn the_default_pack_passes_its_own_tests() {
 #[test]
 fn the_built_in_schemas_are_the_schemas_folder() {
     for (name, text) in schema::BUILT_IN {
-        assert_eq!(std::fs::read_to_string(Path::new("schemas").join(name)).unwrap(), text, "{name}");
+        assert_eq!(
+            std::fs::read_to_string(Path::new("schemas").join(name)).unwrap(),
+            text,
+            "{name}"
+        );
     }
     let _ = SchemaSet::built_in();
 }
@@ -58,14 +74,32 @@ fn every_graph_incident_fixture_maps_to_a_valid_sentinel_put_body() {
         "learn.microsoft.com--graph-v1.0--security-incident-update--response.json",
     ] {
         let doc = fixture(name);
-        let incidents = doc.get("value").and_then(Value::as_array).cloned().unwrap_or_else(|| vec![doc.clone()]);
+        let incidents = doc
+            .get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![doc.clone()]);
         for incident in incidents {
             let id = incident["id"].as_str().unwrap().to_string();
             let body = synced(&pack, incident, Side::Defender);
-            assert!(pack.schemas.check(schema::SENTINEL_INCIDENT, &body).is_empty());
-            let labels: Vec<&str> = body["properties"]["labels"].as_array().unwrap().iter().map(|l| l["labelName"].as_str().unwrap()).collect();
-            assert!(labels.contains(&format!("defender-xdr:{id}").as_str()), "{name}: {labels:?}");
-            assert!(body["properties"]["description"].as_str().unwrap().contains(&id));
+            assert!(pack
+                .schemas
+                .check(schema::SENTINEL_INCIDENT, &body)
+                .is_empty());
+            let labels: Vec<&str> = body["properties"]["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["labelName"].as_str().unwrap())
+                .collect();
+            assert!(
+                labels.contains(&format!("defender-xdr:{id}").as_str()),
+                "{name}: {labels:?}"
+            );
+            assert!(body["properties"]["description"]
+                .as_str()
+                .unwrap()
+                .contains(&id));
             seen += 1;
         }
     }
@@ -78,17 +112,34 @@ fn every_sentinel_incident_fixture_maps_to_a_valid_defender_patch_body() {
     let get = fixture("azure-rest-api-specs--securityinsights--stable-2024-03-01--examples--incidents--GetIncidentById.json");
     let list = fixture("azure-rest-api-specs--securityinsights--stable-2023-02-01--examples--incidents--GetIncidents.json");
     let create = fixture("azure-rest-api-specs--securityinsights--stable-2023-02-01--examples--incidents--CreateIncident.json");
-    let mut incidents = vec![get["responses"]["200"]["body"].clone(), create["responses"]["201"]["body"].clone()];
-    incidents.extend(list["responses"]["200"]["body"]["value"].as_array().unwrap().iter().cloned());
+    let mut incidents = vec![
+        get["responses"]["200"]["body"].clone(),
+        create["responses"]["201"]["body"].clone(),
+    ];
+    incidents.extend(
+        list["responses"]["200"]["body"]["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
     assert_eq!(incidents.len(), 3);
     for incident in incidents {
         let body = synced(&pack, incident, Side::Sentinel);
-        assert!(pack.schemas.check(schema::DEFENDER_UPDATE, &body).is_empty(), "{body}");
+        assert!(
+            pack.schemas
+                .check(schema::DEFENDER_UPDATE, &body)
+                .is_empty(),
+            "{body}"
+        );
         assert_eq!(body["status"], "resolved");
     }
     // The request of CreateIncident is itself a valid PUT body by our schema.
     let request = json!({"properties": create["parameters"]["incident"]["properties"]});
-    assert_eq!(pack.schemas.check(schema::SENTINEL_INCIDENT, &request), vec![]);
+    assert_eq!(
+        pack.schemas.check(schema::SENTINEL_INCIDENT, &request),
+        vec![]
+    );
 }
 
 #[test]
@@ -130,16 +181,27 @@ fn hundreds_of_alerts_and_a_huge_description_stay_within_sentinel_limits() {
     let incident = json!({"id": "1000", "status": "inProgress", "severity": "low", "description": "x".repeat(20_000), "alerts": alerts});
     let body = synced(&pack(), incident, Side::Defender);
     let description = body["properties"]["description"].as_str().unwrap();
-    assert!(description.chars().count() <= 5000, "{}", description.chars().count());
+    assert!(
+        description.chars().count() <= 5000,
+        "{}",
+        description.chars().count()
+    );
     assert!(description.starts_with("Microsoft Defender XDR incident 1000"));
-    assert_eq!(body["properties"]["firstActivityTimeUtc"], "2026-02-01T10:00:00Z");
+    assert_eq!(
+        body["properties"]["firstActivityTimeUtc"],
+        "2026-02-01T10:00:00Z"
+    );
     assert_eq!(body["properties"]["status"], "Active");
 }
 
 #[test]
 fn a_defender_incident_that_breaks_its_input_schema_is_refused_with_a_pointer() {
     let err = pack()
-        .run_pipeline(Arc::new(json!({"id": "5", "customTags": ["ok", 7]})), Side::Defender, &opts(false))
+        .run_pipeline(
+            Arc::new(json!({"id": "5", "customTags": ["ok", 7]})),
+            Side::Defender,
+            &opts(false),
+        )
         .unwrap_err();
     assert_eq!(err.pointer.as_deref(), Some("/customTags/1"));
 }
@@ -149,13 +211,31 @@ fn explain_records_which_rule_changed_which_fields() {
     let pack = pack();
     let alert = json!({"evidence": [{"userAccount": {"userPrincipalName": "cfo@contoso.com"}}]});
     let incident = json!({"id": "12", "status": "active", "severity": "low", "alerts": [alert]});
-    let outcome = pack.run_pipeline(Arc::new(incident), Side::Defender, &opts(false)).unwrap();
-    let stages: Vec<(&str, Vec<String>)> = outcome.steps.iter().map(|s| (s.rule.as_str(), s.changed.clone())).collect();
+    let outcome = pack
+        .run_pipeline(Arc::new(incident), Side::Defender, &opts(false))
+        .unwrap();
+    let stages: Vec<(&str, Vec<String>)> = outcome
+        .steps
+        .iter()
+        .map(|s| (s.rule.as_str(), s.changed.clone()))
+        .collect();
     assert_eq!(stages[0].0, "skip-noise");
     assert_eq!(stages[1].0, "microsoft-standard");
     assert!(stages[1].1.contains(&"severity".to_string()));
-    assert_eq!(stages[2], ("vip-accounts", vec!["labels".to_string(), "severity".to_string()]));
-    assert_eq!(outcome.steps[2].document.as_ref().unwrap()["severity"], "High");
-    assert_eq!(outcome.steps[1].document.as_ref().unwrap()["severity"], "Low");
+    assert_eq!(
+        stages[2],
+        (
+            "vip-accounts",
+            vec!["labels".to_string(), "severity".to_string()]
+        )
+    );
+    assert_eq!(
+        outcome.steps[2].document.as_ref().unwrap()["severity"],
+        "High"
+    );
+    assert_eq!(
+        outcome.steps[1].document.as_ref().unwrap()["severity"],
+        "Low"
+    );
     assert_eq!(outcome.pack_version, pack.version);
 }

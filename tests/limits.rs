@@ -11,17 +11,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("tests/packs/runaway"), Some(Path::new("schemas"))).unwrap();
+    let snapshot =
+        PackSnapshot::read(Path::new("tests/packs/runaway"), Some(Path::new("schemas"))).unwrap();
     CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
 fn opts() -> RunOptions {
-    RunOptions { sync_time: "2026-01-01T00:00:00Z".into(), linked: false, explain: false }
+    RunOptions {
+        sync_time: "2026-01-01T00:00:00Z".into(),
+        linked: false,
+        explain: false,
+    }
 }
 
 fn incident(id: &str) -> Arc<Value> {
     // Enough evidence that one pluck costs real time, so the deadline is what stops slow.rhai.
-    let evidence: Vec<Value> = (0..200).map(|i| json!({"tags": [format!("t{i}"), "shared"]})).collect();
+    let evidence: Vec<Value> = (0..200)
+        .map(|i| json!({"tags": [format!("t{i}"), "shared"]}))
+        .collect();
     let alerts: Vec<Value> = (0..50).map(|_| json!({"evidence": evidence})).collect();
     Arc::new(json!({"id": id, "status": "active", "severity": "low", "alerts": alerts}))
 }
@@ -30,14 +37,20 @@ fn incident(id: &str) -> Arc<Value> {
 fn run(pack: &CompiledPack, rule: &str, id: &str) -> (RuleError, Duration) {
     let prepared = pack.prepare(incident(id), Side::Defender, &opts());
     let started = Instant::now();
-    let err = pack.run_map(&prepared, Some(rule), &opts(), &mut Vec::new()).expect_err("the rule must fail");
+    let err = pack
+        .run_map(&prepared, Some(rule), &opts(), &mut Vec::new())
+        .expect_err("the rule must fail");
     (err, started.elapsed())
 }
 
 /// A runaway loop hits max_operations in release builds; an unoptimised build may reach
 /// the wall-clock deadline first. Either way it must be stopped at the right statement.
 fn assert_stopped(err: &RuleError, file: &str, line: usize) {
-    let kind = if err.kind == RuleErrorKind::Timeout { RuleErrorKind::Timeout } else { RuleErrorKind::Limit };
+    let kind = if err.kind == RuleErrorKind::Timeout {
+        RuleErrorKind::Timeout
+    } else {
+        RuleErrorKind::Limit
+    };
     assert_located(err, kind, file, line);
 }
 
@@ -53,15 +66,27 @@ fn an_endless_loop_is_stopped_within_a_second_and_located() {
     let pack = pack();
     let (err, took) = run(&pack, "loops-forever", "1");
     assert_stopped(&err, "tests/packs/runaway/loop.rhai", 4);
-    assert!(err.to_string().starts_with("tests/packs/runaway/loop.rhai:4:"), "{err}");
-    assert!(err.message.contains("max_operations") || err.message.contains("timeout_ms"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("tests/packs/runaway/loop.rhai:4:"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("max_operations") || err.message.contains("timeout_ms"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 #[test]
 fn endless_recursion_is_stopped_and_located() {
     let (err, took) = run(&pack(), "recurses-forever", "1");
-    assert_located(&err, RuleErrorKind::Limit, "tests/packs/runaway/recurse.rhai", 2);
+    assert_located(
+        &err,
+        RuleErrorKind::Limit,
+        "tests/packs/runaway/recurse.rhai",
+        2,
+    );
     assert!(err.message.contains("max_call_levels"), "{err}");
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
@@ -82,7 +107,12 @@ fn a_huge_string_or_array_is_stopped_and_located() {
 #[test]
 fn native_work_past_the_deadline_is_stopped_and_located() {
     let (err, took) = run(&pack(), "slow-natives", "1");
-    assert_located(&err, RuleErrorKind::Timeout, "tests/packs/runaway/slow.rhai", 5);
+    assert_located(
+        &err,
+        RuleErrorKind::Timeout,
+        "tests/packs/runaway/slow.rhai",
+        5,
+    );
     assert!(err.message.contains("timeout_ms"), "{err}");
     // The call and the diagnostic re-run each stop at the 250 ms deadline.
     assert!(took < Duration::from_secs(1), "took {took:?}");
@@ -92,10 +122,20 @@ fn native_work_past_the_deadline_is_stopped_and_located() {
 fn a_throw_is_a_rule_error_and_other_incidents_go_on() {
     let pack = pack();
     let (err, _) = run(&pack, "throws", "boom");
-    assert_located(&err, RuleErrorKind::Script, "tests/packs/runaway/throw.rhai", 3);
-    assert!(err.message.contains("no incident may be called boom"), "{err}");
+    assert_located(
+        &err,
+        RuleErrorKind::Script,
+        "tests/packs/runaway/throw.rhai",
+        3,
+    );
+    assert!(
+        err.message.contains("no incident may be called boom"),
+        "{err}"
+    );
     let prepared = pack.prepare(incident("fine"), Side::Defender, &opts());
-    assert!(pack.run_map(&prepared, Some("throws"), &opts(), &mut Vec::new()).is_ok());
+    assert!(pack
+        .run_map(&prepared, Some("throws"), &opts(), &mut Vec::new())
+        .is_ok());
 }
 
 #[test]
@@ -103,7 +143,11 @@ fn an_error_inside_an_imported_library_names_the_library() {
     let (err, _) = run(&pack(), "fails-in-library", "1");
     assert_eq!(err.kind, RuleErrorKind::Script, "{err}");
     assert_eq!(err.rule.as_deref(), Some("fails-in-library"));
-    assert_eq!(err.file.as_deref(), Some("tests/packs/runaway/lib/math.rhai"), "{err}");
+    assert_eq!(
+        err.file.as_deref(),
+        Some("tests/packs/runaway/lib/math.rhai"),
+        "{err}"
+    );
     assert_eq!(err.line, Some(3), "{err}");
     assert!(err.message.contains("Division by zero"), "{err}");
 }
@@ -112,7 +156,11 @@ fn an_error_inside_an_imported_library_names_the_library() {
 fn a_wrong_return_type_is_a_rule_error() {
     let (err, _) = run(&pack(), "returns-junk", "1");
     assert_eq!(err.kind, RuleErrorKind::BadReturn, "{err}");
-    assert!(err.to_string().contains("rule 'returns-junk' (map): fn to_sentinel must return a map"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("rule 'returns-junk' (map): fn to_sentinel must return a map"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -120,12 +168,17 @@ fn an_invalid_output_names_the_rule_and_the_json_pointer() {
     let pack = pack();
     let prepared = pack.prepare(incident("1"), Side::Defender, &opts());
     let mut steps = Vec::new();
-    let target = pack.run_map(&prepared, Some("invalid-output"), &opts(), &mut steps).unwrap();
+    let target = pack
+        .run_map(&prepared, Some("invalid-output"), &opts(), &mut steps)
+        .unwrap();
     let err = pack.finish(Side::Defender, &target, &steps).unwrap_err();
     assert_eq!(err.kind, RuleErrorKind::InvalidOutput);
     assert_eq!(err.rule.as_deref(), Some("invalid-output"));
     assert_eq!(err.pointer.as_deref(), Some("/properties/severity"));
-    assert!(err.to_string().contains("\"Critical\" is not one of"), "{err}");
+    assert!(
+        err.to_string().contains("\"Critical\" is not one of"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,12 +186,26 @@ fn a_direction_rule_must_return_a_known_flow() {
     let change = FieldChange {
         field: "status".into(),
         base: json!("New"),
-        defender: SideValue { value: json!("Active"), changed: true, changed_at: None },
-        sentinel: SideValue { value: json!("New"), changed: false, changed_at: None },
+        defender: SideValue {
+            value: json!("Active"),
+            changed: true,
+            changed_at: None,
+        },
+        sentinel: SideValue {
+            value: json!("New"),
+            changed: false,
+            changed_at: None,
+        },
     };
-    let err = pack().decide(&change, incident("1"), None, &opts()).unwrap_err();
+    let err = pack()
+        .decide(&change, incident("1"), None, &opts())
+        .unwrap_err();
     assert_eq!(err.kind, RuleErrorKind::BadReturn);
-    assert!(err.message.contains("\"to_sentinel\", \"to_defender\", \"skip\" or ()"), "{err}");
+    assert!(
+        err.message
+            .contains("\"to_sentinel\", \"to_defender\", \"skip\" or ()"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,9 +217,23 @@ fn limits_in_a_manifest_cannot_exceed_the_ceilings() {
         }
     }
     std::fs::create_dir(dir.path().join("lib")).unwrap();
-    std::fs::copy("tests/packs/runaway/lib/math.rhai", dir.path().join("lib/math.rhai")).unwrap();
-    let manifest = std::fs::read_to_string(dir.path().join("pack.toml")).unwrap().replace("timeout_ms = 250", "timeout_ms = 60000");
+    std::fs::copy(
+        "tests/packs/runaway/lib/math.rhai",
+        dir.path().join("lib/math.rhai"),
+    )
+    .unwrap();
+    let manifest = std::fs::read_to_string(dir.path().join("pack.toml"))
+        .unwrap()
+        .replace("timeout_ms = 250", "timeout_ms = 60000");
     std::fs::write(dir.path().join("pack.toml"), manifest).unwrap();
-    let problems = PackSnapshot::read(dir.path(), Some(Path::new("schemas"))).and_then(CompiledPack::build).err().unwrap();
-    assert!(problems.iter().any(|p| p.to_string().contains("/limits/timeout_ms: 60000 is greater than the maximum of 1000")), "{problems:?}");
+    let problems = PackSnapshot::read(dir.path(), Some(Path::new("schemas")))
+        .and_then(CompiledPack::build)
+        .err()
+        .unwrap();
+    assert!(
+        problems.iter().any(|p| p
+            .to_string()
+            .contains("/limits/timeout_ms: 60000 is greater than the maximum of 1000")),
+        "{problems:?}"
+    );
 }

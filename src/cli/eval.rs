@@ -47,22 +47,33 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             for p in &problems {
                 eprintln!("{p}");
             }
-            bail!("the rule pack at {} does not load ({} problems)", args.pack.rules.display(), problems.len());
+            bail!(
+                "the rule pack at {} does not load ({} problems)",
+                args.pack.rules.display(),
+                problems.len()
+            );
         }
     };
     let text = if args.input.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
-        std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("reading {}", args.input.display()))?
     };
-    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", args.input.display()))?;
+    let doc: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", args.input.display()))?;
     let incidents = match doc {
-        Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => match map.remove("value") {
-            Some(Value::Array(items)) => items,
-            _ => unreachable!("checked is_array"),
-        },
+        Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => {
+            match map.remove("value") {
+                Some(Value::Array(items)) => items,
+                _ => unreachable!("checked is_array"),
+            }
+        }
         Value::Object(_) => vec![doc],
-        _ => bail!("{}: expected an incident object or a list response with `value`", args.input.display()),
+        _ => bail!(
+            "{}: expected an incident object or a list response with `value`",
+            args.input.display()
+        ),
     };
     let source = match args.to {
         To::Sentinel => Side::Defender,
@@ -74,7 +85,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--sync-time {t} is not an RFC 3339 time"))?,
         None => crate::rules::natives::format_time(chrono::Utc::now()),
     };
-    let opts = RunOptions { sync_time, linked: args.linked, explain: args.explain };
+    let opts = RunOptions {
+        sync_time,
+        linked: args.linked,
+        explain: args.explain,
+    };
 
     let mut failed = false;
     for incident in incidents {
@@ -85,9 +100,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&outcome)?);
                 }
                 match outcome.verdict {
-                    Verdict::Synced { body } if !args.explain => println!("{}", serde_json::to_string_pretty(&body)?),
+                    Verdict::Synced { body } if !args.explain => {
+                        println!("{}", serde_json::to_string_pretty(&body)?)
+                    }
                     Verdict::Synced { .. } => {}
-                    Verdict::Filtered { rule } => eprintln!("incident {id}: filtered out by rule '{rule}' (not synced)"),
+                    Verdict::Filtered { rule } => {
+                        eprintln!("incident {id}: filtered out by rule '{rule}' (not synced)")
+                    }
                 }
             }
             Err(err) => {
@@ -96,9 +115,18 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn incident_id(incident: &Value) -> String {
-    incident.get("id").or_else(|| incident.get("name")).and_then(Value::as_str).unwrap_or("(no id)").to_string()
+    incident
+        .get("id")
+        .or_else(|| incident.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("(no id)")
+        .to_string()
 }

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "rulebridge", version, about = "Keeps incidents in sync between Microsoft Defender XDR and Microsoft Sentinel, every decision a Rhai rule")]
+#[command(
+    name = "rulebridge",
+    version,
+    about = "Keeps incidents in sync between Microsoft Defender XDR and Microsoft Sentinel, every decision a Rhai rule"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,10 @@ impl PackArgs {
     fn schemas_dir(&self) -> Option<PathBuf> {
         self.schemas.clone().or_else(|| {
             let local = PathBuf::from("schemas");
-            local.join(crate::schema::RULE_PACK).is_file().then_some(local)
+            local
+                .join(crate::schema::RULE_PACK)
+                .is_file()
+                .then_some(local)
         })
     }
 
@@ -59,7 +66,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -81,7 +89,11 @@ fn print_problems(problems: &[Problem]) {
     for p in problems {
         println!("{p}");
     }
-    println!("{} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    println!(
+        "{} problem{}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
 }
 
 fn describe(pack: &CompiledPack) -> String {
@@ -137,5 +149,8 @@ fn test(args: &PackArgs) -> ExitCode {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -110,9 +110,17 @@ fn engine_for(limits: &Limits) -> Rc<Engine> {
 }
 
 /// Calls `entry` of `rule` with two arguments, under the pack's limits and deadline.
-pub fn call_rule(rule: &CompiledRule, limits: &Limits, entry: &str, first: Dynamic, ctx: Dynamic) -> Result<Dynamic, RuleError> {
+pub fn call_rule(
+    rule: &CompiledRule,
+    limits: &Limits,
+    entry: &str,
+    first: Dynamic,
+    ctx: Dynamic,
+) -> Result<Dynamic, RuleError> {
     let engine = engine_for(limits);
-    let result = with_deadline(limits.timeout(), || invoke(&engine, rule, entry, first.clone(), ctx.clone()));
+    let result = with_deadline(limits.timeout(), || {
+        invoke(&engine, rule, entry, first.clone(), ctx.clone())
+    });
     result.map_err(|err| {
         let location = if err.is_system_exception() || is_deadline(&err) {
             locate_limit_hit(rule, limits, entry, first, ctx)
@@ -123,9 +131,23 @@ pub fn call_rule(rule: &CompiledRule, limits: &Limits, entry: &str, first: Dynam
     })
 }
 
-fn invoke(engine: &Engine, rule: &CompiledRule, entry: &str, first: Dynamic, ctx: Dynamic) -> Result<Dynamic, Box<EvalAltResult>> {
-    let options = CallFnOptions::new().eval_ast(rule.runs_top_level).rewind_scope(false);
-    engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &rule.ast, entry, (first, ctx))
+fn invoke(
+    engine: &Engine,
+    rule: &CompiledRule,
+    entry: &str,
+    first: Dynamic,
+    ctx: Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let options = CallFnOptions::new()
+        .eval_ast(rule.runs_top_level)
+        .rewind_scope(false);
+    engine.call_fn_with_options::<Dynamic>(
+        options,
+        &mut Scope::new(),
+        &rule.ast,
+        entry,
+        (first, ctx),
+    )
 }
 
 fn is_deadline(err: &EvalAltResult) -> bool {
@@ -136,7 +158,13 @@ fn is_deadline(err: &EvalAltResult) -> bool {
 type Location = (Option<String>, Position);
 
 /// Repeats a failed call with a stepping debugger to find the statement it stopped at.
-fn locate_limit_hit(rule: &CompiledRule, limits: &Limits, entry: &str, first: Dynamic, ctx: Dynamic) -> Option<Location> {
+fn locate_limit_hit(
+    rule: &CompiledRule,
+    limits: &Limits,
+    entry: &str,
+    first: Dynamic,
+    ctx: Dynamic,
+) -> Option<Location> {
     let last: Arc<Mutex<Option<Location>>> = Arc::default();
     let mut engine = build_engine(limits);
     let recorder = last.clone();
@@ -150,19 +178,27 @@ fn locate_limit_hit(rule: &CompiledRule, limits: &Limits, entry: &str, first: Dy
             Ok(DebuggerCommand::StepInto)
         },
     );
-    let _ = with_deadline(limits.timeout(), || invoke(&engine, rule, entry, first, ctx));
+    let _ = with_deadline(limits.timeout(), || {
+        invoke(&engine, rule, entry, first, ctx)
+    });
     let found = last.lock().expect("debugger lock").clone();
     found
 }
 
-fn to_rule_error(rule: &CompiledRule, limits: &Limits, err: &EvalAltResult, location: Option<Location>) -> RuleError {
+fn to_rule_error(
+    rule: &CompiledRule,
+    limits: &Limits,
+    err: &EvalAltResult,
+    location: Option<Location>,
+) -> RuleError {
     // The innermost error carries the real position; wrappers name the call chain.
     let mut source = None;
     let mut pos = err.position();
     let mut inner = err;
     loop {
         match inner {
-            EvalAltResult::ErrorInFunctionCall(_, src, next, call_pos) | EvalAltResult::ErrorInModule(src, next, call_pos) => {
+            EvalAltResult::ErrorInFunctionCall(_, src, next, call_pos)
+            | EvalAltResult::ErrorInModule(src, next, call_pos) => {
                 if !src.is_empty() {
                     source = Some(src.clone());
                 }
@@ -178,17 +214,31 @@ fn to_rule_error(rule: &CompiledRule, limits: &Limits, err: &EvalAltResult, loca
         pos = inner.position();
     }
     let (kind, message) = match inner {
-        EvalAltResult::ErrorTooManyOperations(_) => {
-            (RuleErrorKind::Limit, format!("stopped after {} operations (limits.max_operations)", limits.max_operations))
+        EvalAltResult::ErrorTooManyOperations(_) => (
+            RuleErrorKind::Limit,
+            format!(
+                "stopped after {} operations (limits.max_operations)",
+                limits.max_operations
+            ),
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => (
+            RuleErrorKind::Limit,
+            "too many nested function calls (limits.max_call_levels); unbounded recursion?"
+                .to_string(),
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => (
+            RuleErrorKind::Limit,
+            format!(
+                "{what} exceeds its limit (limits.max_string_size / max_array_size / max_map_size)"
+            ),
+        ),
+        e if is_deadline(e) => (
+            RuleErrorKind::Timeout,
+            "stopped at its wall-clock deadline (limits.timeout_ms)".to_string(),
+        ),
+        EvalAltResult::ErrorRuntime(value, _) => {
+            (RuleErrorKind::Script, format!("thrown: {value}"))
         }
-        EvalAltResult::ErrorStackOverflow(_) => {
-            (RuleErrorKind::Limit, "too many nested function calls (limits.max_call_levels); unbounded recursion?".to_string())
-        }
-        EvalAltResult::ErrorDataTooLarge(what, _) => {
-            (RuleErrorKind::Limit, format!("{what} exceeds its limit (limits.max_string_size / max_array_size / max_map_size)"))
-        }
-        e if is_deadline(e) => (RuleErrorKind::Timeout, "stopped at its wall-clock deadline (limits.timeout_ms)".to_string()),
-        EvalAltResult::ErrorRuntime(value, _) => (RuleErrorKind::Script, format!("thrown: {value}")),
         other => (RuleErrorKind::Script, strip_position(&other.to_string())),
     };
     if let Some((src, at)) = location {

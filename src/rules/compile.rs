@@ -76,10 +76,11 @@ impl CompiledPack {
         let manifest_path = snapshot.display_path(MANIFEST);
         let mut problems = Vec::new();
 
-        let tables = Tables::load(&manifest.tables, &snapshot, &schemas, &manifest_path).unwrap_or_else(|mut p| {
-            problems.append(&mut p);
-            Tables::default()
-        });
+        let tables = Tables::load(&manifest.tables, &snapshot, &schemas, &manifest_path)
+            .unwrap_or_else(|mut p| {
+                problems.append(&mut p);
+                Tables::default()
+            });
 
         let limits = manifest.limits;
         let mut engine = build_engine(&limits);
@@ -93,23 +94,41 @@ impl CompiledPack {
                     continue;
                 }
                 let pointer = format!("/{stage}/{index}");
-                match compile_rule(&engine, &resolver, &snapshot, &schemas, stage, spec, &manifest_path, &pointer) {
+                match compile_rule(
+                    &engine,
+                    &resolver,
+                    &snapshot,
+                    &schemas,
+                    stage,
+                    spec,
+                    &manifest_path,
+                    &pointer,
+                ) {
                     Ok(rule) => rules.push(rule),
                     Err(mut p) => problems.append(&mut p),
                 }
             }
         }
-        for (entry, side) in [("to_sentinel", "Defender → Sentinel"), ("to_defender", "Sentinel → Defender")] {
+        for (entry, side) in [
+            ("to_sentinel", "Defender → Sentinel"),
+            ("to_defender", "Sentinel → Defender"),
+        ] {
             if problems.is_empty() && !rules.iter().any(|r| r.defines(entry)) {
                 problems.push(Problem::at_pointer(
                     &manifest_path,
                     "/map",
-                    format!("no enabled map rule defines fn {entry}(incident, ctx); {side} needs one"),
+                    format!(
+                        "no enabled map rule defines fn {entry}(incident, ctx); {side} needs one"
+                    ),
                 ));
             }
         }
         if problems.is_empty() && !rules.iter().any(|r| r.stage == Stage::Direction) {
-            problems.push(Problem::at_pointer(&manifest_path, "/direction", "no enabled direction rule"));
+            problems.push(Problem::at_pointer(
+                &manifest_path,
+                "/direction",
+                "no enabled direction rule",
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -138,16 +157,27 @@ fn compile_rule(
     pointer: &str,
 ) -> Result<CompiledRule, Vec<Problem>> {
     let mut problems = Vec::new();
-    let params = check_params(snapshot, schemas, spec, manifest_path, pointer).unwrap_or_else(|mut p| {
-        problems.append(&mut p);
-        Value::Null
-    });
+    let params =
+        check_params(snapshot, schemas, spec, manifest_path, pointer).unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            Value::Null
+        });
 
-    let rel = confine(&spec.script).map_err(|m| vec![Problem::at_pointer(manifest_path, format!("{pointer}/script"), m)])?;
+    let rel = confine(&spec.script).map_err(|m| {
+        vec![Problem::at_pointer(
+            manifest_path,
+            format!("{pointer}/script"),
+            m,
+        )]
+    })?;
     let path = snapshot.display_path(&rel);
     let source = match snapshot.text(&rel) {
         None => {
-            problems.push(Problem::at_pointer(manifest_path, format!("{pointer}/script"), format!("script '{path}' does not exist")));
+            problems.push(Problem::at_pointer(
+                manifest_path,
+                format!("{pointer}/script"),
+                format!("script '{path}' does not exist"),
+            ));
             return Err(problems);
         }
         Some(Err(p)) => {
@@ -167,7 +197,11 @@ fn compile_rule(
 
     let mut entries = Vec::new();
     for &entry in stage.entry_points() {
-        let arities: Vec<usize> = ast.iter_functions().filter(|f| f.name == entry).map(|f| f.params.len()).collect();
+        let arities: Vec<usize> = ast
+            .iter_functions()
+            .filter(|f| f.name == entry)
+            .map(|f| f.params.len())
+            .collect();
         if arities.contains(&2) {
             entries.push(entry);
         } else if let Some(n) = arities.first() {
@@ -181,9 +215,18 @@ fn compile_rule(
         }
     }
     if entries.is_empty() && problems.is_empty() {
-        let wanted: Vec<String> = stage.entry_points().iter().map(|e| format!("fn {e}(…, ctx)")).collect();
+        let wanted: Vec<String> = stage
+            .entry_points()
+            .iter()
+            .map(|e| format!("fn {e}(…, ctx)"))
+            .collect();
         let wanted = wanted.join(if stage == Stage::Map { " or " } else { ", " });
-        problems.push(Problem::at(&path, Some(1), Some(1), format!("a {stage} rule must define {wanted}")));
+        problems.push(Problem::at(
+            &path,
+            Some(1),
+            Some(1),
+            format!("a {stage} rule must define {wanted}"),
+        ));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -207,11 +250,20 @@ fn check_params(
     manifest_path: &str,
     pointer: &str,
 ) -> Result<Value, Vec<Problem>> {
-    let params = spec.params.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    let params = spec
+        .params
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
     let Some(schema_rel) = &spec.params_schema else {
         return Ok(params);
     };
-    let rel = confine(schema_rel).map_err(|m| vec![Problem::at_pointer(manifest_path, format!("{pointer}/params_schema"), m)])?;
+    let rel = confine(schema_rel).map_err(|m| {
+        vec![Problem::at_pointer(
+            manifest_path,
+            format!("{pointer}/params_schema"),
+            m,
+        )]
+    })?;
     let schema_path = snapshot.display_path(&rel);
     let text = match snapshot.text(&rel) {
         None => {
@@ -223,9 +275,17 @@ fn check_params(
         }
         Some(r) => r.map_err(|p| vec![p])?,
     };
-    let schema: Value = serde_json::from_str(text)
-        .map_err(|e| vec![Problem::at(&schema_path, Some(e.line()), Some(e.column()), format!("not valid JSON: {e}"))])?;
-    let validator = schemas.compile(&schema).map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
+    let schema: Value = serde_json::from_str(text).map_err(|e| {
+        vec![Problem::at(
+            &schema_path,
+            Some(e.line()),
+            Some(e.column()),
+            format!("not valid JSON: {e}"),
+        )]
+    })?;
+    let validator = schemas
+        .compile(&schema)
+        .map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
     let bad = violations(&validator, &params);
     if bad.is_empty() {
         Ok(params)
@@ -233,7 +293,11 @@ fn check_params(
         Err(bad
             .into_iter()
             .map(|v| {
-                let at = if v.pointer == "/" { String::new() } else { v.pointer };
+                let at = if v.pointer == "/" {
+                    String::new()
+                } else {
+                    v.pointer
+                };
                 Problem::at_pointer(manifest_path, format!("{pointer}/params{at}"), v.message)
             })
             .collect())
@@ -243,7 +307,10 @@ fn check_params(
 /// Line and column of `fn name(` in a script, for problems about a function's signature.
 fn find_fn(source: &str, name: &str) -> (Option<usize>, Option<usize>) {
     let needle = format!("fn {name}");
-    source.find(&needle).map(|at| line_col(source, at)).map_or((None, None), |(l, c)| (Some(l), Some(c)))
+    source
+        .find(&needle)
+        .map(|at| line_col(source, at))
+        .map_or((None, None), |(l, c)| (Some(l), Some(c)))
 }
 
 /// Serves `import "path"` from the snapshot's `.rhai` files, relative to the pack folder.
@@ -280,18 +347,32 @@ impl PackResolver {
     /// (for a failed import: the root cause, in whichever file it is).
     fn compile_file(&self, engine: &Engine, path: &str, text: &str) -> Result<AST, Problem> {
         let state = &self.inner;
-        state.compiling.lock().expect("resolver lock").push((path.to_string(), text.to_string()));
+        state
+            .compiling
+            .lock()
+            .expect("resolver lock")
+            .push((path.to_string(), text.to_string()));
         let result = engine.compile_into_self_contained(&Scope::new(), text);
         state.compiling.lock().expect("resolver lock").pop();
         let mut ast = result.map_err(|err| {
-            let root_cause = state.problems.lock().expect("resolver lock").first().cloned();
+            let root_cause = state
+                .problems
+                .lock()
+                .expect("resolver lock")
+                .first()
+                .cloned();
             root_cause.unwrap_or_else(|| {
                 let pos = err.position();
                 let message = match *err {
                     EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
                     ref other => strip_position(&other.to_string()),
                 };
-                Problem::at(path, pos.line(), pos.position().or(pos.line().map(|_| 1)), message)
+                Problem::at(
+                    path,
+                    pos.line(),
+                    pos.position().or(pos.line().map(|_| 1)),
+                    message,
+                )
             })
         })?;
         ast.set_source(path);
@@ -306,10 +387,17 @@ impl PackResolver {
     /// Records a failed import as a problem at the `import` statement in the importer.
     fn import_failed(&self, path: &str, message: String) -> Box<EvalAltResult> {
         let state = &self.inner;
-        let importer = state.compiling.lock().expect("resolver lock").last().cloned();
+        let importer = state
+            .compiling
+            .lock()
+            .expect("resolver lock")
+            .last()
+            .cloned();
         let problem = match importer {
             Some((file, text)) => {
-                let at = text.find(&format!("\"{path}\"")).map(|at| line_col(&text, at));
+                let at = text
+                    .find(&format!("\"{path}\""))
+                    .map(|at| line_col(&text, at));
                 Problem::at(file, at.map(|a| a.0), at.map(|a| a.1), message.clone())
             }
             None => Problem::in_file(state.snapshot.label.clone(), message.clone()),
@@ -328,42 +416,92 @@ impl ModuleResolver for PackResolver {
         _pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
         let state = &self.inner;
-        let with_ext = if path.ends_with(".rhai") { path.to_string() } else { format!("{path}.rhai") };
-        let rel = confine(&with_ext).map_err(|m| self.import_failed(path, format!("import {m}; imports are confined to the pack")))?;
+        let with_ext = if path.ends_with(".rhai") {
+            path.to_string()
+        } else {
+            format!("{path}.rhai")
+        };
+        let rel = confine(&with_ext).map_err(|m| {
+            self.import_failed(
+                path,
+                format!("import {m}; imports are confined to the pack"),
+            )
+        })?;
         if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
             return Ok(module.clone());
         }
         let display = state.snapshot.display_path(&rel);
-        if state.compiling.lock().expect("resolver lock").iter().any(|(file, _)| *file == display) {
-            return Err(self.import_failed(path, format!("import '{path}' is part of an import cycle")));
+        if state
+            .compiling
+            .lock()
+            .expect("resolver lock")
+            .iter()
+            .any(|(file, _)| *file == display)
+        {
+            return Err(
+                self.import_failed(path, format!("import '{path}' is part of an import cycle"))
+            );
         }
         let text = match state.snapshot.text(&rel) {
-            None => return Err(self.import_failed(path, format!("import '{path}': no file '{display}' in the pack"))),
+            None => {
+                return Err(self.import_failed(
+                    path,
+                    format!("import '{path}': no file '{display}' in the pack"),
+                ))
+            }
             Some(Err(p)) => return Err(self.import_failed(path, p.message)),
             Some(Ok(text)) => text,
         };
-        let importer = state.compiling.lock().expect("resolver lock").last().map(|(f, _)| f.clone()).unwrap_or_default();
-        let ast = self.compile_file(engine, &display, text).map_err(|mut problem| {
-            if problem.file == display {
-                problem.message.push_str(&format!(" (in '{path}', imported by {importer})"));
-            }
-            let mut problems = state.problems.lock().expect("resolver lock");
-            if problems.is_empty() {
-                problems.push(problem);
-            }
-            EvalAltResult::ErrorRuntime(format!("import '{path}' failed").into(), Position::NONE)
-        })?;
+        let importer = state
+            .compiling
+            .lock()
+            .expect("resolver lock")
+            .last()
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default();
+        let ast = self
+            .compile_file(engine, &display, text)
+            .map_err(|mut problem| {
+                if problem.file == display {
+                    problem
+                        .message
+                        .push_str(&format!(" (in '{path}', imported by {importer})"));
+                }
+                let mut problems = state.problems.lock().expect("resolver lock");
+                if problems.is_empty() {
+                    problems.push(problem);
+                }
+                EvalAltResult::ErrorRuntime(
+                    format!("import '{path}' failed").into(),
+                    Position::NONE,
+                )
+            })?;
         // A module's top level runs once, here, under the pack's operation limit.
         let mut module_engine = build_engine(&state.limits);
         module_engine.set_module_resolver(self.clone());
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
-            let p = err.position();
-            let message = format!("{} (imported by {importer})", strip_position(&err.to_string()));
-            state.problems.lock().expect("resolver lock").push(Problem::at(&display, p.line(), p.position(), message));
-            Box::new(EvalAltResult::ErrorRuntime(format!("import '{path}' failed to load").into(), Position::NONE))
-        })?;
+        let module =
+            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
+                let p = err.position();
+                let message = format!(
+                    "{} (imported by {importer})",
+                    strip_position(&err.to_string())
+                );
+                state
+                    .problems
+                    .lock()
+                    .expect("resolver lock")
+                    .push(Problem::at(&display, p.line(), p.position(), message));
+                Box::new(EvalAltResult::ErrorRuntime(
+                    format!("import '{path}' failed to load").into(),
+                    Position::NONE,
+                ))
+            })?;
         let module: SharedModule = module.into();
-        state.modules.lock().expect("resolver lock").insert(rel, module.clone());
+        state
+            .modules
+            .lock()
+            .expect("resolver lock")
+            .insert(rel, module.clone());
         Ok(module)
     }
 }

@@ -44,14 +44,24 @@ pub struct Ctx {
 
 impl Ctx {
     fn lookup(&self, table: &str, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-        let table = self.env.tables.get(table).ok_or_else(|| unknown_table(table, &self.env.tables))?;
-        Ok(table.get(key).map_or(Dynamic::UNIT, |row| Dynamic::from(JsonView::new(row.clone()))))
+        let table = self
+            .env
+            .tables
+            .get(table)
+            .ok_or_else(|| unknown_table(table, &self.env.tables))?;
+        Ok(table.get(key).map_or(Dynamic::UNIT, |row| {
+            Dynamic::from(JsonView::new(row.clone()))
+        }))
     }
 }
 
 fn unknown_table(name: &str, tables: &Tables) -> Box<EvalAltResult> {
     let known: Vec<&str> = tables.names().collect();
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
     EvalAltResult::ErrorRuntime(
         format!("no lookup table named '{name}' in the manifest (tables: {known})").into(),
         Position::NONE,
@@ -64,15 +74,25 @@ pub fn register(engine: &mut Engine) {
     engine.register_get("params", |c: &mut Ctx| c.params.clone());
     engine.register_get("pack_version", |c: &mut Ctx| c.env.pack_version.clone());
     engine.register_get("sync_time", |c: &mut Ctx| c.env.sync_time.clone());
-    engine.register_get("source", |c: &mut Ctx| ImmutableString::from(c.env.source.name()));
-    engine.register_get("target", |c: &mut Ctx| ImmutableString::from(c.env.source.other().name()));
+    engine.register_get("source", |c: &mut Ctx| {
+        ImmutableString::from(c.env.source.name())
+    });
+    engine.register_get("target", |c: &mut Ctx| {
+        ImmutableString::from(c.env.source.other().name())
+    });
     engine.register_get("incident", |c: &mut Ctx| c.env.incident.clone());
     engine.register_get("linked", |c: &mut Ctx| c.env.linked);
     engine.register_get("rule", |c: &mut Ctx| c.rule.clone());
-    engine.register_fn("lookup", |c: &mut Ctx, table: &str, key: &str| c.lookup(table, key));
-    engine.register_fn("lookup", |c: &mut Ctx, table: &str, _: ()| c.lookup(table, "").map(|_| Dynamic::UNIT));
+    engine.register_fn("lookup", |c: &mut Ctx, table: &str, key: &str| {
+        c.lookup(table, key)
+    });
+    engine.register_fn("lookup", |c: &mut Ctx, table: &str, _: ()| {
+        c.lookup(table, "").map(|_| Dynamic::UNIT)
+    });
     engine.register_fn("in_table", |c: &mut Ctx, table: &str, key: &str| {
         c.lookup(table, key).map(|row| !row.is_unit())
     });
-    engine.register_fn("in_table", |c: &mut Ctx, table: &str, _: ()| c.lookup(table, "").map(|_| false));
+    engine.register_fn("in_table", |c: &mut Ctx, table: &str, _: ()| {
+        c.lookup(table, "").map(|_| false)
+    });
 }

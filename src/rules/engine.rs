@@ -87,9 +87,15 @@ pub fn with_deadline<R>(timeout: Duration, f: impl FnOnce() -> R) -> R {
 /// `on_progress` only looks at the clock every 1024 operations, and a native call is a
 /// single operation however long it runs, so heavy helpers check for themselves.
 pub fn check_deadline() -> Result<(), Box<rhai::EvalAltResult>> {
-    let expired = DEADLINE.with(|d| d.get()).is_some_and(|deadline| Instant::now() >= deadline);
+    let expired = DEADLINE
+        .with(|d| d.get())
+        .is_some_and(|deadline| Instant::now() >= deadline);
     if expired {
-        Err(rhai::EvalAltResult::ErrorTerminated(Dynamic::from(DEADLINE_TOKEN), rhai::Position::NONE).into())
+        Err(rhai::EvalAltResult::ErrorTerminated(
+            Dynamic::from(DEADLINE_TOKEN),
+            rhai::Position::NONE,
+        )
+        .into())
     } else {
         Ok(())
     }
@@ -120,7 +126,9 @@ pub fn build_engine(limits: &Limits) -> Engine {
         if ops & 0x3ff != 0 {
             return None;
         }
-        let expired = DEADLINE.with(|d| d.get()).is_some_and(|deadline| Instant::now() >= deadline);
+        let expired = DEADLINE
+            .with(|d| d.get())
+            .is_some_and(|deadline| Instant::now() >= deadline);
         expired.then(|| Dynamic::from(DEADLINE_TOKEN))
     });
 

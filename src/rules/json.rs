@@ -42,7 +42,10 @@ impl JsonView {
     }
 
     fn child(&self, value: &Value) -> Self {
-        JsonView { root: self.root.clone(), node: NonNull::from(value) }
+        JsonView {
+            root: self.root.clone(),
+            node: NonNull::from(value),
+        }
     }
 
     /// Converts a child node for a script: scalars become Rhai values, containers views.
@@ -154,16 +157,22 @@ fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonErr
         return Ok(Value::from(i));
     }
     if let Ok(f) = value.as_float() {
-        return serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| ToJsonError {
-            pointer: pointer.clone(),
-            message: format!("{f} is not a JSON number"),
-        });
+        return serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| ToJsonError {
+                pointer: pointer.clone(),
+                message: format!("{f} is not a JSON number"),
+            });
     }
     if value.is_string() {
-        return Ok(Value::String(value.clone().into_string().unwrap_or_default()));
+        return Ok(Value::String(
+            value.clone().into_string().unwrap_or_default(),
+        ));
     }
     if value.is_char() {
-        return Ok(Value::String(value.as_char().map(String::from).unwrap_or_default()));
+        return Ok(Value::String(
+            value.as_char().map(String::from).unwrap_or_default(),
+        ));
     }
     if value.is_array() {
         let array = value.read_lock::<Array>().expect("checked is_array");
@@ -192,8 +201,15 @@ fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonErr
         return Ok(view.node().clone());
     }
     Err(ToJsonError {
-        pointer: if pointer.is_empty() { "/".into() } else { pointer.clone() },
-        message: format!("a script value of type '{}' has no JSON form", value.type_name()),
+        pointer: if pointer.is_empty() {
+            "/".into()
+        } else {
+            pointer.clone()
+        },
+        message: format!(
+            "a script value of type '{}' has no JSON form",
+            value.type_name()
+        ),
     })
 }
 
@@ -211,7 +227,10 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("is_array", |v: &mut JsonView| v.node().is_array());
     engine.register_fn("keys", |v: &mut JsonView| -> Array {
         match v.node() {
-            Value::Object(map) => map.keys().map(|k| Dynamic::from(ImmutableString::from(k.as_str()))).collect(),
+            Value::Object(map) => map
+                .keys()
+                .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
+                .collect(),
             _ => Array::new(),
         }
     });

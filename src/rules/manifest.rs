@@ -76,21 +76,38 @@ impl Manifest {
     pub fn load(snapshot: &PackSnapshot, schemas: &SchemaSet) -> Result<Manifest, Vec<Problem>> {
         let path = snapshot.display_path(MANIFEST);
         let text = match snapshot.text(MANIFEST) {
-            None => return Err(vec![Problem::in_file(path, "no manifest: a rule pack needs a pack.toml")]),
+            None => {
+                return Err(vec![Problem::in_file(
+                    path,
+                    "no manifest: a rule pack needs a pack.toml",
+                )])
+            }
             Some(Err(problem)) => return Err(vec![problem]),
             Some(Ok(text)) => text,
         };
         let toml_value: toml::Value = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).map_or((None, None), |(l, c)| (Some(l), Some(c)));
-            vec![Problem::at(&path, line, col, format!("invalid TOML: {}", e.message()))]
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            vec![Problem::at(
+                &path,
+                line,
+                col,
+                format!("invalid TOML: {}", e.message()),
+            )]
         })?;
-        let json = serde_json::to_value(&toml_value).map_err(|e| vec![Problem::in_file(&path, e.to_string())])?;
+        let json = serde_json::to_value(&toml_value)
+            .map_err(|e| vec![Problem::in_file(&path, e.to_string())])?;
         let violations = schemas.check(schema::RULE_PACK, &json);
         if !violations.is_empty() {
-            return Err(violations.into_iter().map(|v| Problem::at_pointer(&path, v.pointer, v.message)).collect());
+            return Err(violations
+                .into_iter()
+                .map(|v| Problem::at_pointer(&path, v.pointer, v.message))
+                .collect());
         }
-        let manifest: Manifest =
-            serde_json::from_value(json).map_err(|e| vec![Problem::in_file(&path, format!("invalid manifest: {e}"))])?;
+        let manifest: Manifest = serde_json::from_value(json)
+            .map_err(|e| vec![Problem::in_file(&path, format!("invalid manifest: {e}"))])?;
         let mut seen = HashSet::new();
         let mut problems = Vec::new();
         for stage in Stage::ALL {

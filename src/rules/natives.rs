@@ -39,7 +39,9 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("clip", |_: (), _: i64| String::new());
     engine.register_fn("distinct", |list: Array| distinct(list));
     engine.register_fn("time_cmp", |a: Dynamic, b: Dynamic| time_cmp(&a, &b));
-    engine.register_fn("summarize", |list: Array, max: i64| summarize(&list, max.max(0) as usize));
+    engine.register_fn("summarize", |list: Array, max: i64| {
+        summarize(&list, max.max(0) as usize)
+    });
 }
 
 /// Collects distinct scalars found at `path` below `view`.
@@ -77,7 +79,9 @@ fn walk(node: &Value, path: &[&str], emit: &mut impl FnMut(&Value)) {
 }
 
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 pub fn format_time(t: DateTime<Utc>) -> String {
@@ -85,13 +89,19 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 }
 
 fn extreme(list: &Array, latest: bool) -> Dynamic {
-    let times = list.iter().filter_map(|d| d.read_lock::<ImmutableString>().and_then(|s| parse_time(&s)));
+    let times = list.iter().filter_map(|d| {
+        d.read_lock::<ImmutableString>()
+            .and_then(|s| parse_time(&s))
+    });
     let found = if latest { times.max() } else { times.min() };
     found.map_or(Dynamic::UNIT, |t| Dynamic::from(format_time(t)))
 }
 
 pub fn enum_key(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 pub fn clip(s: &str, max: usize) -> String {
@@ -107,13 +117,18 @@ pub fn clip(s: &str, max: usize) -> String {
 }
 
 fn time_cmp(a: &Dynamic, b: &Dynamic) -> i64 {
-    let parse = |d: &Dynamic| d.read_lock::<ImmutableString>().and_then(|s| parse_time(&s));
+    let parse = |d: &Dynamic| {
+        d.read_lock::<ImmutableString>()
+            .and_then(|s| parse_time(&s))
+    };
     parse(a).cmp(&parse(b)) as i64
 }
 
 fn distinct(list: Array) -> Array {
     let mut seen = HashSet::new();
-    list.into_iter().filter(|item| seen.insert(item.to_string())).collect()
+    list.into_iter()
+        .filter(|item| seen.insert(item.to_string()))
+        .collect()
 }
 
 fn summarize(list: &Array, max: usize) -> String {
@@ -144,10 +159,15 @@ mod tests {
 
     #[test]
     fn timestamps_compare_as_instants_not_strings() {
-        let list: Array = ["2021-04-26T07:45:50Z", "2021-04-26T07:45:50.116Z", "garbage", "2021-04-26T09:45:50+03:00"]
-            .into_iter()
-            .map(Dynamic::from)
-            .collect();
+        let list: Array = [
+            "2021-04-26T07:45:50Z",
+            "2021-04-26T07:45:50.116Z",
+            "garbage",
+            "2021-04-26T09:45:50+03:00",
+        ]
+        .into_iter()
+        .map(Dynamic::from)
+        .collect();
         assert_eq!(extreme(&list, true).to_string(), "2021-04-26T07:45:50.116Z");
         assert_eq!(extreme(&list, false).to_string(), "2021-04-26T06:45:50Z");
     }

@@ -96,15 +96,29 @@ impl CompiledPack {
     }
 
     fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
-        Dynamic::from(Ctx { env: prepared.env.clone(), rule: rule.name.as_str().into(), params: rule.params.clone() })
+        Dynamic::from(Ctx {
+            env: prepared.env.clone(),
+            rule: rule.name.as_str().into(),
+            params: rule.params.clone(),
+        })
     }
 
-    fn selected<'a>(&'a self, stage: Stage, only: Option<&'a str>) -> impl Iterator<Item = &'a CompiledRule> {
-        self.stage(stage).filter(move |r| only.is_none_or(|name| r.name == name))
+    fn selected<'a>(
+        &'a self,
+        stage: Stage,
+        only: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a CompiledRule> {
+        self.stage(stage)
+            .filter(move |r| only.is_none_or(|name| r.name == name))
     }
 
     /// Filter → map → enrich → schema validation: what `eval` shows and the sync writes.
-    pub fn run_pipeline(&self, incident: Arc<Value>, source: Side, opts: &RunOptions) -> Result<Outcome, RuleError> {
+    pub fn run_pipeline(
+        &self,
+        incident: Arc<Value>,
+        source: Side,
+        opts: &RunOptions,
+    ) -> Result<Outcome, RuleError> {
         if source == Side::Defender {
             let bad = self.schemas.check(schema::DEFENDER_INCIDENT, &incident);
             if let Some(first) = bad.into_iter().next() {
@@ -116,7 +130,11 @@ impl CompiledPack {
                     line: None,
                     col: None,
                     pointer: Some(first.pointer),
-                    message: format!("incident does not match {}: {}", schema::DEFENDER_INCIDENT, first.message),
+                    message: format!(
+                        "incident does not match {}: {}",
+                        schema::DEFENDER_INCIDENT,
+                        first.message
+                    ),
                 });
             }
         }
@@ -135,18 +153,39 @@ impl CompiledPack {
         let prepared = self.prepare(incident, source, opts);
         let mut steps = Vec::new();
         if let Some(rule) = self.run_filter(&prepared, None, &mut steps)? {
-            return Ok(Outcome { pack_version: self.version.clone(), source, verdict: Verdict::Filtered { rule }, steps });
+            return Ok(Outcome {
+                pack_version: self.version.clone(),
+                source,
+                verdict: Verdict::Filtered { rule },
+                steps,
+            });
         }
         let target = self.run_map(&prepared, None, opts, &mut steps)?;
         let target = self.run_enrich(&prepared, target, None, opts, &mut steps)?;
         let body = self.finish(source, &target, &steps)?;
-        Ok(Outcome { pack_version: self.version.clone(), source, verdict: Verdict::Synced { body }, steps })
+        Ok(Outcome {
+            pack_version: self.version.clone(),
+            source,
+            verdict: Verdict::Synced { body },
+            steps,
+        })
     }
 
     /// Runs filter rules in order; returns the name of the first that said no.
-    pub fn run_filter(&self, prepared: &Prepared, only: Option<&str>, steps: &mut Vec<Step>) -> Result<Option<String>, RuleError> {
+    pub fn run_filter(
+        &self,
+        prepared: &Prepared,
+        only: Option<&str>,
+        steps: &mut Vec<Step>,
+    ) -> Result<Option<String>, RuleError> {
         for rule in self.selected(Stage::Filter, only) {
-            let out = call_rule(rule, &self.limits, "filter", prepared.incident.clone(), self.ctx(prepared, rule))?;
+            let out = call_rule(
+                rule,
+                &self.limits,
+                "filter",
+                prepared.incident.clone(),
+                self.ctx(prepared, rule),
+            )?;
             let Some(keep) = out.clone().try_cast::<bool>() else {
                 return Err(bad_return(rule, "filter", "true or false", &out));
             };
@@ -159,21 +198,42 @@ impl CompiledPack {
     }
 
     /// Runs the map rules for the source's direction; each contributes fields, later win.
-    pub fn run_map(&self, prepared: &Prepared, only: Option<&str>, opts: &RunOptions, steps: &mut Vec<Step>) -> Result<Dynamic, RuleError> {
+    pub fn run_map(
+        &self,
+        prepared: &Prepared,
+        only: Option<&str>,
+        opts: &RunOptions,
+        steps: &mut Vec<Step>,
+    ) -> Result<Dynamic, RuleError> {
         let entry = prepared.env.source.map_function();
         let mut target = Map::new();
         for rule in self.selected(Stage::Map, only).filter(|r| r.defines(entry)) {
-            let out = call_rule(rule, &self.limits, entry, prepared.incident.clone(), self.ctx(prepared, rule))?;
+            let out = call_rule(
+                rule,
+                &self.limits,
+                entry,
+                prepared.incident.clone(),
+                self.ctx(prepared, rule),
+            )?;
             if out.is_unit() {
                 continue;
             }
             let Some(fields) = out.clone().try_cast::<Map>() else {
-                return Err(bad_return(rule, entry, "a map of fields (or () for none)", &out));
+                return Err(bad_return(
+                    rule,
+                    entry,
+                    "a map of fields (or () for none)",
+                    &out,
+                ));
             };
             let mut changed: Vec<String> = fields.keys().map(|k| k.to_string()).collect();
             changed.sort();
             target.extend(fields);
-            let document = if opts.explain { Some(to_json(rule, &Dynamic::from_map(target.clone()))?) } else { None };
+            let document = if opts.explain {
+                Some(to_json(rule, &Dynamic::from_map(target.clone()))?)
+            } else {
+                None
+            };
             steps.push(step(rule, changed, None, document));
         }
         Ok(Dynamic::from_map(target))
@@ -189,68 +249,145 @@ impl CompiledPack {
         steps: &mut Vec<Step>,
     ) -> Result<Dynamic, RuleError> {
         for rule in self.selected(Stage::Enrich, only) {
-            let out = call_rule(rule, &self.limits, "enrich", target.clone(), self.ctx(prepared, rule))?;
+            let out = call_rule(
+                rule,
+                &self.limits,
+                "enrich",
+                target.clone(),
+                self.ctx(prepared, rule),
+            )?;
             if !out.is_map() {
                 return Err(bad_return(rule, "enrich", "the target map", &out));
             }
             let changed = changed_fields(&target, &out);
             target = out;
-            let document = if opts.explain { Some(to_json(rule, &target)?) } else { None };
+            let document = if opts.explain {
+                Some(to_json(rule, &target)?)
+            } else {
+                None
+            };
             steps.push(step(rule, changed, None, document));
         }
         Ok(target)
     }
 
     /// Converts the target to the request body and validates it against its schema.
-    pub fn finish(&self, source: Side, target: &Dynamic, steps: &[Step]) -> Result<Value, RuleError> {
+    pub fn finish(
+        &self,
+        source: Side,
+        target: &Dynamic,
+        steps: &[Step],
+    ) -> Result<Value, RuleError> {
         let fields = dynamic_to_value(target).map_err(|e| RuleError {
             kind: RuleErrorKind::BadReturn,
             pointer: Some(e.pointer),
             ..output_error(self, steps, "", e.message)
         })?;
         let (body, schema_name, prefix) = match source {
-            Side::Defender => (serde_json::json!({ "properties": fields }), schema::SENTINEL_INCIDENT, "/properties/"),
+            Side::Defender => (
+                serde_json::json!({ "properties": fields }),
+                schema::SENTINEL_INCIDENT,
+                "/properties/",
+            ),
             Side::Sentinel => (fields, schema::DEFENDER_UPDATE, "/"),
         };
         let bad = self.schemas.check(schema_name, &body);
         if let Some(first) = bad.into_iter().next() {
-            let field = first.pointer.strip_prefix(prefix).and_then(|p| p.split('/').next()).unwrap_or("");
+            let field = first
+                .pointer
+                .strip_prefix(prefix)
+                .and_then(|p| p.split('/').next())
+                .unwrap_or("");
             let message = format!("output does not match {schema_name}: {}", first.message);
-            return Err(RuleError { pointer: Some(first.pointer.clone()), ..output_error(self, steps, field, message) });
+            return Err(RuleError {
+                pointer: Some(first.pointer.clone()),
+                ..output_error(self, steps, field, message)
+            });
         }
         Ok(body)
     }
 
     /// Asks the direction rules, in order, where a changed field should flow. The first
     /// rule that returns a flow decides; `()` means "no opinion, ask the next rule".
-    pub fn decide(&self, change: &FieldChange, incident: Arc<Value>, only: Option<&str>, opts: &RunOptions) -> Result<Decision, RuleError> {
+    pub fn decide(
+        &self,
+        change: &FieldChange,
+        incident: Arc<Value>,
+        only: Option<&str>,
+        opts: &RunOptions,
+    ) -> Result<Decision, RuleError> {
         let prepared = self.prepare(incident, Side::Defender, opts);
         let change = Dynamic::from(JsonView::new(Arc::new(change.to_script_value())));
         let mut steps = Vec::new();
         for rule in self.selected(Stage::Direction, only) {
-            let out = call_rule(rule, &self.limits, "direction", change.clone(), self.ctx(&prepared, rule))?;
+            let out = call_rule(
+                rule,
+                &self.limits,
+                "direction",
+                change.clone(),
+                self.ctx(&prepared, rule),
+            )?;
             if out.is_unit() {
                 steps.push(step(rule, Vec::new(), Some("()".into()), None));
                 continue;
             }
-            let flow = out.clone().into_immutable_string().ok().and_then(|s| Flow::parse(&s));
+            let flow = out
+                .clone()
+                .into_immutable_string()
+                .ok()
+                .and_then(|s| Flow::parse(&s));
             let Some(flow) = flow else {
-                return Err(bad_return(rule, "direction", "\"to_sentinel\", \"to_defender\", \"skip\" or ()", &out));
+                return Err(bad_return(
+                    rule,
+                    "direction",
+                    "\"to_sentinel\", \"to_defender\", \"skip\" or ()",
+                    &out,
+                ));
             };
             steps.push(step(rule, Vec::new(), Some(flow.name().into()), None));
-            return Ok(Decision { flow, rule: Some(rule.name.clone()), pack_version: self.version.clone(), steps });
+            return Ok(Decision {
+                flow,
+                rule: Some(rule.name.clone()),
+                pack_version: self.version.clone(),
+                steps,
+            });
         }
-        Ok(Decision { flow: Flow::Skip, rule: None, pack_version: self.version.clone(), steps })
+        Ok(Decision {
+            flow: Flow::Skip,
+            rule: None,
+            pack_version: self.version.clone(),
+            steps,
+        })
     }
 }
 
-fn step(rule: &CompiledRule, changed: Vec<String>, result: Option<String>, document: Option<Value>) -> Step {
-    Step { rule: rule.name.clone(), stage: rule.stage, file: rule.path.clone(), changed, result, document }
+fn step(
+    rule: &CompiledRule,
+    changed: Vec<String>,
+    result: Option<String>,
+    document: Option<Value>,
+) -> Step {
+    Step {
+        rule: rule.name.clone(),
+        stage: rule.stage,
+        file: rule.path.clone(),
+        changed,
+        result,
+        document,
+    }
 }
 
 fn bad_return(rule: &CompiledRule, entry: &str, wanted: &str, got: &Dynamic) -> RuleError {
-    let shown = if got.is_unit() { "()".to_string() } else { format!("{} {}", got.type_name(), clip_debug(got)) };
-    RuleError::for_rule(rule, RuleErrorKind::BadReturn, format!("fn {entry} must return {wanted}, returned {shown}"))
+    let shown = if got.is_unit() {
+        "()".to_string()
+    } else {
+        format!("{} {}", got.type_name(), clip_debug(got))
+    };
+    RuleError::for_rule(
+        rule,
+        RuleErrorKind::BadReturn,
+        format!("fn {entry} must return {wanted}, returned {shown}"),
+    )
 }
 
 fn clip_debug(value: &Dynamic) -> String {
@@ -296,7 +433,12 @@ fn changed_fields(before: &Dynamic, after: &Dynamic) -> Vec<String> {
         .iter()
         .filter(|(k, v)| before.get(k.as_str()).is_none_or(|old| !dyn_eq(old, v)))
         .map(|(k, _)| k.to_string())
-        .chain(before.keys().filter(|k| !after.contains_key(k.as_str())).map(|k| k.to_string()))
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(k.as_str()))
+                .map(|k| k.to_string()),
+        )
         .collect();
     changed.sort();
     changed
@@ -308,7 +450,9 @@ pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
         return false;
     }
     if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
-        return x.len() == y.len() && x.iter().all(|(k, v)| y.get(k.as_str()).is_some_and(|w| dyn_eq(v, w)));
+        return x.len() == y.len()
+            && x.iter()
+                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| dyn_eq(v, w)));
     }
     if let (Some(x), Some(y)) = (a.read_lock::<rhai::Array>(), b.read_lock::<rhai::Array>()) {
         return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| dyn_eq(v, w));

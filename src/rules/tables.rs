@@ -82,7 +82,13 @@ fn load_table(
 ) -> Result<Table, Vec<Problem>> {
     let pointer = format!("/tables/{name}");
     let read = |rel: &str, field: &str| -> Result<(String, String), Vec<Problem>> {
-        let rel = confine(rel).map_err(|m| vec![Problem::at_pointer(manifest_path, format!("{pointer}/{field}"), m)])?;
+        let rel = confine(rel).map_err(|m| {
+            vec![Problem::at_pointer(
+                manifest_path,
+                format!("{pointer}/{field}"),
+                m,
+            )]
+        })?;
         match snapshot.text(&rel) {
             None => Err(vec![Problem::at_pointer(
                 manifest_path,
@@ -95,9 +101,17 @@ fn load_table(
     };
     let (schema_rel, schema_text) = read(&spec.schema, "schema")?;
     let schema_path = snapshot.display_path(&schema_rel);
-    let schema: Value = serde_json::from_str(&schema_text)
-        .map_err(|e| vec![Problem::at(&schema_path, Some(e.line()), Some(e.column()), format!("not valid JSON: {e}"))])?;
-    let validator = schemas.compile(&schema).map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
+    let schema: Value = serde_json::from_str(&schema_text).map_err(|e| {
+        vec![Problem::at(
+            &schema_path,
+            Some(e.line()),
+            Some(e.column()),
+            format!("not valid JSON: {e}"),
+        )]
+    })?;
+    let validator = schemas
+        .compile(&schema)
+        .map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
 
     let (file_rel, text) = read(&spec.file, "file")?;
     let file_path = snapshot.display_path(&file_rel);
@@ -106,22 +120,50 @@ fn load_table(
         parse_csv(&text, &file_path)?
     } else {
         match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (v, format!("/{i}"))).collect(),
-            Ok(_) => return Err(vec![Problem::at_pointer(&file_path, "/", "a JSON table must be an array of objects")]),
+            Ok(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (v, format!("/{i}")))
+                .collect(),
+            Ok(_) => {
+                return Err(vec![Problem::at_pointer(
+                    &file_path,
+                    "/",
+                    "a JSON table must be an array of objects",
+                )])
+            }
             Err(e) => {
-                return Err(vec![Problem::at(&file_path, Some(e.line()), Some(e.column()), format!("not valid JSON: {e}"))])
+                return Err(vec![Problem::at(
+                    &file_path,
+                    Some(e.line()),
+                    Some(e.column()),
+                    format!("not valid JSON: {e}"),
+                )])
             }
         }
     };
 
     let mut problems = Vec::new();
-    let mut table = Table { rows: HashMap::with_capacity(rows.len()), case_insensitive: spec.case_insensitive };
+    let mut table = Table {
+        rows: HashMap::with_capacity(rows.len()),
+        case_insensitive: spec.case_insensitive,
+    };
     for (row, at) in rows {
         let located = |pointer: String, message: String| {
             if let Some(line) = at.strip_prefix("line ") {
-                Problem { file: file_path.clone(), line: line.parse().ok(), col: None, pointer: Some(pointer), message }
+                Problem {
+                    file: file_path.clone(),
+                    line: line.parse().ok(),
+                    col: None,
+                    pointer: Some(pointer),
+                    message,
+                }
             } else {
-                Problem::at_pointer(&file_path, format!("{at}{}", if pointer == "/" { "" } else { &pointer }), message)
+                Problem::at_pointer(
+                    &file_path,
+                    format!("{at}{}", if pointer == "/" { "" } else { &pointer }),
+                    message,
+                )
             }
         };
         let bad = violations(&validator, &row);
@@ -129,13 +171,27 @@ fn load_table(
             problems.extend(bad.into_iter().map(|v| located(v.pointer, v.message)));
             continue;
         }
-        let Some(key) = row.get(&spec.key).and_then(|k| k.as_str().map(str::to_string).or_else(|| k.as_i64().map(|i| i.to_string()))) else {
-            problems.push(located("/".into(), format!("row has no string key '{}'", spec.key)));
+        let Some(key) = row.get(&spec.key).and_then(|k| {
+            k.as_str()
+                .map(str::to_string)
+                .or_else(|| k.as_i64().map(|i| i.to_string()))
+        }) else {
+            problems.push(located(
+                "/".into(),
+                format!("row has no string key '{}'", spec.key),
+            ));
             continue;
         };
-        let key = if spec.case_insensitive { key.to_lowercase() } else { key };
+        let key = if spec.case_insensitive {
+            key.to_lowercase()
+        } else {
+            key
+        };
         if table.rows.insert(key.clone(), Arc::new(row)).is_some() {
-            problems.push(located(format!("/{}", spec.key), format!("key '{key}' appears more than once")));
+            problems.push(located(
+                format!("/{}", spec.key),
+                format!("key '{key}' appears more than once"),
+            ));
         }
     }
     if problems.is_empty() {
@@ -147,16 +203,28 @@ fn load_table(
 
 /// CSV with a header row; every cell is a string, empty cells are absent.
 fn parse_csv(text: &str, file_path: &str) -> Result<Vec<(Value, String)>, Vec<Problem>> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| vec![Problem::in_file(file_path, format!("invalid CSV header: {e}"))])?
+        .map_err(|e| {
+            vec![Problem::in_file(
+                file_path,
+                format!("invalid CSV header: {e}"),
+            )]
+        })?
         .clone();
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map(|p| p.line() as usize);
-            vec![Problem::at(file_path, line, None, format!("invalid CSV: {e}"))]
+            vec![Problem::at(
+                file_path,
+                line,
+                None,
+                format!("invalid CSV: {e}"),
+            )]
         })?;
         let line = record.position().map_or(0, |p| p.line());
         let mut row = serde_json::Map::new();
