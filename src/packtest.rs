@@ -3,7 +3,7 @@
 //! (`schemas/pack-test.schema.json`). The one runner behind `rulebridge test`, hot
 //! reload's test step and the project's integration tests.
 
-use crate::model::{FieldChange, Side, Stage};
+use crate::model::{FieldChange, Side};
 use crate::problem::Problem;
 use crate::rules::json::value_to_dynamic;
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
@@ -123,19 +123,9 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
             } else {
                 target
             };
-            let out = crate::rules::json::dynamic_to_value(&target).map_err(|e| RuleError {
-                kind: crate::rules::RuleErrorKind::BadReturn,
-                rule: None,
-                stage: Some(if run == "map" {
-                    Stage::Map
-                } else {
-                    Stage::Enrich
-                }),
-                file: None,
-                line: None,
-                col: None,
-                pointer: Some(e.pointer),
-                message: e.message,
+            let out = crate::rules::json::dynamic_to_value(&target).map_err(|e| {
+                RuleError::new(crate::rules::RuleErrorKind::BadReturn, e.message)
+                    .at_pointer(e.pointer)
             })?;
             Ok((None, Some(out), None))
         })(),

@@ -1,5 +1,8 @@
 //! The commands as users run them: the real binary, real files, exit codes and output.
 
+mod common;
+use common::copy_dir;
+
 use std::process::{Command, Output};
 
 fn rulebridge(args: &[&str]) -> Output {
@@ -156,16 +159,4 @@ fn eval_reports_a_rule_error_with_its_location_and_exits_1() {
         "{}",
         stderr(&out)
     );
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -2,6 +2,9 @@
 //! (`tests/packs/runaway/`): each is stopped, reported as data with file:line:col, and
 //! leaves the engine usable for the next incident.
 
+mod common;
+use common::copy_dir;
+
 use rulebridge::model::{FieldChange, Side, SideValue};
 use rulebridge::rules::{CompiledPack, RuleError, RuleErrorKind, RunOptions};
 use rulebridge::snapshot::PackSnapshot;
@@ -211,17 +214,7 @@ fn a_direction_rule_must_return_a_known_flow() {
 #[test]
 fn limits_in_a_manifest_cannot_exceed_the_ceilings() {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir("tests/packs/runaway").unwrap().flatten() {
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-        }
-    }
-    std::fs::create_dir(dir.path().join("lib")).unwrap();
-    std::fs::copy(
-        "tests/packs/runaway/lib/math.rhai",
-        dir.path().join("lib/math.rhai"),
-    )
-    .unwrap();
+    copy_dir(Path::new("tests/packs/runaway"), dir.path());
     let manifest = std::fs::read_to_string(dir.path().join("pack.toml"))
         .unwrap()
         .replace("timeout_ms = 250", "timeout_ms = 60000");

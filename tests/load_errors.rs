@@ -2,6 +2,9 @@
 //! pack, and its `expect.txt` lists what the problems must say (one substring per line,
 //! `{pack}` standing for the pack folder). An empty `expect.txt` means the pack loads.
 
+mod common;
+use common::copy_dir;
+
 use rulebridge::rules::CompiledPack;
 use rulebridge::snapshot::PackSnapshot;
 use std::path::Path;
@@ -86,16 +89,4 @@ fn editor_leftovers_and_hidden_folders_are_not_part_of_the_pack() {
     let after = PackSnapshot::read(dir.path(), Some(Path::new("schemas"))).unwrap();
     assert_eq!(after.version, before);
     CompiledPack::build(after).unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

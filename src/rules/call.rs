@@ -76,16 +76,34 @@ impl fmt::Display for RuleError {
 }
 
 impl RuleError {
-    pub fn for_rule(rule: &CompiledRule, kind: RuleErrorKind, message: impl Into<String>) -> Self {
+    /// A failure no single rule is to blame for (the input itself, say).
+    pub fn new(kind: RuleErrorKind, message: impl Into<String>) -> Self {
         RuleError {
             kind,
-            rule: Some(rule.name.clone()),
-            stage: Some(rule.stage),
-            file: Some(rule.path.clone()),
+            rule: None,
+            stage: None,
+            file: None,
             line: None,
             col: None,
             pointer: None,
             message: message.into(),
+        }
+    }
+
+    pub fn for_rule(rule: &CompiledRule, kind: RuleErrorKind, message: impl Into<String>) -> Self {
+        RuleError {
+            rule: Some(rule.name.clone()),
+            stage: Some(rule.stage),
+            file: Some(rule.path.clone()),
+            ..RuleError::new(kind, message)
+        }
+    }
+
+    /// The same error, located at a JSON pointer in the document concerned.
+    pub fn at_pointer(self, pointer: impl Into<String>) -> Self {
+        RuleError {
+            pointer: Some(pointer.into()),
+            ..self
         }
     }
 }

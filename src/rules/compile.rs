@@ -12,7 +12,7 @@
 
 use super::engine::{build_engine, Limits};
 use super::json::JsonView;
-use super::manifest::{Manifest, RuleSpec, MANIFEST};
+use super::manifest::{referenced_file, referenced_schema, Manifest, RuleSpec, MANIFEST};
 use super::tables::Tables;
 use crate::model::Stage;
 use crate::problem::{line_col, Problem};
@@ -163,29 +163,20 @@ fn compile_rule(
             Value::Null
         });
 
-    let rel = confine(&spec.script).map_err(|m| {
-        vec![Problem::at_pointer(
-            manifest_path,
-            format!("{pointer}/script"),
-            m,
-        )]
-    })?;
-    let path = snapshot.display_path(&rel);
-    let source = match snapshot.text(&rel) {
-        None => {
-            problems.push(Problem::at_pointer(
-                manifest_path,
-                format!("{pointer}/script"),
-                format!("script '{path}' does not exist"),
-            ));
+    let (rel, source) = match referenced_file(
+        snapshot,
+        manifest_path,
+        &format!("{pointer}/script"),
+        "script",
+        &spec.script,
+    ) {
+        Ok(found) => found,
+        Err(mut p) => {
+            problems.append(&mut p);
             return Err(problems);
         }
-        Some(Err(p)) => {
-            problems.push(p);
-            return Err(problems);
-        }
-        Some(Ok(text)) => text,
     };
+    let path = snapshot.display_path(&rel);
 
     let ast = match resolver.compile_script(engine, &path, source) {
         Ok(ast) => ast,
@@ -257,35 +248,13 @@ fn check_params(
     let Some(schema_rel) = &spec.params_schema else {
         return Ok(params);
     };
-    let rel = confine(schema_rel).map_err(|m| {
-        vec![Problem::at_pointer(
-            manifest_path,
-            format!("{pointer}/params_schema"),
-            m,
-        )]
-    })?;
-    let schema_path = snapshot.display_path(&rel);
-    let text = match snapshot.text(&rel) {
-        None => {
-            return Err(vec![Problem::at_pointer(
-                manifest_path,
-                format!("{pointer}/params_schema"),
-                format!("schema '{schema_path}' does not exist"),
-            )])
-        }
-        Some(r) => r.map_err(|p| vec![p])?,
-    };
-    let schema: Value = serde_json::from_str(text).map_err(|e| {
-        vec![Problem::at(
-            &schema_path,
-            Some(e.line()),
-            Some(e.column()),
-            format!("not valid JSON: {e}"),
-        )]
-    })?;
-    let validator = schemas
-        .compile(&schema)
-        .map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
+    let validator = referenced_schema(
+        snapshot,
+        schemas,
+        manifest_path,
+        &format!("{pointer}/params_schema"),
+        schema_rel,
+    )?;
     let bad = violations(&validator, &params);
     if bad.is_empty() {
         Ok(params)

@@ -17,7 +17,8 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Resource limits for one rule call. The defaults stop a runaway script well within
-/// a second; the manifest's `[limits]` table may change them within [`Limits::MAX`].
+/// a second; the manifest's `[limits]` table may change them up to the ceilings
+/// in `schemas/rule-pack.schema.json` (`/properties/limits`), so no pack can hang the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -48,16 +49,6 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Ceilings a manifest cannot exceed: a rule pack must not be able to hang the engine.
-    pub const MAX: Limits = Limits {
-        max_operations: 50_000_000,
-        timeout_ms: 1_000,
-        max_call_levels: 48,
-        max_string_size: 16 * 1024 * 1024,
-        max_array_size: 1_000_000,
-        max_map_size: 100_000,
-    };
-
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }

@@ -9,7 +9,8 @@ use super::engine::Limits;
 use crate::model::Stage;
 use crate::problem::{line_col, Problem};
 use crate::schema::{self, SchemaSet};
-use crate::snapshot::PackSnapshot;
+use crate::snapshot::{confine, PackSnapshot};
+use jsonschema::Validator;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -127,4 +128,49 @@ impl Manifest {
             Err(problems)
         }
     }
+}
+
+/// A pack file the manifest names at `pointer` (`what` says what kind, for the message):
+/// its confined relative path and its text.
+pub fn referenced_file<'s>(
+    snapshot: &'s PackSnapshot,
+    manifest_path: &str,
+    pointer: &str,
+    what: &str,
+    rel: &str,
+) -> Result<(String, &'s str), Vec<Problem>> {
+    let rel = confine(rel).map_err(|m| vec![Problem::at_pointer(manifest_path, pointer, m)])?;
+    match snapshot.text(&rel) {
+        None => Err(vec![Problem::at_pointer(
+            manifest_path,
+            pointer,
+            format!("{what} '{}' does not exist", snapshot.display_path(&rel)),
+        )]),
+        Some(Err(problem)) => Err(vec![problem]),
+        Some(Ok(text)) => Ok((rel, text)),
+    }
+}
+
+/// A JSON Schema file the manifest names at `pointer` (a params or table-row schema),
+/// compiled against the central schemas so it may `$ref` them.
+pub fn referenced_schema(
+    snapshot: &PackSnapshot,
+    schemas: &SchemaSet,
+    manifest_path: &str,
+    pointer: &str,
+    rel: &str,
+) -> Result<Validator, Vec<Problem>> {
+    let (rel, text) = referenced_file(snapshot, manifest_path, pointer, "schema", rel)?;
+    let path = snapshot.display_path(&rel);
+    let schema: Value = serde_json::from_str(text).map_err(|e| {
+        vec![Problem::at(
+            &path,
+            Some(e.line()),
+            Some(e.column()),
+            format!("not valid JSON: {e}"),
+        )]
+    })?;
+    schemas
+        .compile(&schema)
+        .map_err(|m| vec![Problem::in_file(&path, m)])
 }

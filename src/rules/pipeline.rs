@@ -122,33 +122,21 @@ impl CompiledPack {
         if source == Side::Defender {
             let bad = self.schemas.check(schema::DEFENDER_INCIDENT, &incident);
             if let Some(first) = bad.into_iter().next() {
-                return Err(RuleError {
-                    kind: RuleErrorKind::InvalidInput,
-                    rule: None,
-                    stage: None,
-                    file: None,
-                    line: None,
-                    col: None,
-                    pointer: Some(first.pointer),
-                    message: format!(
-                        "incident does not match {}: {}",
-                        schema::DEFENDER_INCIDENT,
-                        first.message
-                    ),
-                });
+                let message = format!(
+                    "incident does not match {}: {}",
+                    schema::DEFENDER_INCIDENT,
+                    first.message
+                );
+                return Err(
+                    RuleError::new(RuleErrorKind::InvalidInput, message).at_pointer(first.pointer)
+                );
             }
         }
         if source == Side::Sentinel && !incident.get("properties").is_some_and(Value::is_object) {
-            return Err(RuleError {
-                kind: RuleErrorKind::InvalidInput,
-                rule: None,
-                stage: None,
-                file: None,
-                line: None,
-                col: None,
-                pointer: Some("/properties".into()),
-                message: "a Sentinel incident carries its fields in a `properties` object, and this one has none".into(),
-            });
+            let message = "a Sentinel incident carries its fields in a `properties` object, and this one has none";
+            return Err(
+                RuleError::new(RuleErrorKind::InvalidInput, message).at_pointer("/properties")
+            );
         }
         let prepared = self.prepare(incident, source, opts);
         let mut steps = Vec::new();
@@ -280,8 +268,7 @@ impl CompiledPack {
     ) -> Result<Value, RuleError> {
         let fields = dynamic_to_value(target).map_err(|e| RuleError {
             kind: RuleErrorKind::BadReturn,
-            pointer: Some(e.pointer),
-            ..output_error(self, steps, "", e.message)
+            ..output_error(self, steps, "", e.message).at_pointer(e.pointer)
         })?;
         let (body, schema_name, prefix) = match source {
             Side::Defender => (
@@ -299,10 +286,7 @@ impl CompiledPack {
                 .and_then(|p| p.split('/').next())
                 .unwrap_or("");
             let message = format!("output does not match {schema_name}: {}", first.message);
-            return Err(RuleError {
-                pointer: Some(first.pointer.clone()),
-                ..output_error(self, steps, field, message)
-            });
+            return Err(output_error(self, steps, field, message).at_pointer(first.pointer));
         }
         Ok(body)
     }
@@ -395,9 +379,8 @@ fn clip_debug(value: &Dynamic) -> String {
 }
 
 fn to_json(rule: &CompiledRule, value: &Dynamic) -> Result<Value, RuleError> {
-    dynamic_to_value(value).map_err(|e| RuleError {
-        pointer: Some(e.pointer),
-        ..RuleError::for_rule(rule, RuleErrorKind::BadReturn, e.message)
+    dynamic_to_value(value).map_err(|e| {
+        RuleError::for_rule(rule, RuleErrorKind::BadReturn, e.message).at_pointer(e.pointer)
     })
 }
 
@@ -411,16 +394,7 @@ fn output_error(pack: &CompiledPack, steps: &[Step], field: &str, message: Strin
     let rule = culprit.and_then(|s| pack.rule(&s.rule));
     match rule {
         Some(rule) => RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message),
-        None => RuleError {
-            kind: RuleErrorKind::InvalidOutput,
-            rule: None,
-            stage: None,
-            file: None,
-            line: None,
-            col: None,
-            pointer: None,
-            message,
-        },
+        None => RuleError::new(RuleErrorKind::InvalidOutput, message),
     }
 }
 

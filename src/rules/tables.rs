@@ -4,10 +4,10 @@
 //! Every row is validated against the table's schema at load time and keys must be
 //! unique, so a script never sees a malformed row and a lookup is one hash probe.
 
-use super::manifest::TableSpec;
+use super::manifest::{referenced_file, referenced_schema, TableSpec};
 use crate::problem::Problem;
 use crate::schema::{violations, SchemaSet};
-use crate::snapshot::{confine, PackSnapshot};
+use crate::snapshot::PackSnapshot;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -81,39 +81,20 @@ fn load_table(
     manifest_path: &str,
 ) -> Result<Table, Vec<Problem>> {
     let pointer = format!("/tables/{name}");
-    let read = |rel: &str, field: &str| -> Result<(String, String), Vec<Problem>> {
-        let rel = confine(rel).map_err(|m| {
-            vec![Problem::at_pointer(
-                manifest_path,
-                format!("{pointer}/{field}"),
-                m,
-            )]
-        })?;
-        match snapshot.text(&rel) {
-            None => Err(vec![Problem::at_pointer(
-                manifest_path,
-                format!("{pointer}/{field}"),
-                format!("file '{}' does not exist", snapshot.display_path(&rel)),
-            )]),
-            Some(Err(p)) => Err(vec![p]),
-            Some(Ok(text)) => Ok((rel, text.to_string())),
-        }
-    };
-    let (schema_rel, schema_text) = read(&spec.schema, "schema")?;
-    let schema_path = snapshot.display_path(&schema_rel);
-    let schema: Value = serde_json::from_str(&schema_text).map_err(|e| {
-        vec![Problem::at(
-            &schema_path,
-            Some(e.line()),
-            Some(e.column()),
-            format!("not valid JSON: {e}"),
-        )]
-    })?;
-    let validator = schemas
-        .compile(&schema)
-        .map_err(|m| vec![Problem::in_file(&schema_path, m)])?;
-
-    let (file_rel, text) = read(&spec.file, "file")?;
+    let validator = referenced_schema(
+        snapshot,
+        schemas,
+        manifest_path,
+        &format!("{pointer}/schema"),
+        &spec.schema,
+    )?;
+    let (file_rel, text) = referenced_file(
+        snapshot,
+        manifest_path,
+        &format!("{pointer}/file"),
+        "file",
+        &spec.file,
+    )?;
     let file_path = snapshot.display_path(&file_rel);
     // (row as JSON, where it is: a line number for CSV, an index for JSON)
     let rows: Vec<(Value, String)> = if file_rel.ends_with(".csv") {
