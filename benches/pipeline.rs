@@ -352,4 +352,45 @@ fn main() {
     println!("  rhai pipeline   1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rhai1, rhai2, rhai2 / rhai1);
     println!("  hand-written    1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rust1, rust2, rust2 / rust1);
     println!("  rhai / rust     {:.2} (1 thread)", rhai1 / rust1);
+    stage_breakdown(&pack, &set, &opts);
+}
+
+/// Where one incident's time goes, stage by stage (1 thread, mean over the set).
+fn stage_breakdown(pack: &CompiledPack, set: &[Arc<Value>], opts: &RunOptions) {
+    let mut totals = [Duration::ZERO; 5];
+    let rounds = 10;
+    for _ in 0..rounds {
+        for incident in set {
+            let t = Instant::now();
+            black_box(pack.schemas.check(schema::DEFENDER_INCIDENT, incident));
+            totals[0] += t.elapsed();
+            let prepared = pack.prepare(incident.clone(), Side::Defender, opts);
+            let mut steps = Vec::new();
+            let t = Instant::now();
+            let filtered = pack.run_filter(&prepared, None, &mut steps).unwrap();
+            totals[1] += t.elapsed();
+            if filtered.is_some() {
+                continue;
+            }
+            let t = Instant::now();
+            let target = pack.run_map(&prepared, None, opts, &mut steps).unwrap();
+            totals[2] += t.elapsed();
+            let t = Instant::now();
+            let target = pack
+                .run_enrich(&prepared, target, None, opts, &mut steps)
+                .unwrap();
+            totals[3] += t.elapsed();
+            let t = Instant::now();
+            black_box(pack.finish(Side::Defender, &target, &steps).unwrap());
+            totals[4] += t.elapsed();
+        }
+    }
+    let n = (set.len() * rounds) as u32;
+    let names = ["input schema", "filter", "map", "enrich", "output + schema"];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(totals)
+        .map(|(name, t)| format!("{name} {:.1} µs", (t / n).as_secs_f64() * 1e6))
+        .collect();
+    println!("  per incident:   {}", parts.join(", "));
 }

@@ -148,6 +148,10 @@ impl SchemaSet {
 
 /// Every violation of `validator` by `instance`, in document order.
 pub fn violations(validator: &Validator, instance: &Value) -> Vec<Violation> {
+    // The valid case is the common one, and `is_valid` is about twice as fast.
+    if validator.is_valid(instance) {
+        return Vec::new();
+    }
     let mut out: Vec<Violation> = validator
         .iter_errors(instance)
         .map(|e| {

@@ -160,3 +160,24 @@ fn eval_reports_a_rule_error_with_its_location_and_exits_1() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_imported_library_function_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("incident.json");
+    std::fs::write(
+        &input,
+        r#"{"id": "1", "displayName": "quiet", "status": "active", "severity": "low"}"#,
+    )
+    .unwrap();
+    let out = rulebridge(&[
+        "eval",
+        "--rules",
+        "tests/load-errors/ok-with-import",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["properties"]["title"], "QUIET");
+}

@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex};
 /// One rule, compiled and ready to call.
 pub struct CompiledRule {
     pub name: String,
+    /// `name` as scripts see it (`ctx.rule`), made once.
+    pub script_name: rhai::ImmutableString,
     pub stage: Stage,
     /// Display path of the script (`rules/map/standard.rhai`).
     pub path: String,
@@ -224,6 +226,7 @@ fn compile_rule(
     }
     Ok(CompiledRule {
         name: spec.name.clone(),
+        script_name: spec.name.as_str().into(),
         stage,
         path,
         runs_top_level: !ast.statements().is_empty(),

@@ -12,8 +12,9 @@
 
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A handle to one node inside a shared JSON document.
 #[derive(Clone)]
@@ -142,15 +143,25 @@ pub struct ToJsonError {
 
 /// Converts a script result back into JSON. Views are copied as the JSON they stand for.
 pub fn dynamic_to_value(value: &Dynamic) -> Result<Value, ToJsonError> {
-    let mut pointer = String::new();
-    to_value_at(value, &mut pointer)
+    to_value(value).map_err(|(mut segments, message)| {
+        segments.reverse();
+        let pointer = if segments.is_empty() {
+            "/".to_string()
+        } else {
+            segments.concat()
+        };
+        ToJsonError { pointer, message }
+    })
 }
 
-fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonError> {
+/// On failure: the path segments from the failing value up to the root, and why.
+/// The pointer is only built when something fails; this runs once per incident.
+fn to_value(value: &Dynamic) -> Result<Value, (Vec<String>, String)> {
     if value.is_unit() {
         return Ok(Value::Null);
     }
-    if let Some(b) = value.clone().try_cast::<bool>() {
+    // Type tests that borrow: cloning a `Dynamic` to test it would deep-copy maps.
+    if let Ok(b) = value.as_bool() {
         return Ok(Value::Bool(b));
     }
     if let Ok(i) = value.as_int() {
@@ -159,58 +170,48 @@ fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonErr
     if let Ok(f) = value.as_float() {
         return serde_json::Number::from_f64(f)
             .map(Value::Number)
-            .ok_or_else(|| ToJsonError {
-                pointer: pointer.clone(),
-                message: format!("{f} is not a JSON number"),
-            });
+            .ok_or_else(|| (Vec::new(), format!("{f} is not a JSON number")));
     }
-    if value.is_string() {
-        return Ok(Value::String(
-            value.clone().into_string().unwrap_or_default(),
-        ));
+    if let Some(s) = value.read_lock::<ImmutableString>() {
+        return Ok(Value::String(s.to_string()));
     }
-    if value.is_char() {
-        return Ok(Value::String(
-            value.as_char().map(String::from).unwrap_or_default(),
-        ));
+    if let Ok(c) = value.as_char() {
+        return Ok(Value::String(c.to_string()));
     }
-    if value.is_array() {
-        let array = value.read_lock::<Array>().expect("checked is_array");
-        let mut out = Vec::with_capacity(array.len());
-        for (i, item) in array.iter().enumerate() {
-            let len = pointer.len();
-            pointer.push_str(&format!("/{i}"));
-            out.push(to_value_at(item, pointer)?);
-            pointer.truncate(len);
-        }
-        return Ok(Value::Array(out));
+    if let Some(array) = value.read_lock::<Array>() {
+        return array
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                to_value(item).map_err(|(mut at, m)| {
+                    at.push(format!("/{i}"));
+                    (at, m)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array);
     }
-    if value.is_map() {
-        let map = value.read_lock::<Map>().expect("checked is_map");
+    if let Some(map) = value.read_lock::<Map>() {
         let mut out = serde_json::Map::with_capacity(map.len());
         for (k, item) in map.iter() {
-            let len = pointer.len();
-            pointer.push('/');
-            pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
-            out.insert(k.to_string(), to_value_at(item, pointer)?);
-            pointer.truncate(len);
+            let item = to_value(item).map_err(|(mut at, m)| {
+                at.push(format!("/{}", k.replace('~', "~0").replace('/', "~1")));
+                (at, m)
+            })?;
+            out.insert(k.to_string(), item);
         }
         return Ok(Value::Object(out));
     }
-    if let Some(view) = value.clone().try_cast::<JsonView>() {
+    if let Some(view) = value.read_lock::<JsonView>() {
         return Ok(view.node().clone());
     }
-    Err(ToJsonError {
-        pointer: if pointer.is_empty() {
-            "/".into()
-        } else {
-            pointer.clone()
-        },
-        message: format!(
+    Err((
+        Vec::new(),
+        format!(
             "a script value of type '{}' has no JSON form",
             value.type_name()
         ),
-    })
+    ))
 }
 
 /// Registers the `Json` type and the functions that make a view behave like a read-only
@@ -218,6 +219,13 @@ fn to_value_at(value: &Dynamic, pointer: &mut String) -> Result<Value, ToJsonErr
 /// `v.len()`, `v.keys()`, `v.to_map()`, `v.to_array()`, `v.is_map()`, `v.is_array()`.
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<JsonView>("Json");
+    // `view.field` on a custom type first looks for a property getter and, failing that,
+    // falls back to the indexer through an error path that costs twice as much. Getters
+    // for the field names incidents and changes are known to have make the common case
+    // direct; any other name still works through the indexer.
+    for name in known_field_names() {
+        engine.register_get(name, move |v: &mut JsonView| v.get(name));
+    }
     engine.register_indexer_get(|v: &mut JsonView, key: &str| v.get(key));
     engine.register_indexer_get(|v: &mut JsonView, index: i64| v.index(index));
     engine.register_iterator::<JsonView>();
@@ -251,6 +259,79 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("to_debug", |v: &mut JsonView| v.node().to_string());
     engine.register_fn("==", |a: JsonView, b: JsonView| a.node() == b.node());
     engine.register_fn("!=", |a: JsonView, b: JsonView| a.node() != b.node());
+}
+
+/// Property names of the built-in schemas plus the Graph alert and evidence fields the
+/// rules commonly read (the input schema leaves most of those open).
+fn known_field_names() -> &'static [&'static str] {
+    static NAMES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: BTreeSet<&'static str> = [
+            "title",
+            "serviceSource",
+            "detectionSource",
+            "category",
+            "mitreTechniques",
+            "evidence",
+            "firstActivityDateTime",
+            "lastActivityDateTime",
+            "userAccount",
+            "userPrincipalName",
+            "accountName",
+            "domainName",
+            "deviceDnsName",
+            "hostName",
+            "ipAddress",
+            "url",
+            "fileDetails",
+            "fileName",
+            "sha256",
+            "primaryAddress",
+            "upn",
+            "imageFile",
+            "roles",
+            "verdict",
+            "labelName",
+            "labelType",
+            "value",
+            "changed",
+            "changed_at",
+            "field",
+            "base",
+            "defender",
+            "sentinel",
+            "conflict",
+            "name",
+            "etag",
+            "properties",
+        ]
+        .into_iter()
+        .collect();
+        for (_, text) in crate::schema::BUILT_IN {
+            if let Ok(schema) = serde_json::from_str::<Value>(text) {
+                collect_property_names(&schema, &mut names);
+            }
+        }
+        names.into_iter().collect()
+    })
+}
+
+fn collect_property_names(schema: &Value, names: &mut BTreeSet<&'static str>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::Object(props)) = map.get("properties") {
+                for key in props.keys() {
+                    if !names.contains(key.as_str()) {
+                        // Leaked once per process: a few hundred bytes of names.
+                        names.insert(Box::leak(key.clone().into_boxed_str()));
+                    }
+                }
+            }
+            map.values().for_each(|v| collect_property_names(v, names));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_property_names(v, names)),
+        _ => {}
+    }
 }
 
 impl IntoIterator for JsonView {

@@ -13,6 +13,9 @@
 //! | `clip(s, n)` | `s` cut to at most `n` characters, ending in `…` when cut |
 //! | `distinct(list)` | the list without repeated values, first occurrence kept |
 //! | `summarize(list, n)` | up to `n` items joined with `, `, plus `(+k more)` |
+//! | `summary_lines(view, spec, n)` | one `Label: a, b (+k more)` line per `[label, path, fallback path…]` of `spec` whose values are not empty |
+//! | `as_labels(list)` | Sentinel labels (`#{labelName}`) from strings, without empties or repeats |
+//! | `labels.add_label(name)` | appends `#{labelName: name}` unless a label of that name is there |
 //! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first |
 
 use super::json::JsonView;
@@ -38,6 +41,33 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("clip", |s: &str, max: i64| clip(s, max.max(0) as usize));
     engine.register_fn("clip", |_: (), _: i64| String::new());
     engine.register_fn("distinct", |list: Array| distinct(list));
+    engine.register_fn(
+        "summary_lines",
+        |v: &mut JsonView, spec: JsonView, max: i64| {
+            let text = summary_lines(v, &spec, max.max(0) as usize);
+            super::engine::check_deadline().map(|()| text)
+        },
+    );
+    engine.register_fn("summary_lines", |_: (), _: JsonView, _: i64| String::new());
+    engine.register_fn("as_labels", |list: Array| {
+        as_labels(
+            list.iter()
+                .filter_map(|d| d.read_lock::<ImmutableString>().map(|s| s.to_string())),
+        )
+    });
+    engine.register_fn("as_labels", |v: &mut JsonView| {
+        as_labels(
+            v.node()
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_string)),
+        )
+    });
+    engine.register_fn("as_labels", |_: ()| Array::new());
+    engine.register_fn("add_label", |labels: &mut Array, name: &str| {
+        add_label(labels, name)
+    });
     engine.register_fn("time_cmp", |a: Dynamic, b: Dynamic| time_cmp(&a, &b));
     engine.register_fn("summarize", |list: Array, max: i64| {
         summarize(&list, max.max(0) as usize)
@@ -116,6 +146,62 @@ pub fn clip(s: &str, max: usize) -> String {
     out
 }
 
+/// `spec` is an array of `[label, path, fallback path, …]`: the first path with values wins.
+fn summary_lines(view: &JsonView, spec: &JsonView, max: usize) -> String {
+    let mut out = String::new();
+    for line in spec.node().as_array().into_iter().flatten() {
+        let Some([label, paths @ ..]) = line.as_array().map(Vec::as_slice) else {
+            continue;
+        };
+        let values = paths
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|path| pluck(view, path))
+            .find(|found| !found.is_empty());
+        if let Some(values) = values {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(label.as_str().unwrap_or(""));
+            out.push_str(": ");
+            out.push_str(&summarize(&values, max));
+        }
+    }
+    out
+}
+
+fn label_name(label: &Dynamic) -> Option<ImmutableString> {
+    label
+        .read_lock::<rhai::Map>()?
+        .get("labelName")?
+        .clone()
+        .into_immutable_string()
+        .ok()
+}
+
+fn add_label(labels: &mut Array, name: &str) {
+    if !name.is_empty()
+        && !labels
+            .iter()
+            .any(|l| label_name(l).is_some_and(|n| n == name))
+    {
+        let mut label = rhai::Map::new();
+        label.insert(
+            "labelName".into(),
+            Dynamic::from(ImmutableString::from(name)),
+        );
+        labels.push(Dynamic::from_map(label));
+    }
+}
+
+fn as_labels(names: impl Iterator<Item = String>) -> Array {
+    let mut labels = Array::new();
+    for name in names {
+        add_label(&mut labels, &name);
+    }
+    labels
+}
+
 fn time_cmp(a: &Dynamic, b: &Dynamic) -> i64 {
     let parse = |d: &Dynamic| {
         d.read_lock::<ImmutableString>()
@@ -177,6 +263,29 @@ mod tests {
         assert_eq!(clip("héllo", 5), "héllo");
         assert_eq!(clip("héllo wörld", 5), "héll…");
         assert_eq!(clip("héllo", 5).chars().count(), 5);
+    }
+
+    #[test]
+    fn summary_lines_use_the_first_path_with_values_and_skip_empty_lines() {
+        let alerts = JsonView::new(Arc::new(serde_json::json!([
+            {"evidence": [{"userAccount": {"accountName": "SYSTEM", "userPrincipalName": null}}], "category": "Execution"},
+            {"evidence": [{"userAccount": {"accountName": "svc"}}], "category": "Execution"}
+        ])));
+        let spec = JsonView::new(Arc::new(serde_json::json!([
+            ["Accounts", "evidence.userAccount.userPrincipalName", "evidence.userAccount.accountName"],
+            ["Devices", "evidence.deviceDnsName"],
+            ["Categories", "category"]
+        ])));
+        assert_eq!(summary_lines(&alerts, &spec, 1), "Accounts: SYSTEM (+1 more)\nCategories: Execution");
+    }
+
+    #[test]
+    fn labels_are_distinct_and_never_empty() {
+        let mut labels = as_labels(["a", "", "b", "a"].into_iter().map(String::from));
+        add_label(&mut labels, "b");
+        add_label(&mut labels, "c");
+        let names: Vec<String> = labels.iter().map(|l| label_name(l).unwrap().to_string()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 
     #[test]

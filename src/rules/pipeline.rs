@@ -78,6 +78,13 @@ pub struct Prepared {
     incident: Dynamic,
 }
 
+impl Prepared {
+    /// The incident-wide part of `ctx`.
+    pub fn env(&self) -> Arc<CallEnv> {
+        self.env.clone()
+    }
+}
+
 impl CompiledPack {
     /// Wraps an incident for rule calls (no copy of the document is made).
     pub fn prepare(&self, incident: Arc<Value>, source: Side, opts: &RunOptions) -> Prepared {
@@ -98,7 +105,7 @@ impl CompiledPack {
     fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
         Dynamic::from(Ctx {
             env: prepared.env.clone(),
-            rule: rule.name.as_str().into(),
+            rule: rule.script_name.clone(),
             params: rule.params.clone(),
         })
     }
@@ -433,6 +440,12 @@ pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
     }
     if let (Some(x), Some(y)) = (a.read_lock::<JsonView>(), b.read_lock::<JsonView>()) {
         return x.node() == y.node();
+    }
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<ImmutableString>(),
+        b.read_lock::<ImmutableString>(),
+    ) {
+        return *x == *y;
     }
     a.to_string() == b.to_string()
 }
