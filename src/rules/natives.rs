@@ -77,22 +77,19 @@ pub fn register(engine: &mut Engine) {
 /// Collects distinct scalars found at `path` below `view`.
 pub fn pluck(view: &JsonView, path: &str) -> Array {
     let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
-    let mut seen = HashSet::new();
-    let mut out = Array::new();
-    walk(view.node(), &segments, &mut |leaf| {
-        let key = match leaf {
-            Value::String(s) => s.clone(),
-            Value::Number(_) | Value::Bool(_) => leaf.to_string(),
-            _ => return,
-        };
-        if seen.insert(key) {
-            out.push(view.wrap(leaf));
-        }
+    // Leaves stay borrowed from the document, so telling them apart allocates nothing.
+    let mut strings: HashSet<&str> = HashSet::new();
+    let mut leaves: Vec<&Value> = Vec::new();
+    walk(view.node(), &segments, &mut |leaf| match leaf {
+        Value::String(s) if strings.insert(s.as_str()) => leaves.push(leaf),
+        // Numbers and booleans are rare at the paths rules read: a scan is enough.
+        Value::Number(_) | Value::Bool(_) if !leaves.contains(&leaf) => leaves.push(leaf),
+        _ => {}
     });
-    out
+    leaves.into_iter().map(|leaf| view.wrap(leaf)).collect()
 }
 
-fn walk(node: &Value, path: &[&str], emit: &mut impl FnMut(&Value)) {
+fn walk<'v>(node: &'v Value, path: &[&str], emit: &mut impl FnMut(&'v Value)) {
     match node {
         Value::Array(items) => items.iter().for_each(|item| walk(item, path, emit)),
         Value::Object(map) => {
@@ -272,11 +269,18 @@ mod tests {
             {"evidence": [{"userAccount": {"accountName": "svc"}}], "category": "Execution"}
         ])));
         let spec = JsonView::new(Arc::new(serde_json::json!([
-            ["Accounts", "evidence.userAccount.userPrincipalName", "evidence.userAccount.accountName"],
+            [
+                "Accounts",
+                "evidence.userAccount.userPrincipalName",
+                "evidence.userAccount.accountName"
+            ],
             ["Devices", "evidence.deviceDnsName"],
             ["Categories", "category"]
         ])));
-        assert_eq!(summary_lines(&alerts, &spec, 1), "Accounts: SYSTEM (+1 more)\nCategories: Execution");
+        assert_eq!(
+            summary_lines(&alerts, &spec, 1),
+            "Accounts: SYSTEM (+1 more)\nCategories: Execution"
+        );
     }
 
     #[test]
@@ -284,7 +288,10 @@ mod tests {
         let mut labels = as_labels(["a", "", "b", "a"].into_iter().map(String::from));
         add_label(&mut labels, "b");
         add_label(&mut labels, "c");
-        let names: Vec<String> = labels.iter().map(|l| label_name(l).unwrap().to_string()).collect();
+        let names: Vec<String> = labels
+            .iter()
+            .map(|l| label_name(l).unwrap().to_string())
+            .collect();
         assert_eq!(names, ["a", "b", "c"]);
     }
 
