@@ -6,13 +6,14 @@
 //! incidents/s and the Rhai : Rust ratio, 1 and 2 threads).
 
 use chrono::DateTime;
-use criterion::{black_box, Criterion};
+use criterion::Criterion;
 use rulebridge::model::Side;
 use rulebridge::rules::{CompiledPack, RunOptions, Verdict};
 use rulebridge::schema;
 use rulebridge::snapshot::PackSnapshot;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -49,6 +49,9 @@ pub fn run_pack_tests(pack: &CompiledPack) -> Vec<TestResult> {
         .collect()
 }
 
+/// What a run produced: (synced?, output, decision).
+type Observed = (Option<bool>, Option<Value>, Option<String>);
+
 /// `N passed, M failed`, the last line of every test run.
 pub fn summary(results: &[TestResult]) -> String {
     let passed = results.iter().filter(|r| r.passed).count();
@@ -92,8 +95,7 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
     let input = Arc::new(resolve_input(pack, &spec["input"])?);
     let expect = &spec["expect"];
 
-    // (synced?, output, decision) or a rule error.
-    let result: Result<(Option<bool>, Option<Value>, Option<String>), RuleError> = match run {
+    let result: Result<Observed, RuleError> = match run {
         "pipeline" => {
             pack.run_pipeline(input, source, &opts)
                 .map(|outcome| match outcome.verdict {

@@ -213,20 +213,16 @@ fn to_rule_error(
     let mut source = None;
     let mut pos = err.position();
     let mut inner = err;
-    loop {
-        match inner {
-            EvalAltResult::ErrorInFunctionCall(_, src, next, call_pos)
-            | EvalAltResult::ErrorInModule(src, next, call_pos) => {
-                if !src.is_empty() {
-                    source = Some(src.clone());
-                }
-                if !call_pos.is_none() {
-                    pos = *call_pos;
-                }
-                inner = next;
-            }
-            _ => break,
+    while let EvalAltResult::ErrorInFunctionCall(_, src, next, call_pos)
+    | EvalAltResult::ErrorInModule(src, next, call_pos) = inner
+    {
+        if !src.is_empty() {
+            source = Some(src.clone());
         }
+        if !call_pos.is_none() {
+            pos = *call_pos;
+        }
+        inner = next;
     }
     if !inner.position().is_none() {
         pos = inner.position();

@@ -98,9 +98,9 @@ fn load_table(
     let file_path = snapshot.display_path(&file_rel);
     // (row as JSON, where it is: a line number for CSV, an index for JSON)
     let rows: Vec<(Value, String)> = if file_rel.ends_with(".csv") {
-        parse_csv(&text, &file_path)?
+        parse_csv(text, &file_path)?
     } else {
-        match serde_json::from_str::<Value>(&text) {
+        match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => items
                 .into_iter()
                 .enumerate()
