@@ -310,6 +310,19 @@ fn main() {
         explain: false,
     };
     let set = incidents(512);
+    // For instruction counts, which unlike time are stable on a shared VM:
+    //   PIPELINE_ONLY=rhai|rust|none valgrind --tool=callgrind <bench binary>
+    // and (Ir(rhai or rust) - Ir(none)) / 512 is the cost of one incident.
+    if let Ok(only) = std::env::var("PIPELINE_ONLY") {
+        for incident in &set {
+            match only.as_str() {
+                "rhai" => drop(black_box(rhai_pipeline(&pack, incident, &opts))),
+                "rust" => drop(black_box(rust_to_sentinel(&pack, incident))),
+                _ => {}
+            }
+        }
+        return;
+    }
     let mean_size = set.iter().map(|i| i.to_string().len()).sum::<usize>() / set.len();
 
     let mut c = Criterion::default()
