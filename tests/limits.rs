@@ -142,6 +142,22 @@ fn a_throw_is_a_rule_error_and_other_incidents_go_on() {
 }
 
 #[test]
+fn writing_to_an_incident_explains_that_it_is_read_only() {
+    let (err, _) = run(&pack(), "mutates-incident", "1");
+    assert_located(
+        &err,
+        RuleErrorKind::Script,
+        "tests/packs/runaway/mutate.rhai",
+        3,
+    );
+    assert!(
+        err.message
+            .contains("read-only Json views; make a copy with to_map()"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_error_inside_an_imported_library_names_the_library() {
     let (err, _) = run(&pack(), "fails-in-library", "1");
     assert_eq!(err.kind, RuleErrorKind::Script, "{err}");

@@ -229,6 +229,17 @@ pub fn register(engine: &mut Engine) {
     engine.register_indexer_get(|v: &mut JsonView, key: &str| v.get(key));
     engine.register_indexer_get(|v: &mut JsonView, index: i64| v.index(index));
     engine.register_iterator::<JsonView>();
+    // Writing to a view is a mistake worth explaining, not just "no setter".
+    engine.register_indexer_set(
+        |_: &mut JsonView, key: &str, _: Dynamic| -> Result<(), Box<rhai::EvalAltResult>> {
+            Err(read_only(&format!("'{key}'")))
+        },
+    );
+    engine.register_indexer_set(
+        |_: &mut JsonView, index: i64, _: Dynamic| -> Result<(), Box<rhai::EvalAltResult>> {
+            Err(read_only(&format!("[{index}]")))
+        },
+    );
     engine.register_fn("len", |v: &mut JsonView| v.len() as i64);
     engine.register_fn("is_empty", |v: &mut JsonView| v.is_empty());
     engine.register_fn("is_map", |v: &mut JsonView| v.node().is_object());
@@ -259,6 +270,14 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("to_debug", |v: &mut JsonView| v.node().to_string());
     engine.register_fn("==", |a: JsonView, b: JsonView| a.node() == b.node());
     engine.register_fn("!=", |a: JsonView, b: JsonView| a.node() != b.node());
+}
+
+fn read_only(what: &str) -> Box<rhai::EvalAltResult> {
+    rhai::EvalAltResult::ErrorRuntime(
+        format!("cannot set {what}: incidents and params are read-only Json views; make a copy with to_map() or to_array()").into(),
+        rhai::Position::NONE,
+    )
+    .into()
 }
 
 /// Property names of the built-in schemas plus the Graph alert and evidence fields the
