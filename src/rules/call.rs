@@ -250,9 +250,8 @@ fn to_rule_error(
             RuleErrorKind::Timeout,
             "stopped at its wall-clock deadline (limits.timeout_ms)".to_string(),
         ),
-        EvalAltResult::ErrorRuntime(value, _) => {
-            (RuleErrorKind::Script, format!("thrown: {value}"))
-        }
+        // A script's `throw`, or a native helper refusing: the value is the message.
+        EvalAltResult::ErrorRuntime(value, _) => (RuleErrorKind::Script, value.to_string()),
         other => (RuleErrorKind::Script, strip_position(&other.to_string())),
     };
     if let Some((src, at)) = location {
