@@ -1,0 +1,16 @@
+//! A local emulator of the two APIs rulebridge talks to — the Microsoft Graph security
+//! incidents API and the Microsoft Sentinel incidents API — with their token endpoint,
+//! so that `demo`, the integration tests and the benchmarks run against real HTTP on
+//! 127.0.0.1 without a Microsoft tenant. Behaviour follows
+//! `../shared/reference/microsoft-apis.md`; where that is unsure, the emulator is
+//! stricter than the service and says so where it decides.
+//!
+//! Edge module: uses tokio and axum; nothing in the pure core depends on it.
+
+pub mod graph;
+pub mod sentinel;
+pub mod server;
+pub mod store;
+
+pub use server::{Emulator, EmulatorConfig, EmulatorInfo};
+pub use store::{ApiError, Store};
