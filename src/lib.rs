@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cli;
+pub mod client;
 pub mod emulator;
 pub mod model;
 pub mod packtest;

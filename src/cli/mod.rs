@@ -2,6 +2,7 @@
 //! module that uses `anyhow` and installs a `tracing` subscriber; everything it does
 //! is a thin call into the library.
 
+mod emulate;
 mod eval;
 
 use crate::packtest;
@@ -31,6 +32,8 @@ enum Command {
     Test(PackArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
     Eval(eval::EvalArgs),
+    /// Run the local Graph + Sentinel API emulator until Ctrl-C (prints its info JSON first).
+    Emulate(emulate::EmulateArgs),
 }
 
 /// Where the rule pack and the schemas it is judged by are.
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => Ok(check(&args)),
         Command::Test(args) => Ok(test(&args)),
         Command::Eval(args) => eval::run(&args),
+        Command::Emulate(args) => emulate::run(&args),
     };
     match result {
         Ok(code) => code,

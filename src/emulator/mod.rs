@@ -7,7 +7,11 @@
 //!
 //! Edge module: uses tokio and axum; nothing in the pure core depends on it.
 
+pub mod analysts;
+pub mod faults;
 pub mod graph;
+pub mod rng;
+pub mod seed;
 pub mod sentinel;
 pub mod server;
 pub mod store;

@@ -24,7 +24,8 @@ const REASON: [&str; 4] = [
 ];
 const OWNER_TYPE: [&str; 3] = ["Unknown", "User", "Group"];
 /// Writable properties (IncidentProperties in the spec). Read-only ones are ignored.
-const WRITABLE: [&str; 11] = [
+/// Public so that emulated analysts build PUT bodies that keep all of them.
+pub const WRITABLE: [&str; 11] = [
     "title",
     "severity",
     "status",

@@ -2,6 +2,7 @@
 //! Sentinel incidents APIs under their real paths, and a control API under `/_emulator/`.
 //! Handlers only parse requests and call into [`Store`]; every request is logged.
 
+use super::faults::{Endpoint, FaultKind, FaultRule, Faults};
 use super::graph::{self, MAX_TOP as GRAPH_MAX_TOP};
 use super::sentinel::MAX_TOP as SENTINEL_MAX_TOP;
 use super::store::{ApiError, RequestRecord, Store};
@@ -30,6 +31,8 @@ pub struct EmulatorConfig {
     pub subscription: String,
     pub resource_group: String,
     pub workspace: String,
+    /// Faults active from the start (`--faults`).
+    pub faults: Vec<FaultRule>,
 }
 
 impl Default for EmulatorConfig {
@@ -41,6 +44,7 @@ impl Default for EmulatorConfig {
             subscription: "00000000-0000-4000-8000-0000000000a1".into(),
             resource_group: "rulebridge-emulator".into(),
             workspace: "rulebridge-workspace".into(),
+            faults: Vec::new(),
         }
     }
 }
@@ -62,6 +66,7 @@ type Shared = Arc<Mutex<Store>>;
 struct AppState {
     store: Shared,
     config: Arc<EmulatorConfig>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl AppState {
@@ -85,9 +90,11 @@ impl Emulator {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
+        let faults = Arc::new(Mutex::new(Faults::new(config.faults.clone(), 0x5eed)));
         let state = AppState {
             store: Arc::new(Mutex::new(store)),
             config: Arc::new(config),
+            faults,
         };
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -110,9 +117,35 @@ impl Emulator {
         info(&self.state.config, self.addr)
     }
 
+    /// Adds a fault rule (e.g. "the next 2 Sentinel PUTs get a 503").
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rules
+            .push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rules
+            .clear();
+    }
+
     /// Direct access to the state, for seeding and for tests' assertions.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.state.lock()
+    }
+
+    /// The shared store itself, for background tasks (emulated analysts) that lock it
+    /// per edit and outlive any one borrow of the emulator.
+    pub fn store_handle(&self) -> Arc<Mutex<Store>> {
+        self.state.store.clone()
     }
 }
 
@@ -174,6 +207,14 @@ fn router(state: AppState) -> Router {
         .route("/_emulator/graph/incidents", get(control_graph))
         .route("/_emulator/sentinel/incidents", get(control_sentinel))
         .route("/_emulator/requests", get(control_requests))
+        .route("/_emulator/analysts/edit", post(control_analyst_edit))
+        .route(
+            "/_emulator/faults",
+            get(control_faults)
+                .post(control_add_fault)
+                .delete(control_clear_faults),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -195,26 +236,128 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    if !path.starts_with("/_emulator/") {
-        // Token requests carry the secret: logged without their body.
-        let body = if path.ends_with("/oauth2/v2.0/token") {
-            None
-        } else {
-            body_json
-        };
-        let status = response.status().as_u16();
-        state.lock().requests.push(RequestRecord {
-            method,
-            path,
-            query,
-            body,
-            status,
-        });
+    // Like a real service, a request is processed to the end even when the client has
+    // given up on it (a timeout): its write still lands, and it is still logged.
+    let work = tokio::spawn(async move {
+        let response = next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+        if !path.starts_with("/_emulator/") {
+            // Token requests carry the secret: logged without their body.
+            let body = if path.ends_with("/oauth2/v2.0/token") {
+                None
+            } else {
+                body_json
+            };
+            let status = response.status().as_u16();
+            state.lock().requests.push(RequestRecord {
+                method,
+                path,
+                query,
+                body,
+                status,
+            });
+        }
+        response
+    });
+    work.await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Applies the fault (if any) that the rules pick for this request.
+async fn inject_faults(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(endpoint) = Endpoint::of(request.method().as_str(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let fault = state
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pick(endpoint);
+    match fault {
+        None => next.run(request).await,
+        Some(FaultKind::Throttle { retry_after }) => {
+            let body = ApiError::new(
+                429,
+                "TooManyRequests",
+                "Rate limit is exceeded. Try again later.",
+            )
+            .body();
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response.headers_mut().insert(
+                "retry-after",
+                retry_after.to_string().parse().expect("digits"),
+            );
+            response
+        }
+        Some(FaultKind::ServerError { status }) => {
+            let (code, message) = if status == 503 {
+                (
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                )
+            } else {
+                ("InternalServerError", "An internal server error occurred.")
+            };
+            ApiError::new(status, code, message).into_response()
+        }
+        Some(FaultKind::Slow { delay_ms }) => {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            next.run(request).await
+        }
+        Some(FaultKind::Drop) => {
+            // Headers promise more body than is sent, then the stream fails: the client
+            // sees the connection close mid-response. Nothing was processed.
+            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+                Ok(Bytes::from_static(b"{\"value\": [")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fault: drop",
+                )),
+            ];
+            let mut response = Response::new(Body::from_stream(DropStream(chunks.into_iter())));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().expect("static"));
+            response
+                .headers_mut()
+                .insert("content-length", "4096".parse().expect("static"));
+            response
+        }
+        Some(FaultKind::EtagRace) => {
+            // Another writer saves the incident first: its etag moves on.
+            let name = request
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            {
+                let mut store = state.lock();
+                let now = store.tick();
+                let etag = format!("\"{}\"", store.next_id(""));
+                if let Some(incident) = store.sentinel.get_mut(&name) {
+                    incident["etag"] = json!(etag);
+                    incident["properties"]["lastModifiedTimeUtc"] = json!(now);
+                }
+            }
+            next.run(request).await
+        }
     }
-    response
+}
+
+/// A body stream that yields its chunks, the last one an error.
+struct DropStream(std::vec::IntoIter<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for DropStream {
+    type Item = Result<Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -761,4 +904,90 @@ async fn control_sentinel(State(state): State<AppState>) -> Json<Value> {
 
 async fn control_requests(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "value": state.lock().requests }))
+}
+
+async fn control_faults(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "value": state.faults.lock().unwrap_or_else(|p| p.into_inner()).rules }))
+}
+
+/// Body: one fault rule or an array, e.g. `{"kind": "throttle", "retry_after": 1,
+/// "endpoint": "sentinel-put", "count": 2}`.
+async fn control_add_fault(State(state): State<AppState>, body: Bytes) -> ApiResult {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let rules: Result<Vec<FaultRule>, _> = if value.is_array() {
+        serde_json::from_value(value)
+    } else {
+        serde_json::from_value(value).map(|r| vec![r])
+    };
+    let rules = rules.map_err(|e| ApiError::bad_request(format!("Invalid fault rule: {e}")))?;
+    state
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .rules
+        .extend(rules);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn control_clear_faults(State(state): State<AppState>) -> StatusCode {
+    state
+        .faults
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .rules
+        .clear();
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /_emulator/analysts/edit[?count=N]` (or body `{"count": N}`, default 1, at most
+/// 10,000): applies N analyst edits now and returns them as `{"value": [edit...]}`.
+async fn control_analyst_edit(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult {
+    use super::analysts::Analysts;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Each request gets its own analysts from a counter, so repeated calls differ while a
+    // test run stays reproducible; nothing per-store needs keeping.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let count = analyst_edit_count(&query, &body)?;
+    let mut analysts = Analysts::new(0xA11A_1757 ^ CALLS.fetch_add(1, Ordering::Relaxed));
+    let mut store = state.lock();
+    let mut edits = Vec::new();
+    for _ in 0..count {
+        match analysts.try_edit_once(&mut store) {
+            Ok(Some(edit)) => edits.push(edit),
+            Ok(None) => break, // no incidents on either side
+            Err(e) => {
+                let message = format!("{}: {}", e.code, e.message);
+                return Err(ApiError::new(500, "AnalystEditRefused", message));
+            }
+        }
+    }
+    Ok(Json(json!({ "value": edits })).into_response())
+}
+
+/// `count` from the query, else from a JSON body, else 1.
+fn analyst_edit_count(query: &HashMap<String, String>, body: &[u8]) -> Result<u64, ApiError> {
+    let count = if let Some(c) = query.get("count") {
+        c.parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid count '{c}'")))?
+    } else if body.iter().all(u8::is_ascii_whitespace) {
+        1
+    } else {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+        match v.get("count") {
+            None | Some(Value::Null) => 1,
+            Some(c) => c
+                .as_u64()
+                .ok_or_else(|| ApiError::bad_request("'count' must be a non-negative integer"))?,
+        }
+    };
+    if count > 10_000 {
+        return Err(ApiError::bad_request("count must be at most 10000"));
+    }
+    Ok(count)
 }

@@ -1,0 +1,102 @@
+//! `rulebridge emulate`: runs the local Graph + Sentinel emulator in the foreground,
+//! seeded from files and/or the built-in generator, optionally with emulated analysts
+//! and injected faults, until Ctrl-C. The first line on stdout is the same JSON as
+//! `GET /_emulator/info`, so a script can start it and read where to connect.
+
+use crate::emulator::{analysts, seed, Emulator, EmulatorConfig};
+use anyhow::Context;
+use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct EmulateArgs {
+    /// Address to listen on; port 0 picks a free port (printed in the info line).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8943")]
+    pub listen: SocketAddr,
+    /// Graph incidents to seed: an incident, a list response {"value": [...]}, an array,
+    /// or JSONL. Repeatable; files win over generated incidents with the same id.
+    #[arg(long = "seed", value_name = "FILE")]
+    pub seed: Vec<PathBuf>,
+    /// How many realistic Graph incidents to generate (0 for none).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub generate: usize,
+    /// Seed of the generator and the analysts: the same value, the same data.
+    #[arg(long = "random-seed", value_name = "U64", default_value_t = 1)]
+    pub random_seed: u64,
+    /// Analyst edits per second on either side (assign, start, close, comment, tag);
+    /// 0 turns the analysts off.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub analysts: f64,
+    /// Fault injection, comma-separated kind[:param]@endpoint=rate, e.g.
+    /// 429:2@graph-list=0.1,503@any=0.05,slow:1500@sentinel-put=0.2,drop@graph-patch=0.01,etag-race@sentinel-put=0.1
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+}
+
+pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
+    if !(args.analysts.is_finite() && args.analysts >= 0.0) {
+        anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
+    }
+    let mut config = EmulatorConfig::default();
+    if let Some(spec) = &args.faults {
+        config.faults = crate::emulator::faults::parse_spec(spec)
+            .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+    }
+    // Files are read before anything listens, so a bad file fails fast and loudly.
+    let mut from_files = Vec::new();
+    for path in &args.seed {
+        from_files.extend(seed::load_seed_file(path)?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, config, from_files))
+}
+
+async fn serve(
+    args: &EmulateArgs,
+    config: EmulatorConfig,
+    from_files: Vec<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
+    let emulator = Emulator::start(args.listen, config)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let (generated, files) = {
+        let mut store = emulator.store();
+        let generated = store
+            .seed_many(seed::generate(args.generate, args.random_seed))
+            .map_err(anyhow::Error::msg)?;
+        let files = store.seed_many(from_files).map_err(anyhow::Error::msg)?;
+        (generated, files)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string(&emulator.info())?)?;
+    stdout.flush()?;
+    drop(stdout);
+    eprintln!(
+        "emulator on http://{}: {generated} generated + {files} seeded Graph incidents; analysts {}; Ctrl-C stops",
+        emulator.addr,
+        if args.analysts > 0.0 {
+            format!("{} edits/s", args.analysts)
+        } else {
+            "off".into()
+        }
+    );
+    // A different stream than the generator's, so the analysts' choices do not mirror
+    // the data's.
+    let analysts = analysts::spawn(
+        emulator.store_handle(),
+        args.analysts,
+        args.random_seed ^ 0xA11A_1757,
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    analysts.abort();
+    drop(emulator);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,31 @@
+//! The HTTP clients rulebridge uses: Microsoft Graph security incidents and Microsoft
+//! Sentinel incidents, with OAuth2 client credentials. Base URLs are configuration, so
+//! the same code talks to the emulator or to Microsoft.
+//!
+//! Edge module (reqwest, tokio). Invariant: no token or secret appears in an error,
+//! a log line or a `Debug` output.
+
+pub mod auth;
+pub mod graph;
+pub mod http;
+pub mod sentinel;
+
+pub use auth::{Credentials, Secret, TokenSource};
+pub use graph::GraphClient;
+pub use http::{Api, ClientError, RateLimiter, RetryPolicy};
+pub use sentinel::SentinelClient;
+
+/// Scopes of the two APIs (client-credentials flow).
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
+
+/// Rate limits that keep one tenant under the documented ceilings. Graph documents
+/// 150 requests/min per app per tenant for `/security` alerts; no row names incidents,
+/// so the same (stricter) figure is used. ARM refills writes at 10/s per principal.
+pub fn graph_rate_limiter() -> RateLimiter {
+    RateLimiter::new(150.0 / 60.0, 10)
+}
+
+pub fn sentinel_rate_limiter() -> RateLimiter {
+    RateLimiter::new(10.0, 50)
+}

@@ -1,0 +1,292 @@
+//! Fault injection: the failures a real tenant produces, on demand, so clients and the
+//! sync are tested against them — 429 with `Retry-After`, 500/503, slow responses,
+//! connections closed mid-response, and etag races (another writer changes a Sentinel
+//! incident between a client's GET and its PUT).
+//!
+//! Faults are rules `kind@endpoint`, each firing either with a probability per request
+//! (`--faults 429@graph-list=0.1,drop@any=0.01`) or for the next N matching requests
+//! (the control API, `POST /_emulator/faults`, which tests use).
+
+use serde::{Deserialize, Serialize};
+
+/// Which API operation a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Endpoint {
+    Any,
+    Token,
+    GraphList,
+    GraphGet,
+    GraphPatch,
+    GraphComment,
+    SentinelList,
+    SentinelGet,
+    SentinelPut,
+    SentinelDelete,
+    SentinelComment,
+}
+
+impl Endpoint {
+    /// Classifies a request by method and path; `None` for the control API.
+    pub fn of(method: &str, path: &str) -> Option<Endpoint> {
+        if path.starts_with("/_emulator/") {
+            return None;
+        }
+        if path.ends_with("/oauth2/v2.0/token") {
+            return Some(Endpoint::Token);
+        }
+        if let Some(rest) = path.strip_prefix("/v1.0/security/incidents") {
+            return Some(
+                match (
+                    method,
+                    rest.matches('/').count(),
+                    rest.ends_with("/comments"),
+                ) {
+                    ("GET", 0, _) => Endpoint::GraphList,
+                    ("POST", _, true) => Endpoint::GraphComment,
+                    ("PATCH", _, _) => Endpoint::GraphPatch,
+                    _ => Endpoint::GraphGet,
+                },
+            );
+        }
+        let (_, rest) = path.split_once("/providers/Microsoft.SecurityInsights/incidents")?;
+        Some(
+            match (
+                method,
+                rest.trim_end_matches('/').matches('/').count(),
+                rest.contains("/comments"),
+            ) {
+                ("GET", 0, _) => Endpoint::SentinelList,
+                (_, _, true) => Endpoint::SentinelComment,
+                ("PUT", _, _) => Endpoint::SentinelPut,
+                ("DELETE", _, _) => Endpoint::SentinelDelete,
+                _ => Endpoint::SentinelGet,
+            },
+        )
+    }
+
+    fn parse(s: &str) -> Result<Endpoint, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            format!("unknown endpoint '{s}' (any, token, graph-list, graph-get, graph-patch, graph-comment, sentinel-list, sentinel-get, sentinel-put, sentinel-delete, sentinel-comment)")
+        })
+    }
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// 429 with `Retry-After: seconds`.
+    Throttle { retry_after: u64 },
+    /// 500 or 503.
+    ServerError { status: u16 },
+    /// The response is delayed by this many milliseconds.
+    Slow { delay_ms: u64 },
+    /// The connection is closed after the headers and part of the body.
+    Drop,
+    /// Another writer bumps the Sentinel incident's etag just before this request.
+    EtagRace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRule {
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    pub endpoint: Endpoint,
+    /// Probability per matching request (0–1); used when `count` is absent.
+    #[serde(default)]
+    pub rate: f64,
+    /// Fire for the next `count` matching requests, then retire.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// Parses `--faults`: comma-separated `kind[:param]@endpoint=rate`, e.g.
+/// `429:2@graph-list=0.1,503@any=0.05,slow:1500@sentinel-put=0.2,drop@graph-patch=0.01,etag-race@sentinel-put=0.1`
+/// (`429:N` sets Retry-After to N seconds, default 1; `slow:MS` the delay, default 2000).
+pub fn parse_spec(spec: &str) -> Result<Vec<FaultRule>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_one)
+        .collect()
+}
+
+fn parse_one(item: &str) -> Result<FaultRule, String> {
+    let (what, rest) = item
+        .split_once('@')
+        .ok_or_else(|| format!("'{item}': expected kind@endpoint=rate"))?;
+    let (endpoint, rate) = rest
+        .split_once('=')
+        .ok_or_else(|| format!("'{item}': expected kind@endpoint=rate"))?;
+    let rate: f64 = rate
+        .parse()
+        .map_err(|_| format!("'{item}': rate '{rate}' is not a number"))?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("'{item}': rate must be between 0 and 1"));
+    }
+    let (kind, param) = match what.split_once(':') {
+        Some((k, p)) => (
+            k,
+            Some(
+                p.parse::<u64>()
+                    .map_err(|_| format!("'{item}': '{p}' is not a number"))?,
+            ),
+        ),
+        None => (what, None),
+    };
+    let kind = match kind {
+        "429" => FaultKind::Throttle {
+            retry_after: param.unwrap_or(1),
+        },
+        "500" | "503" => FaultKind::ServerError {
+            status: kind.parse().expect("matched digits"),
+        },
+        "slow" => FaultKind::Slow {
+            delay_ms: param.unwrap_or(2000),
+        },
+        "drop" => FaultKind::Drop,
+        "etag-race" => FaultKind::EtagRace,
+        other => {
+            return Err(format!(
+                "'{item}': unknown fault '{other}' (429, 500, 503, slow, drop, etag-race)"
+            ))
+        }
+    };
+    Ok(FaultRule {
+        kind,
+        endpoint: Endpoint::parse(endpoint)?,
+        rate,
+        count: None,
+    })
+}
+
+/// The active fault rules and the randomness that decides rate-based ones.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub rules: Vec<FaultRule>,
+    rng: u64,
+}
+
+impl Faults {
+    pub fn new(rules: Vec<FaultRule>, seed: u64) -> Faults {
+        Faults {
+            rules,
+            rng: seed | 1,
+        }
+    }
+
+    /// The fault to apply to a request to `endpoint`, if any (first matching rule wins).
+    pub fn pick(&mut self, endpoint: Endpoint) -> Option<FaultKind> {
+        let mut fired = None;
+        for i in 0..self.rules.len() {
+            let (target, count, rate) = (
+                self.rules[i].endpoint,
+                self.rules[i].count,
+                self.rules[i].rate,
+            );
+            if target != Endpoint::Any && target != endpoint {
+                continue;
+            }
+            let fires = match count {
+                Some(n) => n > 0,
+                None => self.next_unit() < rate,
+            };
+            if fires {
+                fired = Some(i);
+                break;
+            }
+        }
+        let i = fired?;
+        let kind = self.rules[i].kind.clone();
+        if let Some(n) = self.rules[i].count.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.rules.remove(i);
+            }
+        }
+        Some(kind)
+    }
+
+    /// xorshift64*: deterministic for a given seed, good enough for fault rates.
+    fn next_unit(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parses_every_kind() {
+        let rules = parse_spec("429:2@graph-list=0.1, 503@any=0.05,slow:1500@sentinel-put=0.2,drop@graph-patch=0.01,etag-race@sentinel-put=1").unwrap();
+        assert_eq!(rules[0].kind, FaultKind::Throttle { retry_after: 2 });
+        assert_eq!(rules[1].endpoint, Endpoint::Any);
+        assert_eq!(rules[2].kind, FaultKind::Slow { delay_ms: 1500 });
+        assert_eq!(rules[4].kind, FaultKind::EtagRace);
+        assert!(parse_spec("418@any=0.1")
+            .unwrap_err()
+            .contains("unknown fault"));
+        assert!(parse_spec("429@graph=0.1")
+            .unwrap_err()
+            .contains("unknown endpoint"));
+        assert!(parse_spec("429@any=2").is_err());
+    }
+
+    #[test]
+    fn counted_rules_fire_exactly_n_times_and_rates_roughly_hold() {
+        let mut faults = Faults::new(
+            vec![FaultRule {
+                kind: FaultKind::Drop,
+                endpoint: Endpoint::GraphPatch,
+                rate: 0.0,
+                count: Some(2),
+            }],
+            7,
+        );
+        assert_eq!(faults.pick(Endpoint::GraphGet), None);
+        assert_eq!(faults.pick(Endpoint::GraphPatch), Some(FaultKind::Drop));
+        assert_eq!(faults.pick(Endpoint::GraphPatch), Some(FaultKind::Drop));
+        assert_eq!(faults.pick(Endpoint::GraphPatch), None);
+        let mut faults = Faults::new(parse_spec("500@any=0.25").unwrap(), 42);
+        let fired = (0..10_000)
+            .filter(|_| faults.pick(Endpoint::SentinelGet).is_some())
+            .count();
+        assert!((2_000..3_000).contains(&fired), "{fired}");
+    }
+
+    #[test]
+    fn endpoints_are_classified_from_method_and_path() {
+        let s = "/subscriptions/s/resourceGroups/r/providers/Microsoft.OperationalInsights/workspaces/w/providers/Microsoft.SecurityInsights/incidents";
+        assert_eq!(
+            Endpoint::of("GET", "/v1.0/security/incidents"),
+            Some(Endpoint::GraphList)
+        );
+        assert_eq!(
+            Endpoint::of("GET", "/v1.0/security/incidents/12"),
+            Some(Endpoint::GraphGet)
+        );
+        assert_eq!(
+            Endpoint::of("PATCH", "/v1.0/security/incidents/12"),
+            Some(Endpoint::GraphPatch)
+        );
+        assert_eq!(
+            Endpoint::of("POST", "/v1.0/security/incidents/12/comments"),
+            Some(Endpoint::GraphComment)
+        );
+        assert_eq!(Endpoint::of("GET", s), Some(Endpoint::SentinelList));
+        assert_eq!(
+            Endpoint::of("PUT", &format!("{s}/abc")),
+            Some(Endpoint::SentinelPut)
+        );
+        assert_eq!(
+            Endpoint::of("PUT", &format!("{s}/abc/comments/c")),
+            Some(Endpoint::SentinelComment)
+        );
+        assert_eq!(Endpoint::of("GET", "/_emulator/info"), None);
+    }
+}
