@@ -190,7 +190,7 @@ pub fn check_patch(body: &Value) -> Result<Map<String, Value>, ApiError> {
                 "'customTags' must be an array of strings",
             ));
         }
-        if key == "displayName" && !value.as_str().is_some_and(|v| !v.is_empty()) {
+        if key == "displayName" && value.as_str().is_none_or(|v| v.is_empty()) {
             return Err(ApiError::bad_request(
                 "'displayName' must be a non-empty string",
             ));

@@ -440,7 +440,7 @@ fn top(query: &HashMap<String, String>, max: usize, default: usize) -> Result<us
     match query.get("$top") {
         None => Ok(default),
         Some(t) => match t.parse::<usize>() {
-            Ok(n) if n == 0 => Err(ApiError::bad_request("$top must be positive")),
+            Ok(0) => Err(ApiError::bad_request("$top must be positive")),
             Ok(n) if n > max => Err(ApiError::bad_request(format!("The limit of '{max}' for Top query has been exceeded. The value from the incoming request is '{n}'."))),
             Ok(n) => Ok(n),
             Err(_) => Err(ApiError::bad_request(format!("Invalid $top value '{t}'"))),
@@ -503,7 +503,7 @@ async fn graph_list(
                 v["id"].as_str().unwrap_or("").to_string(),
             )
         };
-        items.sort_by(|a, b| key(a).cmp(&key(b)));
+        items.sort_by_key(|a| key(a));
         if desc {
             items.reverse();
         }
@@ -669,7 +669,7 @@ async fn sentinel_list(
                 v["name"].as_str().unwrap_or("").to_string(),
             )
         };
-        items.sort_by(|a, b| key(a).cmp(&key(b)));
+        items.sort_by_key(|a| key(a));
         if desc {
             items.reverse();
         }
