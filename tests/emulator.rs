@@ -480,6 +480,32 @@ async fn sentinel_paging_comments_and_delete() {
 }
 
 #[tokio::test]
+async fn tokens_expire() {
+    let (emulator, info, client) = start().await;
+    emulator.store().token_lifetime = chrono::Duration::seconds(1);
+    let token = token(&client, &info, "https://graph.microsoft.com/.default").await;
+    let url = format!("{}/security/incidents", info.graph_base_url);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[tokio::test]
 async fn the_control_api_reports_info_and_never_logs_the_secret() {
     let (emulator, info, client) = start().await;
     let _ = token(&client, &info, "https://graph.microsoft.com/.default").await;

@@ -286,3 +286,26 @@ pub fn error_parts(body: &Value) -> (String, String) {
     let message = error["message"].as_str().unwrap_or("").to_string();
     (code, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_limiter_holds_the_sustained_rate_after_a_burst() {
+        let limiter = RateLimiter::new(20.0, 5);
+        let started = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        // 10 more at 20/s cannot take less than half a second.
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

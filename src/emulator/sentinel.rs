@@ -58,6 +58,16 @@ fn enum_field(
     }
 }
 
+/// 8-4-4-4-12 hex digits, as the spec's `format: uuid` requires.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// Checks a PUT body against the spec and the closing rules; returns the writable
 /// properties to store.
 pub fn check_put(body: &Value) -> Result<Map<String, Value>, ApiError> {
@@ -96,8 +106,37 @@ pub fn check_put(body: &Value) -> Result<Map<String, Value>, ApiError> {
     }
     match props.get("owner") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(owner)) => enum_field(owner, "ownerType", &OWNER_TYPE, false)?,
+        Some(Value::Object(owner)) => {
+            enum_field(owner, "ownerType", &OWNER_TYPE, false)?;
+            if let Some(id) = owner.get("objectId").filter(|v| !v.is_null()) {
+                if !id.as_str().is_some_and(is_uuid) {
+                    return Err(ApiError::bad_request(format!(
+                        "owner.objectId {id} is not a UUID"
+                    )));
+                }
+            }
+        }
         Some(_) => return Err(ApiError::bad_request("owner must be an object")),
+    }
+    for key in ["firstActivityTimeUtc", "lastActivityTimeUtc"] {
+        if let Some(t) = props.get(key).filter(|v| !v.is_null()) {
+            if !t
+                .as_str()
+                .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{key} {t} is not a date-time"
+                )));
+            }
+        }
+    }
+    for key in ["description", "classificationComment"] {
+        if props
+            .get(key)
+            .is_some_and(|v| !v.is_null() && !v.is_string())
+        {
+            return Err(ApiError::bad_request(format!("{key} must be a string")));
+        }
     }
     let class = props.get("classification").and_then(Value::as_str);
     let reason = props.get("classificationReason").and_then(Value::as_str);
