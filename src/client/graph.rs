@@ -33,24 +33,9 @@ impl GraphClient {
                 since.replace('+', "%2B")
             ));
         }
-        let mut incidents = Vec::new();
-        loop {
-            let (_, body) = self
-                .api
-                .send(
-                    "graph list incidents",
-                    Method::GET,
-                    &url,
-                    None,
-                    Idempotent::Yes,
-                )
-                .await?;
-            incidents.extend(body["value"].as_array().cloned().unwrap_or_default());
-            match body["@odata.nextLink"].as_str() {
-                Some(next) => url = next.to_string(),
-                None => return Ok(incidents),
-            }
-        }
+        self.api
+            .list_all("graph list incidents", url, "@odata.nextLink")
+            .await
     }
 
     /// One incident with its alerts, or `None` if it does not exist.

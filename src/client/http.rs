@@ -249,6 +249,28 @@ impl Api {
         }
     }
 
+    /// GETs `url` and every page after it (the link in `next_field` of each page, passed
+    /// on opaque), returning the `value` items of all pages in order.
+    pub async fn list_all(
+        &self,
+        operation: &str,
+        url: String,
+        next_field: &str,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut url = url;
+        let mut items = Vec::new();
+        loop {
+            let (_, body) = self
+                .send(operation, Method::GET, &url, None, Idempotent::Yes)
+                .await?;
+            items.extend(body["value"].as_array().cloned().unwrap_or_default());
+            match body[next_field].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// Exponential backoff with full jitter: uniform in [base·2^(n-1) / 2, base·2^(n-1)].
     fn backoff(&self, attempt: u32) -> Duration {
         let ceiling = self

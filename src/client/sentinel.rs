@@ -51,24 +51,9 @@ impl SentinelClient {
                 since.replace('+', "%2B")
             ));
         }
-        let mut incidents = Vec::new();
-        loop {
-            let (_, body) = self
-                .api
-                .send(
-                    "sentinel list incidents",
-                    Method::GET,
-                    &url,
-                    None,
-                    Idempotent::Yes,
-                )
-                .await?;
-            incidents.extend(body["value"].as_array().cloned().unwrap_or_default());
-            match body["nextLink"].as_str() {
-                Some(next) => url = next.to_string(),
-                None => return Ok(incidents),
-            }
-        }
+        self.api
+            .list_all("sentinel list incidents", url, "nextLink")
+            .await
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ClientError> {

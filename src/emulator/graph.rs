@@ -219,19 +219,23 @@ impl Store {
         caller: &str,
     ) -> Result<Value, ApiError> {
         let now = self.tick();
-        let incident = self
-            .graph
-            .get_mut(id)
-            .ok_or_else(|| ApiError::not_found(format!("Incident {id} was not found")))?;
-        let map = incident
-            .as_object_mut()
-            .expect("stored incidents are objects");
+        let map = self.graph_incident_mut(id)?;
         for (k, v) in changes {
             map.insert(k, v);
         }
         map.insert("lastUpdateDateTime".into(), json!(now));
         map.insert("lastModifiedBy".into(), json!(format!("API-App:{caller}")));
-        Ok(incident.clone())
+        Ok(Value::Object(map.clone()))
+    }
+
+    fn graph_incident_mut(&mut self, id: &str) -> Result<&mut Map<String, Value>, ApiError> {
+        let incident = self
+            .graph
+            .get_mut(id)
+            .ok_or_else(|| ApiError::not_found(format!("Incident {id} was not found")))?;
+        Ok(incident
+            .as_object_mut()
+            .expect("stored incidents are objects"))
     }
 
     /// Adds a comment; returns every comment, as Graph does.
@@ -246,13 +250,7 @@ impl Store {
             return Err(ApiError::bad_request("'comment' is required"));
         };
         let now = self.tick();
-        let incident = self
-            .graph
-            .get_mut(id)
-            .ok_or_else(|| ApiError::not_found(format!("Incident {id} was not found")))?;
-        let map = incident
-            .as_object_mut()
-            .expect("stored incidents are objects");
+        let map = self.graph_incident_mut(id)?;
         let comments = map.entry("comments").or_insert_with(|| json!([]));
         if !comments.is_array() {
             *comments = json!([]);

@@ -542,8 +542,7 @@ async fn graph_patch(
     body: Bytes,
 ) -> ApiResult {
     authorize(&state, &headers)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let body = json_body(&body)?;
     let changes = graph::check_patch(&body)?;
     let mut store = state.lock();
     let client = store.client_id.clone();
@@ -558,18 +557,24 @@ async fn graph_comment(
     body: Bytes,
 ) -> ApiResult {
     authorize(&state, &headers)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let body = json_body(&body)?;
     let mut store = state.lock();
     let client = store.client_id.clone();
     Ok(Json(store.graph_comment(&id, &body, &client)?).into_response())
 }
 
-/// ARM answers a request without `api-version` with 400 before anything else.
+/// Parses a request body; malformed JSON is the 400 both services answer.
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))
+}
+
+/// What every Sentinel request passes first: `api-version` (ARM answers a request
+/// without one with 400 before anything else), the token, then the workspace.
 fn arm_request(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
+    path: &ArmPath,
 ) -> Result<(), ApiError> {
     match query.get("api-version") {
         Some(v) if v == SENTINEL_API_VERSION || v == "2023-02-01" => {}
@@ -588,7 +593,8 @@ fn arm_request(
             ))
         }
     }
-    authorize(state, headers)
+    authorize(state, headers)?;
+    check_workspace(state, path)
 }
 
 type ArmPath = HashMap<String, String>;
@@ -623,8 +629,7 @@ async fn sentinel_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
+    arm_request(&state, &headers, &query, &path)?;
     let top = top(&query, SENTINEL_MAX_TOP, SENTINEL_MAX_TOP)?;
     let mut store = state.lock();
     let (items, next) = if let Some(token) = query.get("$skipToken") {
@@ -726,8 +731,7 @@ async fn sentinel_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
+    arm_request(&state, &headers, &query, &path)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let store = state.lock();
     let incident = store
@@ -744,10 +748,8 @@ async fn sentinel_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    arm_request(&state, &headers, &query, &path)?;
+    let body = json_body(&body)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let header_etag = headers
         .get("if-match")
@@ -772,8 +774,7 @@ async fn sentinel_delete(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
+    arm_request(&state, &headers, &query, &path)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let mut store = state.lock();
     store.sentinel_comments.remove(&id);
@@ -789,8 +790,7 @@ async fn sentinel_comments_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
+    arm_request(&state, &headers, &query, &path)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let store = state.lock();
     if !store.sentinel.contains_key(&id) {
@@ -814,8 +814,7 @@ async fn sentinel_comment_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
+    arm_request(&state, &headers, &query, &path)?;
     let (id, comment) = (
         path.get("id").cloned().unwrap_or_default(),
         path.get("comment").cloned().unwrap_or_default(),
@@ -843,10 +842,8 @@ async fn sentinel_comment_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query)?;
-    check_workspace(&state, &path)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    arm_request(&state, &headers, &query, &path)?;
+    let body = json_body(&body)?;
     let (id, comment) = (
         path.get("id").cloned().unwrap_or_default(),
         path.get("comment").cloned().unwrap_or_default(),
@@ -913,8 +910,7 @@ async fn control_faults(State(state): State<AppState>) -> Json<Value> {
 /// Body: one fault rule or an array, e.g. `{"kind": "throttle", "retry_after": 1,
 /// "endpoint": "sentinel-put", "count": 2}`.
 async fn control_add_fault(State(state): State<AppState>, body: Bytes) -> ApiResult {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let value = json_body(&body)?;
     let rules: Result<Vec<FaultRule>, _> = if value.is_array() {
         serde_json::from_value(value)
     } else {
