@@ -120,9 +120,8 @@ pub fn check_put(body: &Value) -> Result<Map<String, Value>, ApiError> {
     }
     for key in ["firstActivityTimeUtc", "lastActivityTimeUtc"] {
         if let Some(t) = props.get(key).filter(|v| !v.is_null()) {
-            if !t
-                .as_str()
-                .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+            if t.as_str()
+                .is_none_or(|s| chrono::DateTime::parse_from_rfc3339(s).is_err())
             {
                 return Err(ApiError::bad_request(format!(
                     "{key} {t} is not a date-time"
