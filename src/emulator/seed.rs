@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 /// also name the 1-based line.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error("{}: {source}", .path.display())]
+    // The io error is in the message, so it is not also a `source` (which `{:#}`
+    // printing would show a second time).
+    #[error("{}: cannot read: {error}", .path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}:{line}:{column}: invalid JSON: {message}", .path.display())]
     Json {
@@ -50,9 +51,9 @@ pub enum SeedError {
 /// document on its own, as JSONL, so a pretty-printed file with a typo reports the
 /// typo's position rather than "line 1 is not JSON".
 pub fn load_seed_file(path: &Path) -> Result<Vec<Value>, SeedError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SeedError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| SeedError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let jsonl_by_name = path
         .extension()
