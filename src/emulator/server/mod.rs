@@ -1,0 +1,377 @@
+//! The emulator's HTTP face: one listener serving the token endpoint, the Graph and the
+//! Sentinel incidents APIs under their real paths, and a control API under `/_emulator/`.
+//! Handlers only parse requests and call into [`Store`]; every request is logged.
+
+use super::faults::{Endpoint, FaultKind, FaultRule, Faults};
+use super::graph::{self, MAX_TOP as GRAPH_MAX_TOP};
+use super::sentinel::MAX_TOP as SENTINEL_MAX_TOP;
+use super::store::{ApiError, RequestRecord, Store};
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod control;
+mod fault_layer;
+mod graph_routes;
+mod sentinel_routes;
+
+use control::*;
+use fault_layer::inject_faults;
+use graph_routes::*;
+use sentinel_routes::*;
+
+pub const SENTINEL_API_VERSION: &str = "2024-03-01";
+const SENTINEL_PREFIX: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}/providers/Microsoft.SecurityInsights/incidents";
+
+/// Where the emulator's workspace lives and which credentials it accepts.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub tenant: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub subscription: String,
+    pub resource_group: String,
+    pub workspace: String,
+    /// Faults active from the start (`--faults`).
+    pub faults: Vec<FaultRule>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            tenant: "00000000-0000-4000-8000-000000000001".into(),
+            client_id: "00000000-0000-4000-8000-0000000000c1".into(),
+            client_secret: "emulator-secret".into(),
+            subscription: "00000000-0000-4000-8000-0000000000a1".into(),
+            resource_group: "rulebridge-emulator".into(),
+            workspace: "rulebridge-workspace".into(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// What a client needs to talk to this emulator (`GET /_emulator/info`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EmulatorInfo {
+    pub token_url: String,
+    pub graph_base_url: String,
+    pub sentinel_incidents_url: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+#[derive(Clone)]
+struct AppState {
+    store: Shared,
+    config: Arc<EmulatorConfig>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl AppState {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running emulator; dropped, it stops.
+pub struct Emulator {
+    pub addr: SocketAddr,
+    state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Emulator {
+    /// Binds `listen` (use port 0 for a free port) and serves in the background.
+    pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
+        let faults = Arc::new(Mutex::new(Faults::new(config.faults.clone(), 0x5eed)));
+        let state = AppState {
+            store: Arc::new(Mutex::new(store)),
+            config: Arc::new(config),
+            faults,
+        };
+        let app = router(state.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!("emulator stopped: {e}");
+            }
+        });
+        Ok(Emulator {
+            addr,
+            state,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn info(&self) -> EmulatorInfo {
+        info(&self.state.config, self.addr)
+    }
+
+    /// Adds a fault rule (e.g. "the next 2 Sentinel PUTs get a 503").
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rules
+            .push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.state
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rules
+            .clear();
+    }
+
+    /// Direct access to the state, for seeding and for tests' assertions.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.state.lock()
+    }
+
+    /// The shared store itself, for background tasks (emulated analysts) that lock it
+    /// per edit and outlive any one borrow of the emulator.
+    pub fn store_handle(&self) -> Arc<Mutex<Store>> {
+        self.state.store.clone()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn info(config: &EmulatorConfig, addr: SocketAddr) -> EmulatorInfo {
+    let base = format!("http://{addr}");
+    EmulatorInfo {
+        token_url: format!("{base}/{}/oauth2/v2.0/token", config.tenant),
+        graph_base_url: format!("{base}/v1.0"),
+        sentinel_incidents_url: format!(
+            "{base}{}?api-version={SENTINEL_API_VERSION}",
+            sentinel_base(config)
+        ),
+        tenant_id: config.tenant.clone(),
+        client_id: config.client_id.clone(),
+        client_secret: config.client_secret.clone(),
+    }
+}
+
+fn sentinel_base(config: &EmulatorConfig) -> String {
+    SENTINEL_PREFIX
+        .replace("{sub}", &config.subscription)
+        .replace("{rg}", &config.resource_group)
+        .replace("{ws}", &config.workspace)
+}
+
+fn router(state: AppState) -> Router {
+    let sentinel = Router::new()
+        .route("/", get(sentinel_list))
+        .route(
+            "/{id}",
+            get(sentinel_get).put(sentinel_put).delete(sentinel_delete),
+        )
+        .route("/{id}/comments", get(sentinel_comments_list))
+        .route(
+            "/{id}/comments/{comment}",
+            get(sentinel_comment_get).put(sentinel_comment_put),
+        );
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/v1.0/security/incidents", get(graph_list))
+        .route(
+            "/v1.0/security/incidents/{id}",
+            get(graph_get).patch(graph_patch),
+        )
+        .route(
+            "/v1.0/security/incidents/{id}/comments",
+            post(graph_comment),
+        )
+        .nest(SENTINEL_PREFIX, sentinel)
+        .route("/_emulator/info", get(control_info))
+        .route("/_emulator/graph/incidents", get(control_graph))
+        .route("/_emulator/sentinel/incidents", get(control_sentinel))
+        .route("/_emulator/requests", get(control_requests))
+        .route("/_emulator/analysts/edit", post(control_analyst_edit))
+        .route(
+            "/_emulator/faults",
+            get(control_faults)
+                .post(control_add_fault)
+                .delete(control_clear_faults),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Logs every request with its body and the status it got.
+async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
+    let body_json = serde_json::from_slice::<Value>(&bytes).ok();
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    // Like a real service, a request is processed to the end even when the client has
+    // given up on it (a timeout): its write still lands, and it is still logged.
+    let work = tokio::spawn(async move {
+        let response = next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+        if !path.starts_with("/_emulator/") {
+            // Token requests carry the secret: logged without their body.
+            let body = if path.ends_with("/oauth2/v2.0/token") {
+                None
+            } else {
+                body_json
+            };
+            let status = response.status().as_u16();
+            state.lock().requests.push(RequestRecord {
+                method,
+                path,
+                query,
+                body,
+                status,
+            });
+        }
+        response
+    });
+    work.await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(401, "InvalidAuthenticationToken", "Access token is empty.")
+        })?;
+    let store = state.lock();
+    match store.tokens.get(token) {
+        Some(expires) if *expires > chrono::Utc::now() => Ok(()),
+        Some(_) => Err(ApiError::new(
+            401,
+            "InvalidAuthenticationToken",
+            "Lifetime validation failed, the token is expired.",
+        )),
+        None => Err(ApiError::new(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        )),
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut store = state.lock();
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let fail = |status: StatusCode, error: &str, description: String| {
+        (status, Json(json!({
+            "error": error, "error_description": description, "error_codes": [7000215],
+            "timestamp": chrono::Utc::now().to_rfc3339(), "trace_id": "00000000-0000-0000-0000-000000000000",
+            "correlation_id": "00000000-0000-0000-0000-000000000000"
+        })))
+            .into_response()
+    };
+    if tenant != store.tenant {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("AADSTS90002: Tenant '{tenant}' not found."),
+        );
+    }
+    if field("grant_type") != "client_credentials" {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.".into(),
+        );
+    }
+    if field("client_id") != store.client_id || field("client_secret") != store.client_secret {
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.".into(),
+        );
+    }
+    if !field("scope").ends_with("/.default") {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS70011: The provided value for scope is not valid.".into(),
+        );
+    }
+    let token = store.next_id("emu.");
+    let lifetime = store.token_lifetime;
+    store
+        .tokens
+        .insert(token.clone(), chrono::Utc::now() + lifetime);
+    Json(json!({ "token_type": "Bearer", "expires_in": lifetime.num_seconds(), "ext_expires_in": lifetime.num_seconds(), "access_token": token }))
+        .into_response()
+}
+
+fn top(query: &HashMap<String, String>, max: usize, default: usize) -> Result<usize, ApiError> {
+    match query.get("$top") {
+        None => Ok(default),
+        Some(t) => match t.parse::<usize>() {
+            Ok(0) => Err(ApiError::bad_request("$top must be positive")),
+            Ok(n) if n > max => Err(ApiError::bad_request(format!("The limit of '{max}' for Top query has been exceeded. The value from the incoming request is '{n}'."))),
+            Ok(n) => Ok(n),
+            Err(_) => Err(ApiError::bad_request(format!("Invalid $top value '{t}'"))),
+        },
+    }
+}
+
+/// Parses a request body; malformed JSON is the 400 both services answer.
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))
+}
+
+/// `http://host:port` as the client addressed us, for links.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
