@@ -241,6 +241,27 @@ async fn server_errors_slow_responses_and_dropped_connections_are_retried() {
 }
 
 #[tokio::test]
+async fn a_listing_survives_dropped_pages_without_losing_or_repeating_incidents() {
+    let (emulator, graph, _) = setup().await;
+    emulator.add_fault(FaultRule {
+        kind: FaultKind::Drop,
+        endpoint: Endpoint::GraphList,
+        rate: 0.3,
+        count: None,
+    });
+    let all = graph.list_changed(None).await.unwrap();
+    emulator.clear_faults();
+    let ids: HashSet<&str> = all.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!((all.len(), ids.len()), (120, 120));
+    let lists = requests_to(&emulator, "GET", "/security/incidents");
+    assert!(
+        lists.len() > 3,
+        "some pages were dropped and fetched again: {} requests",
+        lists.len()
+    );
+}
+
+#[tokio::test]
 async fn retries_are_bounded() {
     let (emulator, graph, _) = setup().await;
     emulator.add_fault(fault(

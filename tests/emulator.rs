@@ -167,6 +167,44 @@ async fn graph_paging_returns_every_incident_once_while_incidents_are_updated() 
 }
 
 #[tokio::test]
+async fn a_page_link_can_be_fetched_again_with_the_same_result() {
+    let (emulator, info, client) = start().await;
+    seed_graph(&emulator, 120);
+    let token = token(&client, &info, "https://graph.microsoft.com/.default").await;
+    let first: Value = client
+        .get(format!(
+            "{}/security/incidents?$top=50",
+            info.graph_base_url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    let again = |url: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (again(next.to_string()).await, again(next.to_string()).await);
+    assert_eq!(a["value"], b["value"], "a retried page is the same page");
+    assert_eq!(a["value"].as_array().unwrap().len(), 50);
+    assert_eq!(a["@odata.nextLink"], b["@odata.nextLink"]);
+}
+
+#[tokio::test]
 async fn graph_patch_changes_only_updatable_properties_and_bumps_the_stamp() {
     let (emulator, info, client) = start().await;
     seed_graph(&emulator, 1);

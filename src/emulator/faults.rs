@@ -7,6 +7,7 @@
 //! (`--faults 429@graph-list=0.1,drop@any=0.01`) or for the next N matching requests
 //! (the control API, `POST /_emulator/faults`, which tests use).
 
+use super::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Which API operation a request is.
@@ -162,17 +163,17 @@ fn parse_one(item: &str) -> Result<FaultRule, String> {
 }
 
 /// The active fault rules and the randomness that decides rate-based ones.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     pub rules: Vec<FaultRule>,
-    rng: u64,
+    rng: SplitMix64,
 }
 
 impl Faults {
     pub fn new(rules: Vec<FaultRule>, seed: u64) -> Faults {
         Faults {
             rules,
-            rng: seed | 1,
+            rng: SplitMix64::new(seed),
         }
     }
 
@@ -190,7 +191,7 @@ impl Faults {
             }
             let fires = match count {
                 Some(n) => n > 0,
-                None => self.next_unit() < rate,
+                None => self.rng.chance(rate),
             };
             if fires {
                 fired = Some(i);
@@ -206,14 +207,6 @@ impl Faults {
             }
         }
         Some(kind)
-    }
-
-    /// xorshift64*: deterministic for a given seed, good enough for fault rates.
-    fn next_unit(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

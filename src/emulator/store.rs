@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// An API error as the service returns it: the status and its error body.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,10 +48,17 @@ pub struct RequestRecord {
 }
 
 /// A list walk frozen at its first page, so every page of it comes from one snapshot:
-/// no incident is skipped or repeated while others are updated during the walk.
+/// no incident is skipped or repeated while others are updated during the walk. A page
+/// token names the snapshot and an offset, so a client may fetch the same page again
+/// (after a dropped connection) and get the same items.
 pub struct Snapshot {
-    pub items: Vec<Value>,
+    pub items: Arc<Vec<Value>>,
+    /// When the walk started, for evicting the oldest walks first.
+    pub started: u64,
 }
+
+/// Walks kept at once; the oldest are evicted beyond this (their tokens then expire).
+const MAX_SNAPSHOTS: usize = 1_000;
 
 pub struct Store {
     pub tenant: String,
@@ -133,31 +141,50 @@ impl Store {
         if items.len() <= top {
             return (items, None);
         }
-        let mut items = items;
-        let rest = items.split_off(top);
-        let token = self.next_id("s");
-        self.snapshots
-            .insert(token.clone(), Snapshot { items: rest });
-        // Walks that are never finished must not grow memory without bound.
-        if self.snapshots.len() > 10_000 {
-            let oldest: Vec<String> = self.snapshots.keys().take(1_000).cloned().collect();
-            oldest.iter().for_each(|k| {
-                self.snapshots.remove(k);
-            });
+        let id = self.next_id("s");
+        self.counter += 1;
+        let started = self.counter;
+        if self.snapshots.len() >= MAX_SNAPSHOTS {
+            let oldest = self
+                .snapshots
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.snapshots.remove(&oldest);
+            }
         }
-        (items, Some(token))
+        let items = Arc::new(items);
+        self.snapshots.insert(
+            id.clone(),
+            Snapshot {
+                items: items.clone(),
+                started,
+            },
+        );
+        Self::slice(&id, &items, 0, top)
     }
 
-    /// The next page of a walk started by [`Store::page`].
+    /// A page of a walk started by [`Store::page`]; the same token gives the same page.
     pub fn next_page(
         &mut self,
         token: &str,
         top: usize,
     ) -> Result<(Vec<Value>, Option<String>), ApiError> {
-        let snapshot = self
-            .snapshots
-            .remove(token)
-            .ok_or_else(|| ApiError::bad_request("The skip token is invalid or has expired"))?;
-        Ok(self.page(snapshot.items, top))
+        let expired = || ApiError::bad_request("The skip token is invalid or has expired");
+        let (id, offset) = token.rsplit_once('.').ok_or_else(expired)?;
+        let offset: usize = offset.parse().map_err(|_| expired())?;
+        let snapshot = self.snapshots.get(id).ok_or_else(expired)?;
+        Ok(Self::slice(id, &snapshot.items, offset, top))
+    }
+
+    fn slice(id: &str, items: &[Value], offset: usize, top: usize) -> (Vec<Value>, Option<String>) {
+        let end = (offset + top).min(items.len());
+        let page = items
+            .get(offset..end)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default();
+        let next = (end < items.len()).then(|| format!("{id}.{end}"));
+        (page, next)
     }
 }
