@@ -406,6 +406,25 @@ async fn a_wrong_secret_is_an_auth_error_that_does_not_contain_the_secret() {
 }
 
 #[tokio::test]
+async fn tokens_are_refreshed_before_they_expire() {
+    let (emulator, graph, _) = setup().await;
+    emulator.store().token_lifetime = chrono::Duration::seconds(2);
+    graph.get("500").await.unwrap();
+    // Past half the lifetime (the refresh point for short tokens), before expiry.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    graph.get("501").await.unwrap();
+    assert_eq!(
+        requests_to(&emulator, "POST", "/oauth2/v2.0/token").len(),
+        2,
+        "a new token before the old one expired"
+    );
+    assert!(
+        emulator.store().requests.iter().all(|r| r.status != 401),
+        "no call was refused"
+    );
+}
+
+#[tokio::test]
 async fn tokens_are_cached_and_refreshed_after_a_401() {
     let (emulator, graph, _) = setup().await;
     for id in ["500", "501", "502"] {

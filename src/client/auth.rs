@@ -160,7 +160,7 @@ impl TokenSource {
         let token = body["access_token"]
             .as_str()
             .ok_or_else(|| failed("invalid_response", "no access_token in the response".into()))?;
-        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3599).max(60));
+        let lifetime = Duration::from_secs(body["expires_in"].as_u64().unwrap_or(3599).max(1));
         Ok((token.to_string(), lifetime))
     }
 }

@@ -7,7 +7,7 @@ use super::graph::{self, MAX_TOP as GRAPH_MAX_TOP};
 use super::sentinel::MAX_TOP as SENTINEL_MAX_TOP;
 use super::store::{ApiError, RequestRecord, Store};
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -109,6 +109,7 @@ impl Emulator {
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let served = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = rx.await;
             });
@@ -226,7 +227,26 @@ fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(middleware::from_fn(control_from_loopback_only))
         .with_state(state)
+}
+
+/// The control API has no authentication, so it answers only clients on this machine,
+/// even when the emulator listens on a public address.
+async fn control_from_loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().starts_with("/_emulator/") && !peer.ip().is_loopback() {
+        return ApiError::new(
+            403,
+            "Forbidden",
+            "The control API answers loopback clients only.",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 impl IntoResponse for ApiError {
@@ -374,4 +394,51 @@ fn origin(headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     format!("http://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let config = EmulatorConfig::default();
+        let store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
+        let faults = Arc::new(Mutex::new(Faults::new(Vec::new(), 1)));
+        router(AppState {
+            store: Arc::new(Mutex::new(store)),
+            config: Arc::new(config),
+            faults,
+        })
+    }
+
+    async fn status_from(peer: &str, path: &str) -> u16 {
+        let mut request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        app().oneshot(request).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn the_control_api_answers_loopback_clients_only() {
+        assert_eq!(
+            status_from("127.0.0.1:5000", "/_emulator/requests").await,
+            200
+        );
+        assert_eq!(status_from("[::1]:5000", "/_emulator/requests").await, 200);
+        assert_eq!(
+            status_from("192.0.2.10:5000", "/_emulator/requests").await,
+            403
+        );
+        assert_eq!(
+            status_from("192.0.2.10:5000", "/_emulator/faults").await,
+            403
+        );
+        // The APIs themselves answer anyone (with a token): here, 401 without one.
+        assert_eq!(
+            status_from("192.0.2.10:5000", "/v1.0/security/incidents").await,
+            401
+        );
+    }
 }
