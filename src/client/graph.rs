@@ -41,21 +41,7 @@ impl GraphClient {
     /// One incident with its alerts, or `None` if it does not exist.
     pub async fn get(&self, id: &str) -> Result<Option<Value>, ClientError> {
         let url = format!("{}/security/incidents/{id}?$expand=alerts", self.base_url);
-        match self
-            .api
-            .send(
-                "graph get incident",
-                Method::GET,
-                &url,
-                None,
-                Idempotent::Yes,
-            )
-            .await
-        {
-            Ok((_, body)) => Ok(Some(body)),
-            Err(ClientError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.api.get_optional("graph get incident", &url).await
     }
 
     /// PATCHes exactly `changes`. An empty change set sends nothing and returns `None`.

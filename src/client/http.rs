@@ -249,6 +249,22 @@ impl Api {
         }
     }
 
+    /// GETs one resource; a 404 is `None`.
+    pub async fn get_optional(
+        &self,
+        operation: &str,
+        url: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        match self
+            .send(operation, Method::GET, url, None, Idempotent::Yes)
+            .await
+        {
+            Ok((_, body)) => Ok(Some(body)),
+            Err(ClientError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// GETs `url` and every page after it (the link in `next_field` of each page, passed
     /// on opaque), returning the `value` items of all pages in order.
     pub async fn list_all(

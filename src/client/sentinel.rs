@@ -57,21 +57,9 @@ impl SentinelClient {
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ClientError> {
-        match self
-            .api
-            .send(
-                "sentinel get incident",
-                Method::GET,
-                &self.url(&format!("/{name}")),
-                None,
-                Idempotent::Yes,
-            )
+        self.api
+            .get_optional("sentinel get incident", &self.url(&format!("/{name}")))
             .await
-        {
-            Ok((_, body)) => Ok(Some(body)),
-            Err(ClientError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Creates or updates `name` with `properties`. With `etag`, the write only lands on
