@@ -12,10 +12,16 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod emulator;
+pub mod metrics;
 pub mod model;
+pub mod ops_server;
 pub mod packtest;
 pub mod problem;
 pub mod rules;
 pub mod schema;
 pub mod snapshot;
+pub mod state;
+pub mod sync;
+pub mod testbed;

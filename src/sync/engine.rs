@@ -1,0 +1,299 @@
+//! The sync engine's outer loop: incremental polls of both sides with cursors, the
+//! reconcile sweep, dead-letter retries. Per-incident work is in `reconcile`.
+//!
+//! Invariant: a side's cursor moves only past incidents whose outcome is committed
+//! (synced, unchanged, filtered or dead-lettered). A transient failure (throttling
+//! that outlasted the retries, a network outage) stops the pass where it is; the next
+//! poll starts from the last committed position, and re-reading is harmless because an
+//! unchanged incident costs no write.
+
+use super::reconcile::{Outcome, SyncError};
+use crate::client::{ClientError, GraphClient, SentinelClient};
+use crate::metrics::Metrics;
+use crate::model::Side;
+use crate::rules::PackHandle;
+use crate::state::StateStore;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+/// What the engine needs besides its clients and state.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The Defender tenant id: part of every Sentinel twin's deterministic id.
+    pub tenant: String,
+    /// How far before the cursor a poll starts again (clock skew between replicas).
+    pub overlap_secs: i64,
+    /// Linked incidents fully reconciled per cycle (comments, missed changes).
+    pub sweep_batch: usize,
+    /// On the first poll, only incidents changed since then.
+    pub start_from: Option<String>,
+}
+
+/// Running totals for the demo summary and `status` (the metrics carry the same).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub incidents_seen: u64,
+    pub created: u64,
+    pub updates_to_sentinel: u64,
+    pub updates_to_defender: u64,
+    pub fields_to_sentinel: u64,
+    pub fields_to_defender: u64,
+    pub comments_to_sentinel: u64,
+    pub comments_to_defender: u64,
+    pub conflicts: u64,
+    pub conflicts_to_sentinel: u64,
+    pub conflicts_to_defender: u64,
+    pub conflicts_skipped: u64,
+    pub filtered: u64,
+    pub dead_lettered: u64,
+    pub etag_retries: u64,
+    pub transient_failures: u64,
+}
+
+/// What one poll, sweep or retry pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    pub seen: usize,
+    pub written: usize,
+    /// The pass stopped early on a transient failure (it is redone next cycle).
+    pub interrupted: Option<String>,
+}
+
+pub struct Syncer {
+    pub(super) graph: GraphClient,
+    pub(super) sentinel: SentinelClient,
+    pub(super) state: Arc<dyn StateStore>,
+    pub(super) pack: Arc<PackHandle>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) opts: SyncOptions,
+    pub(super) stats: Mutex<Stats>,
+}
+
+pub(super) fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Defender's change stamp of an incident.
+pub(super) fn defender_stamp(incident: &Value) -> Option<&str> {
+    incident["lastUpdateDateTime"].as_str()
+}
+
+/// Sentinel's change stamp of an incident.
+pub(super) fn sentinel_stamp(resource: &Value) -> Option<&str> {
+    resource["properties"]["lastModifiedTimeUtc"].as_str()
+}
+
+fn minus_secs(stamp: &str, secs: i64) -> String {
+    match DateTime::parse_from_rfc3339(stamp) {
+        Ok(t) => (t.with_timezone(&Utc) - chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(SecondsFormat::Micros, true),
+        Err(_) => stamp.to_string(),
+    }
+}
+
+/// The later of two RFC 3339 stamps (by time, not by text: services differ in precision).
+fn later(a: Option<String>, b: &str) -> Option<String> {
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok();
+    match a {
+        Some(a) if parse(&a) >= parse(b) => Some(a),
+        _ => Some(b.to_string()),
+    }
+}
+
+impl Syncer {
+    pub fn new(
+        graph: GraphClient,
+        sentinel: SentinelClient,
+        state: Arc<dyn StateStore>,
+        pack: Arc<PackHandle>,
+        metrics: Arc<Metrics>,
+        opts: SyncOptions,
+    ) -> Self {
+        Syncer {
+            graph,
+            sentinel,
+            state,
+            pack,
+            metrics,
+            opts,
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    pub fn pack(&self) -> &Arc<PackHandle> {
+        &self.pack
+    }
+
+    /// One cycle: poll Defender, poll Sentinel, sweep a batch of links.
+    pub async fn cycle(&self) -> Result<[PassReport; 3], SyncError> {
+        let defender = self.poll(Side::Defender).await?;
+        let sentinel = self.poll(Side::Sentinel).await?;
+        let sweep = self.sweep(self.opts.sweep_batch).await?;
+        Ok([defender, sentinel, sweep])
+    }
+
+    /// Reads every incident of `side` changed since its cursor (minus the overlap),
+    /// oldest first, and syncs each. Only state errors are returned as errors; API
+    /// trouble ends the pass early and is reported in it.
+    pub async fn poll(&self, side: Side) -> Result<PassReport, SyncError> {
+        let cursor = self.state.cursor(side)?;
+        let since = match &cursor {
+            Some(c) => Some(minus_secs(c, self.opts.overlap_secs)),
+            None => self.opts.start_from.clone(),
+        };
+        let started = now_rfc3339();
+        let listed = match side {
+            Side::Defender => self.graph.list_changed(since.as_deref()).await,
+            Side::Sentinel => self.sentinel.list_changed(since.as_deref()).await,
+        };
+        self.metrics.inc("rulebridge_api_calls_total", &[("side", side.name())]);
+        let incidents = match listed {
+            Ok(list) => list,
+            Err(e) => {
+                self.metrics.inc(
+                    "rulebridge_polls_total",
+                    &[("side", side.name()), ("result", "error")],
+                );
+                tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
+                return Ok(PassReport {
+                    interrupted: Some(e.to_string()),
+                    ..PassReport::default()
+                });
+            }
+        };
+        let mut report = PassReport::default();
+        let mut position = cursor.clone();
+        for incident in incidents {
+            let stamp = match side {
+                Side::Defender => defender_stamp(&incident),
+                Side::Sentinel => sentinel_stamp(&incident),
+            }
+            .map(str::to_string);
+            report.seen += 1;
+            let outcome = match side {
+                Side::Defender => self.from_defender(incident, false).await,
+                Side::Sentinel => self.from_sentinel(incident, false).await,
+            };
+            match outcome {
+                Ok(outcome) => report.written += outcome.writes(),
+                Err(SyncError::Transient(e)) => {
+                    report.interrupted = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(stamp) = stamp {
+                position = later(position, &stamp);
+            }
+            // Committing the cursor now and then keeps a long first sync restartable.
+            if report.seen % 50 == 0 {
+                if let Some(p) = &position {
+                    self.state.set_cursor(side, p)?;
+                }
+            }
+        }
+        if let Some(p) = &position {
+            if position != cursor {
+                self.state.set_cursor(side, p)?;
+            }
+        }
+        let result = if report.interrupted.is_some() { "interrupted" } else { "ok" };
+        self.metrics
+            .inc("rulebridge_polls_total", &[("side", side.name()), ("result", result)]);
+        if report.interrupted.is_none() {
+            self.state.record_poll(side, &started)?;
+        }
+        Ok(report)
+    }
+
+    /// Fully reconciles up to `batch` links, least recently swept first: both sides are
+    /// read and comments compared, which finds what no change stamp announces.
+    pub async fn sweep(&self, batch: usize) -> Result<PassReport, SyncError> {
+        let mut report = PassReport::default();
+        for link in self.state.links_to_sweep(batch)? {
+            report.seen += 1;
+            let defender = self.graph.get(&link.defender_id).await;
+            self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+            let outcome = match defender {
+                Ok(Some(d)) => self.from_defender(d, true).await,
+                Ok(None) => Ok(self.dead_letter_gone(&link.defender_id)?),
+                Err(e) => Err(SyncError::Transient(e)),
+            };
+            match outcome {
+                Ok(outcome) => report.written += outcome.writes(),
+                Err(SyncError::Transient(e)) => {
+                    report.interrupted = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            self.state.mark_swept(&link.defender_id, &now_rfc3339())?;
+        }
+        Ok(report)
+    }
+
+    /// Retries every dead letter with the current pack (after a reload, or on request).
+    pub async fn retry_dead_letters(&self) -> Result<PassReport, SyncError> {
+        let mut report = PassReport::default();
+        for letter in self.state.dead_letters()? {
+            report.seen += 1;
+            let outcome = match letter.side {
+                Side::Defender => match self.graph.get(&letter.incident_id).await {
+                    Ok(Some(d)) => self.from_defender(d, true).await,
+                    Ok(None) => Ok(Outcome::Gone),
+                    Err(e) => Err(SyncError::Transient(e)),
+                },
+                Side::Sentinel => match self.sentinel.get(&letter.incident_id).await {
+                    Ok(Some(s)) => self.from_sentinel(s, true).await,
+                    Ok(None) => Ok(Outcome::Gone),
+                    Err(e) => Err(SyncError::Transient(e)),
+                },
+            };
+            match outcome {
+                Ok(Outcome::DeadLettered) => {}
+                Ok(outcome) => {
+                    report.written += outcome.writes();
+                    self.state.commit(&crate::state::Commit {
+                        resolved: vec![(letter.side, letter.incident_id.clone())],
+                        ..Default::default()
+                    })?;
+                }
+                Err(SyncError::Transient(e)) => {
+                    report.interrupted = Some(e.to_string());
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.refresh_dead_letter_gauge()?;
+        Ok(report)
+    }
+
+    pub(super) fn refresh_dead_letter_gauge(&self) -> Result<(), SyncError> {
+        let n = self.state.counts()?.dead_letters;
+        self.metrics.set_gauge("rulebridge_dead_letters", &[], n as f64);
+        Ok(())
+    }
+
+    /// Whether `error` means "try again later" rather than "this incident is broken".
+    pub(super) fn is_transient(error: &ClientError) -> bool {
+        !matches!(
+            error,
+            ClientError::Permanent { .. } | ClientError::NotFound { .. }
+        )
+    }
+}

@@ -1,0 +1,242 @@
+//! The planner: pure functions from what both sides say now, what they said at the last
+//! sync (the per-side bases) and the rules' decisions, to the writes to make and the
+//! bases to store once they are acknowledged. No I/O, no clock, no rule calls: the
+//! engine asks the rules and passes their answers in, so every case is unit-tested here.
+//!
+//! Fields are compared in the Sentinel vocabulary: the Defender side as the map stage
+//! renders it, the Sentinel side as stored. Each side is compared only with its own base,
+//! so a mapping that is not exactly reversible (an owner's display name exists only in
+//! Sentinel) never looks like a change, and our own writes never come back as changes:
+//! the base becomes exactly what the write left behind.
+
+use super::fields::defender_keys;
+use crate::model::{FieldChange, Flow, Side, SideValue};
+use crate::state::Fields;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Both sides of one linked incident, now.
+#[derive(Debug, Clone, Copy)]
+pub struct Views<'a> {
+    /// The map stage's rendering of the Defender incident (Sentinel vocabulary).
+    pub defender: &'a Fields,
+    /// The Sentinel incident's properties.
+    pub sentinel: &'a Fields,
+    pub defender_changed_at: Option<&'a str>,
+    pub sentinel_changed_at: Option<&'a str>,
+}
+
+/// The synced fields: what the map stage produces, plus anything a base still holds
+/// (a field the map stopped producing is compared once more, then dropped).
+pub fn synced_fields(views: &Views, base_defender: &Fields) -> Vec<String> {
+    let mut fields: Vec<String> = views
+        .defender
+        .keys()
+        .chain(base_defender.keys())
+        .cloned()
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
+}
+
+fn get<'a>(map: &'a Fields, key: &str) -> &'a Value {
+    map.get(key).unwrap_or(&Value::Null)
+}
+
+/// Three-way change detection: every synced field that changed on either side since its
+/// base. Fields neither side changed are not returned (nothing to decide, nothing to write).
+pub fn detect(views: &Views, base_defender: &Fields, base_sentinel: &Fields) -> Vec<FieldChange> {
+    synced_fields(views, base_defender)
+        .into_iter()
+        .filter_map(|field| {
+            let d = get(views.defender, &field);
+            let s = get(views.sentinel, &field);
+            let d_changed = d != get(base_defender, &field);
+            let s_changed = s != get(base_sentinel, &field);
+            (d_changed || s_changed).then(|| FieldChange {
+                base: get(base_defender, &field).clone(),
+                defender: SideValue {
+                    value: d.clone(),
+                    changed: d_changed,
+                    changed_at: views.defender_changed_at.map(str::to_string),
+                },
+                sentinel: SideValue {
+                    value: s.clone(),
+                    changed: s_changed,
+                    changed_at: views.sentinel_changed_at.map(str::to_string),
+                },
+                field,
+            })
+        })
+        .collect()
+}
+
+/// One field's fate in a plan (what the audit trail records).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedField {
+    pub field: String,
+    pub flow: Flow,
+    /// The rule that decided, if any did.
+    pub rule: Option<String>,
+    /// The side written, or `None` when nothing needed writing.
+    pub written: Option<Side>,
+    pub old: Value,
+    pub new: Value,
+    pub conflict: bool,
+    /// Why nothing was written although the flow asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The writes for one incident. Empty maps mean no request at all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// Sentinel properties to change (applied over the current ones in one PUT).
+    pub sentinel: Map<String, Value>,
+    /// The Defender PATCH body: only properties whose value differs.
+    pub defender: Map<String, Value>,
+    pub fields: Vec<PlannedField>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.sentinel.is_empty() && self.defender.is_empty()
+    }
+}
+
+/// A direction decision, as the engine got it from the rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub flow: Flow,
+    pub rule: Option<String>,
+}
+
+/// Turns changes and their decisions into writes. `defender_now` is the Defender incident
+/// as read; `defender_form` is the map stage's rendering of the Sentinel incident as a
+/// Defender PATCH body (`None` when no field flows to Defender or the Sentinel side was
+/// filtered out). A write is planned only where the target differs from the source, so
+/// a change both sides already agree on costs no request.
+pub fn plan(
+    changes: &[FieldChange],
+    decisions: &[Decided],
+    defender_now: &Value,
+    defender_form: Option<&Map<String, Value>>,
+) -> Plan {
+    let mut out = Plan::default();
+    for (change, decided) in changes.iter().zip(decisions) {
+        let mut entry = PlannedField {
+            field: change.field.clone(),
+            flow: decided.flow,
+            rule: decided.rule.clone(),
+            written: None,
+            old: Value::Null,
+            new: Value::Null,
+            conflict: change.is_conflict(),
+            note: None,
+        };
+        match decided.flow {
+            Flow::Skip => {}
+            Flow::ToSentinel => {
+                if change.defender.value != change.sentinel.value {
+                    entry.written = Some(Side::Sentinel);
+                    entry.old = change.sentinel.value.clone();
+                    entry.new = change.defender.value.clone();
+                    out.sentinel
+                        .insert(change.field.clone(), change.defender.value.clone());
+                }
+            }
+            Flow::ToDefender => {
+                let keys = defender_keys(&change.field);
+                if keys.is_empty() {
+                    entry.note = Some(format!(
+                        "`{}` has no Defender counterpart; not written",
+                        change.field
+                    ));
+                } else if let Some(form) = defender_form {
+                    let mut old = Map::new();
+                    let mut new = Map::new();
+                    for key in keys {
+                        let Some(value) = form.get(*key) else { continue };
+                        let current = defender_now.get(*key).unwrap_or(&Value::Null);
+                        if current != value {
+                            old.insert((*key).into(), current.clone());
+                            new.insert((*key).into(), value.clone());
+                            out.defender.insert((*key).into(), value.clone());
+                        }
+                    }
+                    if !new.is_empty() {
+                        entry.written = Some(Side::Defender);
+                        entry.old = Value::Object(old);
+                        entry.new = Value::Object(new);
+                    }
+                } else {
+                    entry.note = Some("the Sentinel incident was filtered out".into());
+                }
+            }
+        }
+        out.fields.push(entry);
+    }
+    out
+}
+
+/// What the writes of a plan came to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Acknowledged<'a> {
+    /// The Sentinel properties after an acknowledged PUT (`None`: no PUT, or it failed).
+    /// A PUT is conditional on the etag we planned from, so this is the whole truth.
+    pub sentinel_after: Option<&'a Fields>,
+    /// The map stage's rendering of Defender after an acknowledged PATCH.
+    pub defender_after: Option<&'a Fields>,
+    /// The PATCH response differs from what we read only by our write: every difference
+    /// in `defender_after` is ours (a field derived from the change stamp, say).
+    pub defender_after_is_ours: bool,
+}
+
+/// The bases to store after a plan's writes: what each side says now, except that a
+/// field takes the value a write left behind, and a field whose write was not
+/// acknowledged keeps its old bases (so it is detected and planned again next time).
+pub fn next_bases(
+    views: &Views,
+    base_defender: &Fields,
+    base_sentinel: &Fields,
+    plan: &Plan,
+    ack: Acknowledged,
+) -> (Fields, Fields) {
+    let mut bd = Fields::new();
+    let mut bs = Fields::new();
+    for field in synced_fields(views, base_defender) {
+        let written = plan
+            .fields
+            .iter()
+            .find(|f| f.field == field)
+            .and_then(|f| f.written);
+        let unacknowledged = match written {
+            Some(Side::Sentinel) => ack.sentinel_after.is_none(),
+            Some(Side::Defender) => ack.defender_after.is_none(),
+            None => false,
+        };
+        let (d, s) = if unacknowledged {
+            (get(base_defender, &field), get(base_sentinel, &field))
+        } else {
+            let d = match ack.defender_after {
+                Some(after) if written == Some(Side::Defender) || ack.defender_after_is_ours => {
+                    get(after, &field)
+                }
+                _ => get(views.defender, &field),
+            };
+            let s = match ack.sentinel_after {
+                Some(after) => get(after, &field),
+                None => get(views.sentinel, &field),
+            };
+            (d, s)
+        };
+        if views.defender.contains_key(&field) || !d.is_null() {
+            bd.insert(field.clone(), d.clone());
+        }
+        if views.defender.contains_key(&field) || !s.is_null() {
+            bs.insert(field, s.clone());
+        }
+    }
+    (bd, bs)
+}

@@ -1,0 +1,768 @@
+//! One incident's sync: create its twin, or compare both sides with their bases, ask
+//! the rules, write what the plan says, copy new comments, and commit — or dead-letter
+//! the incident with its reason and let the others go on.
+//!
+//! Invariants: every rule call for one incident uses the one pack taken at its start;
+//! bases and versions are committed only for acknowledged writes, together with their
+//! audit rows; a version is stored only when it is provably the state our write left
+//! (otherwise the next poll re-reads, which costs a read, never a lost change).
+
+use super::comments::plan_comments;
+use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
+use super::fields::{properties, sentinel_id, sentinel_put_body};
+use super::plan::{detect, next_bases, plan, Acknowledged, Decided, Views};
+use crate::client::ClientError;
+use crate::model::{FieldChange, Flow, Side, SideValue};
+use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
+use crate::state::{AuditRow, Commit, CommentPair, DeadLetter, Fields, Link, StateError};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Try again later; nothing about this incident was committed past its last commit.
+    #[error("{0}")]
+    Transient(ClientError),
+}
+
+/// How one incident ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing changed since the last sync (or only what we wrote ourselves).
+    Unchanged,
+    Filtered,
+    Synced { writes: usize },
+    DeadLettered,
+    /// A Sentinel incident rulebridge did not create.
+    NotOurs,
+    /// The incident no longer exists.
+    Gone,
+}
+
+impl Outcome {
+    pub fn writes(&self) -> usize {
+        match self {
+            Outcome::Synced { writes } => *writes,
+            _ => 0,
+        }
+    }
+}
+
+/// A per-incident failure: becomes a dead letter, never a process error.
+struct Failure {
+    kind: &'static str,
+    reason: String,
+    rule: Option<String>,
+}
+
+impl From<RuleError> for Failure {
+    fn from(e: RuleError) -> Self {
+        Failure {
+            kind: "rule_error",
+            reason: e.to_string(),
+            rule: e.rule.clone(),
+        }
+    }
+}
+
+enum Step<T> {
+    Go(T),
+    Stop(Outcome),
+}
+
+fn lag_secs(changed_at: Option<&str>) -> Option<f64> {
+    let t = DateTime::parse_from_rfc3339(changed_at?).ok()?;
+    Some(((Utc::now() - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0).max(0.0))
+}
+
+impl Syncer {
+    fn options(&self, linked: bool) -> RunOptions {
+        RunOptions {
+            sync_time: now_rfc3339(),
+            linked,
+            explain: false,
+        }
+    }
+
+    /// Syncs a Defender incident as listed or read. `force` skips the "same version as
+    /// last time" shortcut (sweeps and retries read on purpose).
+    pub async fn from_defender(&self, d: Value, force: bool) -> Result<Outcome, SyncError> {
+        self.count(|s| s.incidents_seen += 1);
+        let Some(id) = d["id"].as_str().map(str::to_string) else {
+            tracing::warn!("a Defender incident without an id was skipped");
+            return Ok(Outcome::Filtered);
+        };
+        let pack = self.pack.current();
+        match self.state.link(&id)? {
+            Some(link) if link.created => {
+                if !force && link.defender_version.as_deref() == defender_stamp(&d) {
+                    return Ok(Outcome::Unchanged);
+                }
+                let s = match self.sentinel.get(&link.sentinel_id).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => {
+                        let failure = Failure {
+                            kind: "twin_missing",
+                            reason: format!(
+                                "the Sentinel twin {} no longer exists (deleted in Sentinel?); not re-created",
+                                link.sentinel_id
+                            ),
+                            rule: None,
+                        };
+                        return self.dead_letter(&pack, Side::Defender, &id, failure);
+                    }
+                    Err(e) => return self.client_failure(&pack, Side::Defender, &id, e),
+                };
+                self.reconcile(&pack, link, d, s, None).await
+            }
+            pending => self.create(&pack, pending, d).await,
+        }
+    }
+
+    /// Syncs a Sentinel incident as listed or read.
+    pub async fn from_sentinel(&self, s: Value, force: bool) -> Result<Outcome, SyncError> {
+        self.count(|st| st.incidents_seen += 1);
+        let Some(name) = s["name"].as_str() else {
+            return Ok(Outcome::NotOurs);
+        };
+        let Some(link) = self.state.link_by_sentinel(name)? else {
+            return Ok(Outcome::NotOurs);
+        };
+        if !link.created {
+            // The Defender side finishes (or repeats) the create.
+            return Ok(Outcome::Unchanged);
+        }
+        if !force && link.sentinel_version.as_deref() == s["etag"].as_str() {
+            return Ok(Outcome::Unchanged);
+        }
+        let pack = self.pack.current();
+        let d = match self.graph.get(&link.defender_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(self.dead_letter_gone(&link.defender_id)?),
+            Err(e) => return self.client_failure(&pack, Side::Sentinel, name, e),
+        };
+        self.reconcile(&pack, link, d, s, None).await
+    }
+
+    /// Records that a linked Defender incident is gone (deleted or purged).
+    pub(super) fn dead_letter_gone(&self, defender_id: &str) -> Result<Outcome, SyncError> {
+        let pack = self.pack.current();
+        let failure = Failure {
+            kind: "gone",
+            reason: format!("Defender incident {defender_id} no longer exists"),
+            rule: None,
+        };
+        self.dead_letter(&pack, Side::Defender, defender_id, failure)
+    }
+
+    fn dead_letter(
+        &self,
+        pack: &CompiledPack,
+        side: Side,
+        id: &str,
+        failure: Failure,
+    ) -> Result<Outcome, SyncError> {
+        let now = now_rfc3339();
+        tracing::warn!(side = side.name(), incident = id, kind = failure.kind, reason = %failure.reason, "dead-lettered");
+        if let Some(rule) = &failure.rule {
+            self.metrics.inc("rulebridge_rule_errors_total", &[("rule", rule)]);
+        }
+        self.state.dead_letter(&DeadLetter {
+            side,
+            incident_id: id.to_string(),
+            kind: failure.kind.into(),
+            reason: failure.reason,
+            rule: failure.rule,
+            pack_version: pack.version.clone(),
+            first_at: now.clone(),
+            last_at: now,
+            attempts: 1,
+        })?;
+        self.count(|s| s.dead_lettered += 1);
+        self.refresh_dead_letter_gauge()?;
+        Ok(Outcome::DeadLettered)
+    }
+
+    /// A client error: permanent ones dead-letter the incident, the rest end the pass.
+    fn client_failure(
+        &self,
+        pack: &CompiledPack,
+        side: Side,
+        id: &str,
+        error: ClientError,
+    ) -> Result<Outcome, SyncError> {
+        if Self::is_transient(&error) {
+            self.count(|s| s.transient_failures += 1);
+            return Err(SyncError::Transient(error));
+        }
+        let failure = Failure {
+            kind: "rejected",
+            reason: error.to_string(),
+            rule: None,
+        };
+        self.dead_letter(pack, side, id, failure)
+    }
+
+    /// Filter → map → enrich on a Defender incident: its synced fields, or a stop.
+    fn render_defender(
+        &self,
+        pack: &CompiledPack,
+        d: &Value,
+        linked: bool,
+    ) -> Result<Step<Fields>, SyncError> {
+        let id = d["id"].as_str().unwrap_or("");
+        match pack.run_pipeline(Arc::new(d.clone()), Side::Defender, &self.options(linked)) {
+            Ok(outcome) => match outcome.verdict {
+                Verdict::Synced { body } => Ok(Step::Go(properties(&body))),
+                Verdict::Filtered { rule } => {
+                    tracing::debug!(incident = id, rule, "filtered out");
+                    self.count(|s| s.filtered += 1);
+                    Ok(Step::Stop(Outcome::Filtered))
+                }
+            },
+            Err(e) => Ok(Step::Stop(self.dead_letter(pack, Side::Defender, id, e.into())?)),
+        }
+    }
+
+    async fn create(
+        &self,
+        pack: &CompiledPack,
+        pending: Option<Link>,
+        d: Value,
+    ) -> Result<Outcome, SyncError> {
+        let id = d["id"].as_str().unwrap_or("").to_string();
+        let view = match self.render_defender(pack, &d, false)? {
+            Step::Go(view) => view,
+            Step::Stop(outcome) => return Ok(outcome),
+        };
+        let sid = sentinel_id(&self.opts.tenant, &id);
+        if pending.is_some() {
+            // A create was sent before a crash: if it landed, adopt the twin with no
+            // bases, so every difference is a conflict the rules settle by time.
+            match self.sentinel.get(&sid).await {
+                Ok(Some(s)) => {
+                    let link = Link {
+                        created: true,
+                        ..pending.expect("checked")
+                    };
+                    return self.reconcile(pack, link, d, s, None).await;
+                }
+                Ok(None) => {}
+                Err(e) => return self.client_failure(pack, Side::Defender, &id, e),
+            }
+        }
+        self.state.begin_create(&id, &sid)?;
+        self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+        let s = match self
+            .sentinel
+            .put(&sid, &Value::Object(view.clone()), None)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics
+                    .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "error")]);
+                return self.client_failure(pack, Side::Defender, &id, e);
+            }
+        };
+        self.metrics
+            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "ok")]);
+        let after = properties(&s);
+        let base_sentinel: Fields = view
+            .keys()
+            .map(|k| (k.clone(), after.get(k).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let now = now_rfc3339();
+        let link = Link {
+            defender_id: id.clone(),
+            sentinel_id: sid.clone(),
+            created: true,
+            defender_version: defender_stamp(&d).map(str::to_string),
+            sentinel_version: s["etag"].as_str().map(str::to_string),
+            base_defender: view.clone(),
+            base_sentinel,
+            synced_at: Some(now.clone()),
+            swept_at: None,
+        };
+        let audit = AuditRow {
+            id: 0,
+            at: now,
+            defender_id: id.clone(),
+            sentinel_id: sid,
+            side: Side::Sentinel,
+            action: "create".into(),
+            field: None,
+            old: Value::Null,
+            new: Value::Object(view),
+            rule: Some(map_rules(pack)),
+            pack_version: pack.version.clone(),
+        };
+        self.state.commit(&Commit {
+            link: Some(link.clone()),
+            audit: vec![audit],
+            comments: Vec::new(),
+            resolved: vec![(Side::Defender, id)],
+        })?;
+        self.count(|s| s.created += 1);
+        // A new twin has no comments yet: no need to list them.
+        let comments = self.sync_comments(pack, &link, &d, Some(Vec::new())).await?;
+        Ok(Outcome::Synced {
+            writes: 1 + comments,
+        })
+    }
+
+    /// Compares both sides with their bases and writes what the rules decide. `s_comments`
+    /// are the Sentinel comments when already known.
+    async fn reconcile(
+        &self,
+        pack: &CompiledPack,
+        link: Link,
+        mut d: Value,
+        mut s: Value,
+        s_comments: Option<Vec<Value>>,
+    ) -> Result<Outcome, SyncError> {
+        let id = link.defender_id.clone();
+        let dview = match self.render_defender(pack, &d, true)? {
+            Step::Go(view) => view,
+            Step::Stop(outcome) => return Ok(outcome),
+        };
+        let mut attempts = 0;
+        let (written, link) = loop {
+            attempts += 1;
+            let sview = properties(&s);
+            let views = Views {
+                defender: &dview,
+                sentinel: &sview,
+                defender_changed_at: defender_stamp(&d),
+                sentinel_changed_at: sentinel_stamp(&s),
+            };
+            let changes = detect(&views, &link.base_defender, &link.base_sentinel);
+            let decisions = match self.decide_all(pack, &changes, &d) {
+                Ok(decisions) => decisions,
+                Err(e) => return self.dead_letter(pack, Side::Defender, &id, e.into()),
+            };
+            let form = if decisions.iter().any(|x| x.flow == Flow::ToDefender) {
+                match pack.run_pipeline(Arc::new(s.clone()), Side::Sentinel, &self.options(true)) {
+                    Ok(outcome) => match outcome.verdict {
+                        Verdict::Synced { body } => body.as_object().cloned(),
+                        Verdict::Filtered { .. } => None,
+                    },
+                    Err(e) => {
+                        let name = link.sentinel_id.clone();
+                        return self.dead_letter(pack, Side::Sentinel, &name, e.into());
+                    }
+                }
+            } else {
+                None
+            };
+            let plan = plan(&changes, &decisions, &d, form.as_ref());
+
+            // Sentinel first: its etag makes the write conditional on what we planned from.
+            let mut s_after = None;
+            if !plan.sentinel.is_empty() {
+                let body = sentinel_put_body(&sview, &plan.sentinel);
+                self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                match self
+                    .sentinel
+                    .put(&link.sentinel_id, &body, s["etag"].as_str())
+                    .await
+                {
+                    Ok(updated) => {
+                        self.metrics
+                            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "ok")]);
+                        s_after = Some(updated);
+                    }
+                    Err(ClientError::Conflict { .. }) if attempts < 4 => {
+                        // Someone wrote in between: re-read and plan again, never overwrite.
+                        self.count(|st| st.etag_retries += 1);
+                        self.metrics.inc(
+                            "rulebridge_writes_total",
+                            &[("side", "sentinel"), ("result", "conflict")],
+                        );
+                        match self.sentinel.get(&link.sentinel_id).await {
+                            Ok(Some(fresh)) => {
+                                s = fresh;
+                                continue;
+                            }
+                            Ok(None) => return self.dead_letter_twin_gone(pack, &link),
+                            Err(e) => return self.client_failure(pack, Side::Defender, &id, e),
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "error")]);
+                        return self.client_failure(pack, Side::Defender, &id, e);
+                    }
+                }
+            }
+            let mut d_after = None;
+            let mut d_version = defender_stamp(&d).map(str::to_string);
+            let mut failure = None;
+            let mut patched = None;
+            let mut d_after_is_ours = false;
+            if !plan.defender.is_empty() {
+                self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+                match self.graph.patch(&id, &plan.defender).await {
+                    Ok(Some(response)) => {
+                        self.metrics
+                            .inc("rulebridge_writes_total", &[("side", "defender"), ("result", "ok")]);
+                        let merged = merge(&d, &response);
+                        if only_ours_changed(&d, &merged, &plan.defender) {
+                            d_version = defender_stamp(&merged).map(str::to_string);
+                            d_after_is_ours = true;
+                        }
+                        if let Step::Go(view) = self.render_defender(pack, &merged, true)? {
+                            d_after = Some(view);
+                        }
+                        patched = Some(merged);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics
+                            .inc("rulebridge_writes_total", &[("side", "defender"), ("result", "error")]);
+                        failure = Some(e);
+                    }
+                }
+            }
+            let s_after_props = s_after.as_ref().map(properties);
+            let (base_defender, base_sentinel) = next_bases(
+                &views,
+                &link.base_defender,
+                &link.base_sentinel,
+                &plan,
+                Acknowledged {
+                    sentinel_after: s_after_props.as_ref(),
+                    defender_after: d_after.as_ref(),
+                    defender_after_is_ours: d_after_is_ours,
+                },
+            );
+            let now = now_rfc3339();
+            let new_link = Link {
+                defender_version: if failure.is_some() { link.defender_version.clone() } else { d_version },
+                sentinel_version: s_after
+                    .as_ref()
+                    .unwrap_or(&s)
+                    .get("etag")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                base_defender,
+                base_sentinel,
+                synced_at: Some(now.clone()),
+                ..link.clone()
+            };
+            let mut audit = Vec::new();
+            let mut writes = 0;
+            for f in &plan.fields {
+                let acknowledged = match f.written {
+                    Some(Side::Sentinel) => s_after.is_some(),
+                    Some(Side::Defender) => failure.is_none(),
+                    None => true,
+                };
+                if !acknowledged {
+                    continue;
+                }
+                let (side, action, old, new) = match f.written {
+                    Some(side) => (side, "update", f.old.clone(), f.new.clone()),
+                    None => {
+                        let change = changes.iter().find(|c| c.field == f.field);
+                        let from = if change.is_some_and(|c| c.defender.changed) { Side::Defender } else { Side::Sentinel };
+                        let (old, new) = change.map_or((Value::Null, Value::Null), |c| {
+                            (c.base.clone(), if from == Side::Defender { c.defender.value.clone() } else { c.sentinel.value.clone() })
+                        });
+                        (from, "skip", old, new)
+                    }
+                };
+                if f.conflict {
+                    self.count(|st| {
+                        st.conflicts += 1;
+                        match f.flow {
+                            Flow::ToSentinel => st.conflicts_to_sentinel += 1,
+                            Flow::ToDefender => st.conflicts_to_defender += 1,
+                            Flow::Skip => st.conflicts_skipped += 1,
+                        }
+                    });
+                }
+                if let Some(side) = f.written {
+                    writes += 1;
+                    let source_stamp = match side {
+                        Side::Sentinel => defender_stamp(&d),
+                        Side::Defender => sentinel_stamp(&s),
+                    };
+                    if let Some(lag) = lag_secs(source_stamp) {
+                        self.metrics.observe("rulebridge_sync_lag_seconds", &[], lag);
+                    }
+                    self.metrics.inc("rulebridge_changes_total", &[("side", side.other().name())]);
+                }
+                audit.push(AuditRow {
+                    id: 0,
+                    at: now.clone(),
+                    defender_id: id.clone(),
+                    sentinel_id: link.sentinel_id.clone(),
+                    side,
+                    action: action.into(),
+                    field: Some(if f.conflict { format!("{} (conflict)", f.field) } else { f.field.clone() }),
+                    old,
+                    new,
+                    rule: f.rule.clone(),
+                    pack_version: pack.version.clone(),
+                });
+            }
+            let to_s = plan.fields.iter().filter(|f| f.written == Some(Side::Sentinel)).count() as u64;
+            let to_d = plan.fields.iter().filter(|f| f.written == Some(Side::Defender)).count() as u64;
+            self.count(|st| {
+                if s_after.is_some() {
+                    st.updates_to_sentinel += 1;
+                    st.fields_to_sentinel += to_s;
+                }
+                if !plan.defender.is_empty() && failure.is_none() {
+                    st.updates_to_defender += 1;
+                    st.fields_to_defender += to_d;
+                }
+            });
+            let changed_link = new_link != link;
+            if changed_link || !audit.is_empty() {
+                self.state.commit(&Commit {
+                    link: Some(new_link.clone()),
+                    audit,
+                    comments: Vec::new(),
+                    resolved: if failure.is_none() { vec![(Side::Defender, id.clone())] } else { Vec::new() },
+                })?;
+            }
+            if let Some(e) = failure {
+                return self.client_failure(pack, Side::Defender, &id, e);
+            }
+            if let Some(merged) = patched {
+                d = merged;
+            }
+            break (writes, new_link);
+        };
+        let comments = self.sync_comments(pack, &link, &d, s_comments).await?;
+        let total = written + comments;
+        Ok(if total == 0 { Outcome::Unchanged } else { Outcome::Synced { writes: total } })
+    }
+
+    fn dead_letter_twin_gone(&self, pack: &CompiledPack, link: &Link) -> Result<Outcome, SyncError> {
+        let failure = Failure {
+            kind: "twin_missing",
+            reason: format!("the Sentinel twin {} disappeared during the sync", link.sentinel_id),
+            rule: None,
+        };
+        self.dead_letter(pack, Side::Defender, &link.defender_id, failure)
+    }
+
+    fn decide_all(
+        &self,
+        pack: &CompiledPack,
+        changes: &[FieldChange],
+        d: &Value,
+    ) -> Result<Vec<Decided>, RuleError> {
+        let incident = Arc::new(d.clone());
+        let opts = self.options(true);
+        changes
+            .iter()
+            .map(|change| {
+                pack.decide(change, incident.clone(), None, &opts).map(|decision| Decided {
+                    flow: decision.flow,
+                    rule: decision.rule,
+                })
+            })
+            .collect()
+    }
+
+    /// Copies new comments each way, as the direction rules allow. Returns writes made.
+    async fn sync_comments(
+        &self,
+        pack: &CompiledPack,
+        link: &Link,
+        d: &Value,
+        known_sentinel: Option<Vec<Value>>,
+    ) -> Result<usize, SyncError> {
+        let id = &link.defender_id;
+        let s_comments = match known_sentinel {
+            Some(list) => list,
+            None => {
+                self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                match self.sentinel.list_comments(&link.sentinel_id).await {
+                    Ok(list) => list,
+                    Err(ClientError::NotFound { .. }) => return Ok(0),
+                    Err(e) => {
+                        self.client_failure(pack, Side::Defender, id, e)?;
+                        return Ok(0);
+                    }
+                }
+            }
+        };
+        let d_comments = d["comments"].as_array().cloned().unwrap_or_default();
+        let pairs = self.state.comment_pairs(id)?;
+        let mut cp = plan_comments(&link.sentinel_id, &d_comments, &s_comments, &pairs);
+        if cp.is_empty() {
+            return Ok(0);
+        }
+        let mut commit = Commit {
+            comments: std::mem::take(&mut cp.adopted),
+            ..Commit::default()
+        };
+        let now = now_rfc3339();
+        let audit = |side: Side, text: &str| AuditRow {
+            id: 0,
+            at: now.clone(),
+            defender_id: id.clone(),
+            sentinel_id: link.sentinel_id.clone(),
+            side,
+            action: "comment".into(),
+            field: Some("comments".into()),
+            old: Value::Null,
+            new: Value::String(crate::rules::natives::clip(text, 200)),
+            rule: None,
+            pack_version: pack.version.clone(),
+        };
+        let mut writes = 0;
+        if !cp.to_sentinel.is_empty() {
+            let texts: Vec<Value> = cp.to_sentinel.iter().map(|c| Value::String(c.message.clone())).collect();
+            let decision = match self.decide_comments(pack, d, Side::Defender, texts) {
+                Ok(decision) => decision,
+                Err(e) => return self.dead_letter(pack, Side::Defender, id, e.into()).map(|_| 0),
+            };
+            for c in &cp.to_sentinel {
+                let written = decision.flow == Flow::ToSentinel;
+                if written {
+                    self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                    if let Err(e) = self.sentinel.put_comment(&link.sentinel_id, &c.comment_id, &c.message).await {
+                        self.state.commit(&commit)?;
+                        self.client_failure(pack, Side::Defender, id, e)?;
+                        return Ok(writes);
+                    }
+                    writes += 1;
+                    self.count(|s| s.comments_to_sentinel += 1);
+                    let mut row = audit(Side::Sentinel, &c.message);
+                    row.rule = decision.rule.clone();
+                    commit.audit.push(row);
+                }
+                commit.comments.push(CommentPair {
+                    defender_id: id.clone(),
+                    defender_key: Some(c.defender_key.clone()),
+                    sentinel_comment_id: if written { c.comment_id.clone() } else { format!("not-synced:{}", c.defender_key) },
+                    origin: Side::Defender,
+                    text: String::new(),
+                });
+            }
+        }
+        if !cp.to_defender.is_empty() {
+            let texts: Vec<Value> = cp.to_defender.iter().map(|c| Value::String(c.text.clone())).collect();
+            let decision = match self.decide_comments(pack, d, Side::Sentinel, texts) {
+                Ok(decision) => decision,
+                Err(e) => return self.dead_letter(pack, Side::Defender, id, e.into()).map(|_| 0),
+            };
+            for c in &cp.to_defender {
+                if decision.flow != Flow::ToDefender {
+                    commit.comments.push(CommentPair {
+                        defender_id: id.clone(),
+                        defender_key: Some(format!("not-synced:{}", c.sentinel_comment_id)),
+                        sentinel_comment_id: c.sentinel_comment_id.clone(),
+                        origin: Side::Sentinel,
+                        text: String::new(),
+                    });
+                    continue;
+                }
+                let mut pair = CommentPair {
+                    defender_id: id.clone(),
+                    defender_key: None,
+                    sentinel_comment_id: c.sentinel_comment_id.clone(),
+                    origin: Side::Sentinel,
+                    text: c.text.clone(),
+                };
+                // The outbox entry goes first: a POST is not idempotent, and after a crash
+                // this entry is how the posted comment is recognised instead of re-posted.
+                if !c.retry {
+                    self.state.put_comment_pair(&pair)?;
+                }
+                self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+                match self.graph.add_comment(id, &c.text).await {
+                    Ok(all) => {
+                        let known: std::collections::HashSet<String> = pairs
+                            .iter()
+                            .chain(commit.comments.iter())
+                            .filter_map(|p| p.defender_key.clone())
+                            .collect();
+                        pair.defender_key = all
+                            .iter()
+                            .rev()
+                            .filter(|x| x["comment"].as_str() == Some(c.text.as_str()))
+                            .map(super::fields::defender_comment_key)
+                            .find(|k| !known.contains(k));
+                        writes += 1;
+                        self.count(|s| s.comments_to_defender += 1);
+                        let mut row = audit(Side::Defender, &c.text);
+                        row.rule = decision.rule.clone();
+                        commit.audit.push(row);
+                        commit.comments.push(pair);
+                    }
+                    Err(e) => {
+                        self.state.commit(&commit)?;
+                        self.client_failure(pack, Side::Defender, id, e)?;
+                        return Ok(writes);
+                    }
+                }
+            }
+        }
+        self.state.commit(&commit)?;
+        Ok(writes)
+    }
+
+    /// Asks the direction rules whether new comments on `from` flow to the other side.
+    fn decide_comments(
+        &self,
+        pack: &CompiledPack,
+        d: &Value,
+        from: Side,
+        texts: Vec<Value>,
+    ) -> Result<Decided, RuleError> {
+        let stamp = defender_stamp(d).map(str::to_string);
+        let new = SideValue { value: Value::Array(texts), changed: true, changed_at: stamp.clone() };
+        let none = SideValue { value: Value::Array(Vec::new()), changed: false, changed_at: stamp };
+        let (defender, sentinel) = match from {
+            Side::Defender => (new, none),
+            Side::Sentinel => (none, new),
+        };
+        let change = FieldChange { field: "comments".into(), base: Value::Array(Vec::new()), defender, sentinel };
+        let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(true))?;
+        Ok(Decided { flow: decision.flow, rule: decision.rule })
+    }
+}
+
+/// The names of the map rules, for a create's audit row.
+fn map_rules(pack: &CompiledPack) -> String {
+    pack.stage(crate::model::Stage::Map)
+        .map(|r| r.name.clone())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A Defender incident with a PATCH response laid over it (the response has no alerts).
+fn merge(before: &Value, response: &Value) -> Value {
+    let mut merged = before.clone();
+    if let (Some(target), Some(fields)) = (merged.as_object_mut(), response.as_object()) {
+        for (k, v) in fields {
+            if !k.starts_with("@odata") {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    merged
+}
+
+/// True when the PATCH response differs from what we read only in what we wrote and
+/// the service's own stamps: then its new version is ours alone and may be skipped
+/// when the next poll returns it.
+fn only_ours_changed(before: &Value, after: &Value, patch: &Map<String, Value>) -> bool {
+    const STAMPS: [&str; 2] = ["lastUpdateDateTime", "lastModifiedBy"];
+    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
+        return false;
+    };
+    a.iter().all(|(k, v)| {
+        patch.contains_key(k) || STAMPS.contains(&k.as_str()) || b.get(k) == Some(v)
+    })
+}

@@ -1,0 +1,319 @@
+//! A complete local sync: the emulator in-process on a free loopback port, the real
+//! clients over HTTP, a SQLite state file and a rule pack. `rulebridge demo`, the
+//! integration tests and the benchmarks all stand on this, so they exercise exactly the
+//! parts `rulebridge run` uses — only the endpoints differ.
+//!
+//! Also the judge: [`Testbed::consistency`] compares both sides in the emulator's store
+//! field by field, and [`Testbed::quiesce`] runs cycles until nothing is left to write.
+
+use crate::client::{
+    Api, Credentials, GraphClient, RateLimiter, RetryPolicy, Secret, SentinelClient,
+    TokenSource, ARM_SCOPE, GRAPH_SCOPE,
+};
+use crate::emulator::faults::FaultRule;
+use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo};
+use crate::metrics::Metrics;
+use crate::model::Side;
+use crate::rules::{CompiledPack, PackHandle, RunOptions, Verdict};
+use crate::state::{SqliteStore, StateError, StateStore};
+use crate::sync::fields::{agree, properties, sentinel_id};
+use crate::sync::{SyncError, SyncOptions, Syncer};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("starting the emulator: {0}")]
+    Emulator(std::io::Error),
+    #[error("seeding the emulator: {0}")]
+    Seed(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("building the clients: {0}")]
+    Client(String),
+}
+
+pub struct TestbedOptions {
+    /// Generated Graph incidents to seed.
+    pub incidents: usize,
+    /// Seed of the generator (the same seed, the same incidents).
+    pub seed: u64,
+    pub faults: Vec<FaultRule>,
+    pub state_path: PathBuf,
+    pub sweep_batch: usize,
+    pub retry: RetryPolicy,
+}
+
+impl TestbedOptions {
+    pub fn new(incidents: usize, state_path: PathBuf) -> Self {
+        TestbedOptions {
+            incidents,
+            seed: 1,
+            faults: Vec::new(),
+            state_path,
+            sweep_batch: 50,
+            retry: RetryPolicy {
+                max_attempts: 8,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(500),
+                timeout: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+pub struct Testbed {
+    pub emulator: Emulator,
+    pub info: EmulatorInfo,
+    pub pack: Arc<PackHandle>,
+    pub metrics: Arc<Metrics>,
+    pub syncer: Arc<Syncer>,
+    options: TestbedOptions,
+}
+
+/// Clients for the emulator, unthrottled: the emulator has no rate limit of its own.
+pub fn emulator_clients(
+    info: &EmulatorInfo,
+    retry: &RetryPolicy,
+) -> Result<(GraphClient, SentinelClient), TestbedError> {
+    let http = reqwest::Client::new();
+    let api = |scope: &str| {
+        let tokens = Arc::new(TokenSource::new(
+            http.clone(),
+            info.token_url.clone(),
+            Credentials {
+                tenant_id: info.tenant_id.clone(),
+                client_id: info.client_id.clone(),
+                client_secret: Secret::new(info.client_secret.clone()),
+            },
+            scope.into(),
+        ));
+        Api::new(
+            http.clone(),
+            tokens,
+            RateLimiter::new(100_000.0, 10_000),
+            retry.clone(),
+        )
+    };
+    let graph = GraphClient::new(api(GRAPH_SCOPE), &info.graph_base_url);
+    let sentinel = SentinelClient::new(api(ARM_SCOPE), &info.sentinel_incidents_url)
+        .map_err(TestbedError::Client)?;
+    Ok((graph, sentinel))
+}
+
+impl Testbed {
+    /// Starts the emulator, seeds it and builds a syncer over a state file.
+    pub async fn start(pack: CompiledPack, options: TestbedOptions) -> Result<Testbed, TestbedError> {
+        let config = EmulatorConfig {
+            faults: options.faults.clone(),
+            ..EmulatorConfig::default()
+        };
+        let emulator = Emulator::start("127.0.0.1:0".parse().expect("literal"), config)
+            .await
+            .map_err(TestbedError::Emulator)?;
+        emulator
+            .store()
+            .seed_many(seed::generate(options.incidents, options.seed))
+            .map_err(TestbedError::Seed)?;
+        let info = emulator.info();
+        let pack = Arc::new(PackHandle::new(pack));
+        let metrics = Arc::new(Metrics::new());
+        let syncer = Arc::new(Self::syncer(&info, &pack, &metrics, &options)?);
+        Ok(Testbed {
+            emulator,
+            info,
+            pack,
+            metrics,
+            syncer,
+            options,
+        })
+    }
+
+    fn syncer(
+        info: &EmulatorInfo,
+        pack: &Arc<PackHandle>,
+        metrics: &Arc<Metrics>,
+        options: &TestbedOptions,
+    ) -> Result<Syncer, TestbedError> {
+        let (graph, sentinel) = emulator_clients(info, &options.retry)?;
+        let state: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&options.state_path)?);
+        Ok(Syncer::new(
+            graph,
+            sentinel,
+            state,
+            pack.clone(),
+            metrics.clone(),
+            SyncOptions {
+                tenant: info.tenant_id.clone(),
+                overlap_secs: 5,
+                sweep_batch: options.sweep_batch,
+                start_from: None,
+            },
+        ))
+    }
+
+    /// A fresh syncer over the same state file (what a restarted process would have).
+    pub fn restart(&mut self) -> Result<(), TestbedError> {
+        self.syncer = Arc::new(Self::syncer(&self.info, &self.pack, &self.metrics, &self.options)?);
+        Ok(())
+    }
+
+    /// Runs cycles until one writes nothing after every link has been swept since the
+    /// last write (comments have no change stamp, so only a full sweep proves calm).
+    /// Returns the cycles run; gives up after `max_cycles`.
+    pub async fn quiesce(&self, max_cycles: usize) -> Result<usize, SyncError> {
+        let mut calm_sweeps = 0usize;
+        for cycle in 1..=max_cycles {
+            let [d, s, sweep] = self.syncer.cycle().await?;
+            let wrote = d.written + s.written + sweep.written;
+            let interrupted = d.interrupted.is_some() || s.interrupted.is_some() || sweep.interrupted.is_some();
+            if wrote > 0 || interrupted {
+                calm_sweeps = 0;
+            } else {
+                calm_sweeps += sweep.seen;
+            }
+            let links = self.syncer.state().counts()?.links as usize;
+            if calm_sweeps >= links && !interrupted && wrote == 0 {
+                return Ok(cycle);
+            }
+        }
+        Ok(max_cycles)
+    }
+
+    /// Compares the two sides in the emulator's store.
+    pub fn consistency(&self) -> Consistency {
+        consistency(&self.emulator, &self.pack.current(), self.syncer.state().as_ref())
+    }
+}
+
+/// How far the two sides agree.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Consistency {
+    pub defender_incidents: usize,
+    pub synced: usize,
+    pub filtered: usize,
+    pub sentinel_incidents: usize,
+    /// Sentinel incidents that are not the twin of a Defender incident.
+    pub strays: usize,
+    /// Defender incidents the rules sync that have no twin.
+    pub missing: Vec<String>,
+    /// `incident field: defender-side value != sentinel value`.
+    pub disagreements: Vec<String>,
+    /// Comments present on one side only (`incident: text`).
+    pub comment_gaps: Vec<String>,
+    /// Comments that appear more than once on a side.
+    pub duplicate_comments: Vec<String>,
+}
+
+impl Consistency {
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty()
+            && self.disagreements.is_empty()
+            && self.strays == 0
+            && self.comment_gaps.is_empty()
+            && self.duplicate_comments.is_empty()
+    }
+}
+
+/// Checks every Defender incident the pack syncs against its twin: field by field (in
+/// the Sentinel vocabulary, as the map renders Defender), comments both ways (each
+/// side's comments must all be present, once, on the other), and no strays.
+pub fn consistency(emulator: &Emulator, pack: &CompiledPack, state: &dyn StateStore) -> Consistency {
+    let store = emulator.store();
+    let tenant = emulator.info().tenant_id;
+    let mut report = Consistency {
+        defender_incidents: store.graph.len(),
+        sentinel_incidents: store.sentinel.len(),
+        ..Consistency::default()
+    };
+    let mut twins = std::collections::HashSet::new();
+    for (id, incident) in store.graph.iter() {
+        let linked = state.link(id).ok().flatten().is_some_and(|l| l.created);
+        let opts = RunOptions {
+            sync_time: chrono::Utc::now().to_rfc3339(),
+            linked,
+            explain: false,
+        };
+        let view = match pack.run_pipeline(Arc::new(incident.clone()), Side::Defender, &opts) {
+            Ok(outcome) => match outcome.verdict {
+                Verdict::Synced { body } => properties(&body),
+                Verdict::Filtered { .. } => {
+                    report.filtered += 1;
+                    continue;
+                }
+            },
+            Err(e) => {
+                report.disagreements.push(format!("{id}: rule error: {e}"));
+                continue;
+            }
+        };
+        let sid = sentinel_id(&tenant, id);
+        let Some(twin) = store.sentinel.get(&sid) else {
+            report.missing.push(id.clone());
+            continue;
+        };
+        twins.insert(sid.clone());
+        report.synced += 1;
+        let sprops = properties(twin);
+        for (field, value) in &view {
+            let other = sprops.get(field).unwrap_or(&Value::Null);
+            if !agree(field, value, other) {
+                report.disagreements.push(format!("{id} {field}: {value} != {other}"));
+            }
+        }
+        comment_check(id, incident, store.sentinel_comments.get(&sid), &mut report);
+    }
+    report.strays = store.sentinel.keys().filter(|k| !twins.contains(*k)).count();
+    report
+}
+
+fn comment_check(
+    id: &str,
+    incident: &Value,
+    sentinel: Option<&std::collections::BTreeMap<String, Value>>,
+    report: &mut Consistency,
+) {
+    let d_texts: Vec<String> = incident["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["comment"].as_str().map(str::to_string))
+        .collect();
+    let s_texts: Vec<String> = sentinel
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|c| c["properties"]["message"].as_str().map(str::to_string))
+        .collect();
+    // A copied comment carries its origin's text first, then an attribution line.
+    let contains = |haystack: &[String], text: &str| {
+        haystack.iter().any(|h| h == text || h.starts_with(&format!("{text}\n\n— ")) || text.starts_with(&format!("{h}\n\n— ")))
+    };
+    if d_texts.len() != s_texts.len() {
+        report.comment_gaps.push(format!(
+            "{id}: {} comments in Defender, {} in Sentinel",
+            d_texts.len(),
+            s_texts.len()
+        ));
+    }
+    for t in &d_texts {
+        if !contains(&s_texts, t) {
+            report.comment_gaps.push(format!("{id}: only in Defender: {}", crate::rules::natives::clip(t, 60)));
+        }
+    }
+    for t in &s_texts {
+        if !contains(&d_texts, t) {
+            report.comment_gaps.push(format!("{id}: only in Sentinel: {}", crate::rules::natives::clip(t, 60)));
+        }
+    }
+    for (side, texts) in [("Defender", &d_texts), ("Sentinel", &s_texts)] {
+        let mut seen = std::collections::HashSet::new();
+        for t in texts.iter().filter(|t| t.contains("\n\n— ")) {
+            if !seen.insert(t) {
+                report.duplicate_comments.push(format!("{id}: twice in {side}: {}", crate::rules::natives::clip(t, 60)));
+            }
+        }
+    }
+}
