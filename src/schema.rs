@@ -18,6 +18,9 @@ pub const DEFENDER_INCIDENT: &str = "defender-incident.schema.json";
 pub const DEFENDER_UPDATE: &str = "defender-incident-update.schema.json";
 pub const RULE_PACK: &str = "rule-pack.schema.json";
 pub const PACK_TEST: &str = "pack-test.schema.json";
+pub const CONFIG: &str = "config.schema.json";
+/// Must be in a schemas folder. `CONFIG` is not: the configuration names the schemas
+/// folder, so it is always checked against the built-in copy.
 const REQUIRED: [&str; 5] = [
     SENTINEL_INCIDENT,
     DEFENDER_INCIDENT,
@@ -27,7 +30,7 @@ const REQUIRED: [&str; 5] = [
 ];
 
 /// The schema files shipped with rulebridge, used when no `schemas/` folder is given.
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     (
         SENTINEL_INCIDENT,
         include_str!("../schemas/sentinel-incident.schema.json"),
@@ -42,6 +45,7 @@ pub const BUILT_IN: [(&str, &str); 5] = [
     ),
     (RULE_PACK, include_str!("../schemas/rule-pack.schema.json")),
     (PACK_TEST, include_str!("../schemas/pack-test.schema.json")),
+    (CONFIG, include_str!("../schemas/config.schema.json")),
 ];
 
 /// One violation: where in the document, and what.

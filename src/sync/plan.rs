@@ -9,7 +9,7 @@
 //! Sentinel) never looks like a change, and our own writes never come back as changes:
 //! the base becomes exactly what the write left behind.
 
-use super::fields::defender_keys;
+use super::fields::{defender_keys, SENTINEL_WRITABLE};
 use crate::model::{FieldChange, Flow, Side, SideValue};
 use crate::state::Fields;
 use serde::Serialize;
@@ -26,13 +26,21 @@ pub struct Views<'a> {
     pub sentinel_changed_at: Option<&'a str>,
 }
 
-/// The synced fields: what the map stage produces, plus anything a base still holds
-/// (a field the map stopped producing is compared once more, then dropped).
+/// The synced fields: what the map stage produces, every writable Sentinel property the
+/// Sentinel side holds (an analyst may set one the Defender rendering lacks, such as a
+/// classification), and anything a base still holds (a field that disappeared is
+/// compared once more). The direction rules decide what each of them does.
 pub fn synced_fields(views: &Views, base_defender: &Fields) -> Vec<String> {
     let mut fields: Vec<String> = views
         .defender
         .keys()
         .chain(base_defender.keys())
+        .chain(
+            views
+                .sentinel
+                .keys()
+                .filter(|k| SENTINEL_WRITABLE.contains(&k.as_str())),
+        )
         .cloned()
         .collect();
     fields.sort();
@@ -231,12 +239,8 @@ pub fn next_bases(
             };
             (d, s)
         };
-        if views.defender.contains_key(&field) || !d.is_null() {
-            bd.insert(field.clone(), d.clone());
-        }
-        if views.defender.contains_key(&field) || !s.is_null() {
-            bs.insert(field, s.clone());
-        }
+        bd.insert(field.clone(), d.clone());
+        bs.insert(field, s.clone());
     }
     (bd, bs)
 }

@@ -270,11 +270,21 @@ impl Syncer {
         };
         self.metrics
             .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "ok")]);
+        // The bases a reconcile would store right after this create.
         let after = properties(&s);
-        let base_sentinel: Fields = view
-            .keys()
-            .map(|k| (k.clone(), after.get(k).cloned().unwrap_or(Value::Null)))
-            .collect();
+        let views = Views {
+            defender: &view,
+            sentinel: &after,
+            defender_changed_at: None,
+            sentinel_changed_at: None,
+        };
+        let (base_defender, base_sentinel) = next_bases(
+            &views,
+            &Fields::new(),
+            &Fields::new(),
+            &super::plan::Plan::default(),
+            Acknowledged::default(),
+        );
         let now = now_rfc3339();
         let link = Link {
             defender_id: id.clone(),
@@ -282,7 +292,7 @@ impl Syncer {
             created: true,
             defender_version: defender_stamp(&d).map(str::to_string),
             sentinel_version: s["etag"].as_str().map(str::to_string),
-            base_defender: view.clone(),
+            base_defender,
             base_sentinel,
             synced_at: Some(now.clone()),
             swept_at: None,

@@ -1,0 +1,501 @@
+//! A small Prometheus registry: counters, gauges and histograms with labels, rendered
+//! in the text exposition format 0.0.4 for `/metrics`, plus quantiles over the recent
+//! raw observations of a histogram for human summaries (`demo` prints p50/p95).
+//!
+//! One mutex guards everything: the sync records a handful of samples per request to
+//! a rate-limited API, so contention is nil and a dependency is not worth it.
+//! Pure (no I/O); `ops_server` serves it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::sync::{Mutex, MutexGuard};
+
+/// Polls of one side: `side` = defender|sentinel, `result` = ok|error.
+pub const POLLS: &str = "rulebridge_polls_total";
+/// Changed incidents a poll brought in, per `side`.
+pub const CHANGES: &str = "rulebridge_changes_total";
+/// Writes to one side, per `side` and `result`.
+pub const WRITES: &str = "rulebridge_writes_total";
+/// Incidents currently dead-lettered.
+pub const DEAD_LETTERS: &str = "rulebridge_dead_letters";
+/// From a change on one side to its write on the other.
+pub const SYNC_LAG: &str = "rulebridge_sync_lag_seconds";
+/// Rule errors, per `rule`.
+pub const RULE_ERRORS: &str = "rulebridge_rule_errors_total";
+/// 1 for the running rule pack's `version`.
+pub const PACK_INFO: &str = "rulebridge_pack_info";
+/// Rule pack reloads, per `result`.
+pub const RELOADS: &str = "rulebridge_reloads_total";
+/// HTTP calls to one API, per `side`.
+pub const API_CALLS: &str = "rulebridge_api_calls_total";
+
+/// Upper bounds of the histogram buckets, in seconds; `+Inf` is implied.
+pub const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Raw observations kept per histogram for [`Metrics::quantile`].
+const RING: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Label pairs sorted by name, so the same labels in any order are one series.
+type LabelSet = Vec<(&'static str, String)>;
+
+enum Series {
+    Value(f64),
+    Histogram {
+        /// Per bucket, not cumulative (the last is `+Inf`); summed when rendered.
+        counts: [u64; BUCKETS.len() + 1],
+        sum: f64,
+        count: u64,
+    },
+}
+
+struct Family {
+    kind: Kind,
+    help: String,
+    series: BTreeMap<LabelSet, Series>,
+    recent: VecDeque<f64>,
+}
+
+/// The registry. Share it as `Arc<Metrics>`; every method takes `&self`.
+pub struct Metrics {
+    families: Mutex<BTreeMap<&'static str, Family>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with rulebridge's metrics described.
+    pub fn new() -> Metrics {
+        let metrics = Metrics::empty();
+        for (name, kind, help) in [
+            (POLLS, Kind::Counter, "Polls of one side, by result."),
+            (
+                CHANGES,
+                Kind::Counter,
+                "Changed incidents read from one side.",
+            ),
+            (WRITES, Kind::Counter, "Writes to one side, by result."),
+            (
+                DEAD_LETTERS,
+                Kind::Gauge,
+                "Incidents currently dead-lettered.",
+            ),
+            (
+                SYNC_LAG,
+                Kind::Histogram,
+                "Seconds from a change on one side to its write on the other.",
+            ),
+            (RULE_ERRORS, Kind::Counter, "Rule errors, by rule."),
+            (
+                PACK_INFO,
+                Kind::Gauge,
+                "The running rule pack: 1 for its version (content hash).",
+            ),
+            (RELOADS, Kind::Counter, "Rule pack reloads, by result."),
+            (API_CALLS, Kind::Counter, "HTTP calls to one API."),
+        ] {
+            metrics.describe(name, kind, help);
+        }
+        // Zero until the state says otherwise, so an alert on it works from the start.
+        metrics.set_gauge(DEAD_LETTERS, &[], 0.0);
+        metrics
+    }
+
+    /// A registry with nothing described.
+    pub fn empty() -> Metrics {
+        Metrics {
+            families: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, Family>> {
+        // A panic elsewhere mid-update leaves numbers at worst one sample off.
+        self.families.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `name` with its type and help text (re-describing replaces the help).
+    pub fn describe(&self, name: &'static str, kind: Kind, help: &str) {
+        let mut families = self.lock();
+        let family = families.entry(name).or_insert_with(|| Family {
+            kind,
+            help: String::new(),
+            series: BTreeMap::new(),
+            recent: VecDeque::new(),
+        });
+        debug_assert_eq!(
+            family.kind, kind,
+            "{name} described twice as different kinds"
+        );
+        family.help = help.to_string();
+    }
+
+    /// Runs `f` on the series, creating family (undescribed: no help) and series as
+    /// needed. A call of the wrong kind for the family is a programming error: it
+    /// panics in debug builds and is dropped in release ones.
+    fn with_series(
+        &self,
+        name: &'static str,
+        kind: Kind,
+        labels: &[(&'static str, &str)],
+        f: impl FnOnce(&mut Series, &mut VecDeque<f64>),
+    ) {
+        let mut families = self.lock();
+        let family = families.entry(name).or_insert_with(|| Family {
+            kind,
+            help: String::new(),
+            series: BTreeMap::new(),
+            recent: VecDeque::new(),
+        });
+        if family.kind != kind {
+            debug_assert!(false, "{name} is a {:?}, not a {kind:?}", family.kind);
+            return;
+        }
+        let series = family
+            .series
+            .entry(label_set(labels))
+            .or_insert_with(|| match kind {
+                Kind::Histogram => Series::Histogram {
+                    counts: [0; BUCKETS.len() + 1],
+                    sum: 0.0,
+                    count: 0,
+                },
+                _ => Series::Value(0.0),
+            });
+        f(series, &mut family.recent);
+    }
+
+    /// Adds 1 to a counter.
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1.0);
+    }
+
+    /// Adds `value` to a counter; counters only go up, so a negative or NaN value is
+    /// ignored.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        if value.is_nan() || value < 0.0 {
+            return;
+        }
+        self.with_series(name, Kind::Counter, labels, |series, _| {
+            if let Series::Value(v) = series {
+                *v += value;
+            }
+        });
+    }
+
+    pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.with_series(name, Kind::Gauge, labels, |series, _| {
+            if let Series::Value(v) = series {
+                *v = value;
+            }
+        });
+    }
+
+    /// Sets one series of a gauge and removes the family's others: an info metric such
+    /// as the pack version shows only the current value, not every value it ever had.
+    pub fn replace_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        if let Some(family) = self.lock().get_mut(name) {
+            if family.kind == Kind::Gauge {
+                family.series.clear();
+            }
+        }
+        self.set_gauge(name, labels, value);
+    }
+
+    /// Records one observation (seconds) in a histogram and in its ring of recent
+    /// observations. NaN is ignored.
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+        if seconds.is_nan() {
+            return;
+        }
+        self.with_series(name, Kind::Histogram, labels, |series, recent| {
+            if let Series::Histogram { counts, sum, count } = series {
+                let bucket = BUCKETS
+                    .iter()
+                    .position(|&le| seconds <= le)
+                    .unwrap_or(BUCKETS.len());
+                counts[bucket] += 1;
+                *sum += seconds;
+                *count += 1;
+            }
+            if recent.len() == RING {
+                recent.pop_front();
+            }
+            recent.push_back(seconds);
+        });
+    }
+
+    /// The `q` quantile (0..=1) of a histogram's last 10,000 observations over all its
+    /// label sets, interpolated between the nearest ranks; `None` without observations.
+    pub fn quantile(&self, name: &str, q: f64) -> Option<f64> {
+        if !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let mut values: Vec<f64> = self.lock().get(name)?.recent.iter().copied().collect();
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = q * (values.len() - 1) as f64;
+        let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+        Some(values[low] + (values[high] - values[low]) * (rank - low as f64))
+    }
+
+    /// A counter's or gauge's value, or a histogram's observation count; `None` for a
+    /// series never recorded.
+    pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+        let families = self.lock();
+        match families.get(name)?.series.get(&label_set(labels))? {
+            Series::Value(v) => Some(*v),
+            Series::Histogram { count, .. } => Some(*count as f64),
+        }
+    }
+
+    /// Everything, in the Prometheus text format 0.0.4: families by name, series by
+    /// labels, so two renders of the same state are byte-identical.
+    pub fn render(&self) -> String {
+        let families = self.lock();
+        let mut out = String::new();
+        for (name, family) in families.iter() {
+            if !family.help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
+            }
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            for (labels, series) in &family.series {
+                match series {
+                    Series::Value(v) => {
+                        let _ =
+                            writeln!(out, "{name}{} {}", render_labels(labels, None), number(*v));
+                    }
+                    Series::Histogram { counts, sum, count } => {
+                        let mut cumulative = 0;
+                        for (i, n) in counts.iter().enumerate() {
+                            cumulative += n;
+                            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| number(*b));
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {cumulative}",
+                                render_labels(labels, Some(&le))
+                            );
+                        }
+                        let plain = render_labels(labels, None);
+                        let _ = writeln!(out, "{name}_sum{plain} {}", number(*sum));
+                        let _ = writeln!(out, "{name}_count{plain} {count}");
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn label_set(labels: &[(&'static str, &str)]) -> LabelSet {
+    let mut set: LabelSet = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    set.sort();
+    set
+}
+
+/// `{a="x",le="0.5"}`, or nothing without labels.
+fn render_labels(labels: &LabelSet, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// HELP text escapes only backslash and newline (quotes are literal there).
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Prometheus float syntax: Rust prints infinities as `inf`, the format wants `+Inf`.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_type_and_samples_in_a_stable_order() {
+        let m = Metrics::empty();
+        m.describe("b_total", Kind::Counter, "B things.");
+        m.describe("a", Kind::Gauge, "A level.");
+        m.inc("b_total", &[("side", "sentinel"), ("result", "ok")]);
+        m.inc("b_total", &[("result", "ok"), ("side", "defender")]);
+        m.add("b_total", &[("side", "defender"), ("result", "ok")], 2.5);
+        m.add("b_total", &[("side", "defender"), ("result", "ok")], -7.0);
+        m.set_gauge("a", &[], 4.0);
+        let text = m.render();
+        assert_eq!(
+            text,
+            "# HELP a A level.\n\
+             # TYPE a gauge\n\
+             a 4\n\
+             # HELP b_total B things.\n\
+             # TYPE b_total counter\n\
+             b_total{result=\"ok\",side=\"defender\"} 3.5\n\
+             b_total{result=\"ok\",side=\"sentinel\"} 1\n"
+        );
+        assert_eq!(m.render(), text);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let m = Metrics::empty();
+        m.describe(
+            RULE_ERRORS,
+            Kind::Counter,
+            "Errors \\ by \"rule\"\nper pack.",
+        );
+        m.inc(RULE_ERRORS, &[("rule", "a\"b\\c\nd")]);
+        assert_eq!(
+            m.render(),
+            "# HELP rulebridge_rule_errors_total Errors \\\\ by \"rule\"\\nper pack.\n\
+             # TYPE rulebridge_rule_errors_total counter\n\
+             rulebridge_rule_errors_total{rule=\"a\\\"b\\\\c\\nd\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_sum_and_count() {
+        let m = Metrics::empty();
+        m.describe(SYNC_LAG, Kind::Histogram, "Lag.");
+        for s in [0.05, 0.1, 0.7, 3.0, 400.0] {
+            m.observe(SYNC_LAG, &[], s);
+        }
+        m.observe(SYNC_LAG, &[("side", "defender")], f64::INFINITY);
+        let text = m.render();
+        let expected_unlabelled = [
+            "rulebridge_sync_lag_seconds_bucket{le=\"0.1\"} 2",
+            "rulebridge_sync_lag_seconds_bucket{le=\"0.5\"} 2",
+            "rulebridge_sync_lag_seconds_bucket{le=\"1\"} 3",
+            "rulebridge_sync_lag_seconds_bucket{le=\"2\"} 3",
+            "rulebridge_sync_lag_seconds_bucket{le=\"5\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"10\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"30\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"60\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"120\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"300\"} 4",
+            "rulebridge_sync_lag_seconds_bucket{le=\"+Inf\"} 5",
+            &format!(
+                "rulebridge_sync_lag_seconds_sum {}",
+                0.05 + 0.1 + 0.7 + 3.0 + 400.0
+            ),
+            "rulebridge_sync_lag_seconds_count 5",
+        ]
+        .join("\n");
+        assert!(
+            text.starts_with(&format!(
+                "# HELP rulebridge_sync_lag_seconds Lag.\n# TYPE rulebridge_sync_lag_seconds histogram\n{expected_unlabelled}\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(
+            "rulebridge_sync_lag_seconds_bucket{side=\"defender\",le=\"300\"} 0\n\
+             rulebridge_sync_lag_seconds_bucket{side=\"defender\",le=\"+Inf\"} 1\n\
+             rulebridge_sync_lag_seconds_sum{side=\"defender\"} +Inf\n\
+             rulebridge_sync_lag_seconds_count{side=\"defender\"} 1\n"
+        ));
+        assert_eq!(m.value(SYNC_LAG, &[]), Some(5.0));
+    }
+
+    #[test]
+    fn quantiles_come_from_the_recent_observations() {
+        let m = Metrics::new();
+        assert_eq!(m.quantile(SYNC_LAG, 0.5), None);
+        for i in 1..=100 {
+            m.observe(SYNC_LAG, &[], f64::from(i));
+        }
+        assert_eq!(m.quantile(SYNC_LAG, 0.0), Some(1.0));
+        assert_eq!(m.quantile(SYNC_LAG, 0.5), Some(50.5));
+        assert!((m.quantile(SYNC_LAG, 0.95).unwrap() - 95.05).abs() < 1e-9);
+        assert_eq!(m.quantile(SYNC_LAG, 1.5), None);
+        // The ring keeps the last 10,000: older values stop counting.
+        for _ in 0..RING {
+            m.observe(SYNC_LAG, &[], 7.0);
+        }
+        assert_eq!(m.quantile(SYNC_LAG, 1.0), Some(7.0));
+        assert_eq!(m.value(SYNC_LAG, &[]), Some(10_100.0));
+    }
+
+    #[test]
+    fn new_describes_every_sync_metric_and_info_gauges_replace() {
+        let m = Metrics::new();
+        m.replace_gauge(PACK_INFO, &[("version", "abc")], 1.0);
+        m.replace_gauge(PACK_INFO, &[("version", "def")], 1.0);
+        let text = m.render();
+        for name in [
+            POLLS,
+            CHANGES,
+            WRITES,
+            DEAD_LETTERS,
+            SYNC_LAG,
+            RULE_ERRORS,
+            PACK_INFO,
+            RELOADS,
+            API_CALLS,
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+        assert!(text.contains("rulebridge_dead_letters 0\n"));
+        assert!(text.contains("rulebridge_pack_info{version=\"def\"} 1\n"));
+        assert!(!text.contains("abc"));
+    }
+
+    #[test]
+    fn is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Metrics>();
+        let m = std::sync::Arc::new(Metrics::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let m = m.clone();
+                s.spawn(move || (0..1000).for_each(|_| m.inc(API_CALLS, &[("side", "defender")])));
+            }
+        });
+        assert_eq!(m.value(API_CALLS, &[("side", "defender")]), Some(4000.0));
+    }
+}
