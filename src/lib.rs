@@ -21,6 +21,7 @@ pub mod packtest;
 pub mod problem;
 pub mod rules;
 pub mod schema;
+pub mod service;
 pub mod snapshot;
 pub mod state;
 pub mod sync;

@@ -2,8 +2,10 @@
 //! module that uses `anyhow` and installs a `tracing` subscriber; everything it does
 //! is a thin call into the library.
 
+mod demo;
 mod emulate;
 mod eval;
+mod service;
 
 use crate::packtest;
 use crate::problem::Problem;
@@ -34,6 +36,16 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Run the local Graph + Sentinel API emulator until Ctrl-C (prints its info JSON first).
     Emulate(emulate::EmulateArgs),
+    /// The sync service: poll both sides and keep them in sync until SIGINT/SIGTERM.
+    Run(service::RunArgs),
+    /// Everything in one go, locally: emulator, sync, analysts, then a consistency check.
+    Demo(demo::DemoArgs),
+    /// Links, cursors, last polls, dead letters and the active rule pack.
+    Status(service::StatusArgs),
+    /// One incident's audit trail: every change, its direction, rule and pack version.
+    Explain(service::ExplainArgs),
+    /// Retry every dead-lettered incident with the current rule pack.
+    Retry(service::RunArgs),
 }
 
 /// Where the rule pack and the schemas it is judged by are.
@@ -41,10 +53,10 @@ enum Command {
 pub struct PackArgs {
     /// Rule pack folder.
     #[arg(long, value_name = "DIR", default_value_os_t = default_rules_dir())]
-    rules: PathBuf,
+    pub(crate) rules: PathBuf,
     /// Schemas folder [default: schemas/ if it exists, else the schemas built into rulebridge]
     #[arg(long, value_name = "DIR")]
-    schemas: Option<PathBuf>,
+    pub(crate) schemas: Option<PathBuf>,
 }
 
 impl PackArgs {
@@ -79,6 +91,11 @@ pub fn main() -> ExitCode {
         Command::Test(args) => Ok(test(&args)),
         Command::Eval(args) => eval::run(&args),
         Command::Emulate(args) => emulate::run(&args),
+        Command::Run(args) => service::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Status(args) => service::status(&args),
+        Command::Explain(args) => service::explain(&args),
+        Command::Retry(args) => service::retry(&args),
     };
     match result {
         Ok(code) => code,

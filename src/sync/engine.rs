@@ -9,13 +9,14 @@
 
 use super::reconcile::{Outcome, SyncError};
 use crate::client::{ClientError, GraphClient, SentinelClient};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::model::Side;
 use crate::rules::PackHandle;
 use crate::state::StateStore;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What the engine needs besides its clients and state.
@@ -69,6 +70,7 @@ pub struct Syncer {
     pub(super) metrics: Arc<Metrics>,
     pub(super) opts: SyncOptions,
     pub(super) stats: Mutex<Stats>,
+    stopping: AtomicBool,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -119,7 +121,18 @@ impl Syncer {
             metrics,
             opts,
             stats: Mutex::new(Stats::default()),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Asks running passes to stop after the incident in hand (graceful shutdown): it is
+    /// finished and committed, nothing after it is started, cursors stay consistent.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub fn stats(&self) -> Stats {
@@ -160,12 +173,12 @@ impl Syncer {
             Side::Defender => self.graph.list_changed(since.as_deref()).await,
             Side::Sentinel => self.sentinel.list_changed(since.as_deref()).await,
         };
-        self.metrics.inc("rulebridge_api_calls_total", &[("side", side.name())]);
+        self.metrics.inc(metrics::API_CALLS, &[("side", side.name())]);
         let incidents = match listed {
             Ok(list) => list,
             Err(e) => {
                 self.metrics.inc(
-                    "rulebridge_polls_total",
+                    metrics::POLLS,
                     &[("side", side.name()), ("result", "error")],
                 );
                 tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
@@ -178,6 +191,10 @@ impl Syncer {
         let mut report = PassReport::default();
         let mut position = cursor.clone();
         for incident in incidents {
+            if self.stopping() {
+                report.interrupted = Some("shutting down".into());
+                break;
+            }
             let stamp = match side {
                 Side::Defender => defender_stamp(&incident),
                 Side::Sentinel => sentinel_stamp(&incident),
@@ -213,7 +230,7 @@ impl Syncer {
         }
         let result = if report.interrupted.is_some() { "interrupted" } else { "ok" };
         self.metrics
-            .inc("rulebridge_polls_total", &[("side", side.name()), ("result", result)]);
+            .inc(metrics::POLLS, &[("side", side.name()), ("result", result)]);
         if report.interrupted.is_none() {
             self.state.record_poll(side, &started)?;
         }
@@ -225,9 +242,13 @@ impl Syncer {
     pub async fn sweep(&self, batch: usize) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
         for link in self.state.links_to_sweep(batch)? {
+            if self.stopping() {
+                report.interrupted = Some("shutting down".into());
+                break;
+            }
             report.seen += 1;
             let defender = self.graph.get(&link.defender_id).await;
-            self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+            self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
             let outcome = match defender {
                 Ok(Some(d)) => self.from_defender(d, true).await,
                 Ok(None) => Ok(self.dead_letter_gone(&link.defender_id)?),
@@ -250,6 +271,10 @@ impl Syncer {
     pub async fn retry_dead_letters(&self) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
         for letter in self.state.dead_letters()? {
+            if self.stopping() {
+                report.interrupted = Some("shutting down".into());
+                break;
+            }
             report.seen += 1;
             let outcome = match letter.side {
                 Side::Defender => match self.graph.get(&letter.incident_id).await {
@@ -285,7 +310,7 @@ impl Syncer {
 
     pub(super) fn refresh_dead_letter_gauge(&self) -> Result<(), SyncError> {
         let n = self.state.counts()?.dead_letters;
-        self.metrics.set_gauge("rulebridge_dead_letters", &[], n as f64);
+        self.metrics.set_gauge(metrics::DEAD_LETTERS, &[], n as f64);
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
 use super::fields::{properties, sentinel_id, sentinel_put_body};
 use super::plan::{detect, next_bases, plan, Acknowledged, Decided, Views};
 use crate::client::ClientError;
+use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
 use crate::state::{AuditRow, Commit, CommentPair, DeadLetter, Fields, Link, StateError};
@@ -168,7 +169,7 @@ impl Syncer {
         let now = now_rfc3339();
         tracing::warn!(side = side.name(), incident = id, kind = failure.kind, reason = %failure.reason, "dead-lettered");
         if let Some(rule) = &failure.rule {
-            self.metrics.inc("rulebridge_rule_errors_total", &[("rule", rule)]);
+            self.metrics.inc(metrics::RULE_ERRORS, &[("rule", rule)]);
         }
         self.state.dead_letter(&DeadLetter {
             side,
@@ -255,7 +256,7 @@ impl Syncer {
             }
         }
         self.state.begin_create(&id, &sid)?;
-        self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+        self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
         let s = match self
             .sentinel
             .put(&sid, &Value::Object(view.clone()), None)
@@ -264,12 +265,12 @@ impl Syncer {
             Ok(s) => s,
             Err(e) => {
                 self.metrics
-                    .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "error")]);
+                    .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "error")]);
                 return self.client_failure(pack, Side::Defender, &id, e);
             }
         };
         self.metrics
-            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "ok")]);
+            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "ok")]);
         // The bases a reconcile would store right after this create.
         let after = properties(&s);
         let views = Views {
@@ -374,7 +375,7 @@ impl Syncer {
             let mut s_after = None;
             if !plan.sentinel.is_empty() {
                 let body = sentinel_put_body(&sview, &plan.sentinel);
-                self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
                 match self
                     .sentinel
                     .put(&link.sentinel_id, &body, s["etag"].as_str())
@@ -382,14 +383,14 @@ impl Syncer {
                 {
                     Ok(updated) => {
                         self.metrics
-                            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "ok")]);
+                            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "ok")]);
                         s_after = Some(updated);
                     }
                     Err(ClientError::Conflict { .. }) if attempts < 4 => {
                         // Someone wrote in between: re-read and plan again, never overwrite.
                         self.count(|st| st.etag_retries += 1);
                         self.metrics.inc(
-                            "rulebridge_writes_total",
+                            metrics::WRITES,
                             &[("side", "sentinel"), ("result", "conflict")],
                         );
                         match self.sentinel.get(&link.sentinel_id).await {
@@ -403,7 +404,7 @@ impl Syncer {
                     }
                     Err(e) => {
                         self.metrics
-                            .inc("rulebridge_writes_total", &[("side", "sentinel"), ("result", "error")]);
+                            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "error")]);
                         return self.client_failure(pack, Side::Defender, &id, e);
                     }
                 }
@@ -414,11 +415,11 @@ impl Syncer {
             let mut patched = None;
             let mut d_after_is_ours = false;
             if !plan.defender.is_empty() {
-                self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+                self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
                 match self.graph.patch(&id, &plan.defender).await {
                     Ok(Some(response)) => {
                         self.metrics
-                            .inc("rulebridge_writes_total", &[("side", "defender"), ("result", "ok")]);
+                            .inc(metrics::WRITES, &[("side", "defender"), ("result", "ok")]);
                         let merged = merge(&d, &response);
                         if only_ours_changed(&d, &merged, &plan.defender) {
                             d_version = defender_stamp(&merged).map(str::to_string);
@@ -432,7 +433,7 @@ impl Syncer {
                     Ok(None) => {}
                     Err(e) => {
                         self.metrics
-                            .inc("rulebridge_writes_total", &[("side", "defender"), ("result", "error")]);
+                            .inc(metrics::WRITES, &[("side", "defender"), ("result", "error")]);
                         failure = Some(e);
                     }
                 }
@@ -502,9 +503,9 @@ impl Syncer {
                         Side::Defender => sentinel_stamp(&s),
                     };
                     if let Some(lag) = lag_secs(source_stamp) {
-                        self.metrics.observe("rulebridge_sync_lag_seconds", &[], lag);
+                        self.metrics.observe(metrics::SYNC_LAG, &[], lag);
                     }
-                    self.metrics.inc("rulebridge_changes_total", &[("side", side.other().name())]);
+                    self.metrics.inc(metrics::CHANGES, &[("side", side.other().name())]);
                 }
                 audit.push(AuditRow {
                     id: 0,
@@ -594,7 +595,7 @@ impl Syncer {
         let s_comments = match known_sentinel {
             Some(list) => list,
             None => {
-                self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
                 match self.sentinel.list_comments(&link.sentinel_id).await {
                     Ok(list) => list,
                     Err(ClientError::NotFound { .. }) => return Ok(0),
@@ -639,7 +640,7 @@ impl Syncer {
             for c in &cp.to_sentinel {
                 let written = decision.flow == Flow::ToSentinel;
                 if written {
-                    self.metrics.inc("rulebridge_api_calls_total", &[("side", "sentinel")]);
+                    self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
                     if let Err(e) = self.sentinel.put_comment(&link.sentinel_id, &c.comment_id, &c.message).await {
                         self.state.commit(&commit)?;
                         self.client_failure(pack, Side::Defender, id, e)?;
@@ -689,7 +690,7 @@ impl Syncer {
                 if !c.retry {
                     self.state.put_comment_pair(&pair)?;
                 }
-                self.metrics.inc("rulebridge_api_calls_total", &[("side", "defender")]);
+                self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
                 match self.graph.add_comment(id, &c.text).await {
                     Ok(all) => {
                         let known: std::collections::HashSet<String> = pairs

@@ -1,0 +1,204 @@
+//! `rulebridge demo`: the embedded default users run first. The emulator in-process on
+//! free loopback ports, seeded; the sync with the chosen pack and a temporary SQLite
+//! file; emulated analysts editing both sides; live progress; then a quiet period, a
+//! consistency check of both sides and a summary. Exits 1 if the sides disagree.
+
+use super::PackArgs;
+use crate::emulator::analysts;
+use crate::metrics;
+use crate::testbed::{Testbed, TestbedOptions};
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub pack: PackArgs,
+    /// Defender incidents to generate.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub incidents: usize,
+    /// Analyst edits per second, on either side, while the demo runs (0: none).
+    #[arg(long, value_name = "RATE", default_value_t = 5.0)]
+    pub analysts: f64,
+    /// How long analysts edit and the sync runs before the final check.
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    pub duration: u64,
+    /// Seed of the generated data and the analysts.
+    #[arg(long = "random-seed", value_name = "U64", default_value_t = 1)]
+    pub random_seed: u64,
+    /// Fault injection, as for `rulebridge emulate --faults`.
+    #[arg(long, value_name = "SPEC")]
+    pub faults: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    if !(args.analysts.is_finite() && args.analysts >= 0.0) {
+        anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
+    }
+    let pack = match args.pack.load() {
+        Ok(pack) => pack,
+        Err(problems) => {
+            super::print_problems(&problems);
+            anyhow::bail!("the rule pack does not load");
+        }
+    };
+    let faults = match &args.faults {
+        Some(spec) => crate::emulator::faults::parse_spec(spec)
+            .map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
+        None => Vec::new(),
+    };
+    let dir = tempfile::tempdir().context("creating a temporary folder for the state file")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(demo(args, pack, faults, dir.path().join("rulebridge-demo.db")))
+}
+
+async fn demo(
+    args: &DemoArgs,
+    pack: crate::rules::CompiledPack,
+    faults: Vec<crate::emulator::faults::FaultRule>,
+    state_path: std::path::PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let pack_version = pack.version.clone();
+    let mut options = TestbedOptions::new(args.incidents, state_path);
+    options.seed = args.random_seed;
+    options.faults = faults;
+    let tb = Testbed::start(pack, options).await?;
+    let log = |line: String| {
+        if !args.json {
+            eprintln!("{line}");
+        }
+    };
+    log(format!(
+        "emulator on http://{}: {} Defender incidents; rule pack {pack_version}; analysts {} edits/s for {} s",
+        tb.emulator.addr, args.incidents, args.analysts, args.duration
+    ));
+    let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+    let analysts = analysts::spawn(tb.emulator.store_handle(), args.analysts, args.random_seed ^ 0xA11A_1757);
+    let until = Instant::now() + Duration::from_secs(args.duration);
+    let mut cycles = 0;
+    while Instant::now() < until || cycles == 0 {
+        tb.syncer.cycle().await?;
+        cycles += 1;
+        progress.show(&tb, started, cycles, &log);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    analysts.abort();
+    let calm_cycles = tb.quiesce(200).await?;
+    progress.finish();
+    let consistency = tb.consistency();
+    let stats = tb.syncer.stats();
+    let counts = tb.syncer.state().counts()?;
+    let requests = tb.emulator.store().requests.iter().filter(|r| !r.path.contains("oauth2") && !r.path.starts_with("/_emulator")).count();
+    let lag = |q| tb.metrics.quantile(metrics::SYNC_LAG, q);
+    let summary = json!({
+        "incidents": args.incidents,
+        "seconds": started.elapsed().as_secs_f64(),
+        "cycles": cycles + calm_cycles,
+        "pack_version": pack_version,
+        "created": stats.created,
+        "filtered": consistency.filtered,
+        "updates_to_sentinel": stats.updates_to_sentinel,
+        "updates_to_defender": stats.updates_to_defender,
+        "fields_to_sentinel": stats.fields_to_sentinel,
+        "fields_to_defender": stats.fields_to_defender,
+        "comments_to_sentinel": stats.comments_to_sentinel,
+        "comments_to_defender": stats.comments_to_defender,
+        "conflicts": { "total": stats.conflicts, "to_sentinel": stats.conflicts_to_sentinel,
+                       "to_defender": stats.conflicts_to_defender, "skipped": stats.conflicts_skipped },
+        "etag_retries": stats.etag_retries,
+        "dead_letters": counts.dead_letters,
+        "api_calls": requests,
+        "sync_lag_seconds": { "p50": lag(0.5), "p95": lag(0.95) },
+        "consistent": consistency.ok(),
+        "consistency": consistency,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if consistency.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_summary(s: &serde_json::Value) {
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let secs = |v: &serde_json::Value| v.as_f64().map_or("n/a".into(), |x| format!("{x:.2} s"));
+    println!("rulebridge demo: {} incidents in {:.1} s ({} cycles), rule pack {}", n(&s["incidents"]), s["seconds"].as_f64().unwrap_or(0.0), n(&s["cycles"]), s["pack_version"].as_str().unwrap_or(""));
+    println!("  created in Sentinel      {} ({} filtered out by the rules)", n(&s["created"]), n(&s["filtered"]));
+    println!("  updates to Sentinel      {} incidents, {} fields", n(&s["updates_to_sentinel"]), n(&s["fields_to_sentinel"]));
+    println!("  updates to Defender      {} incidents, {} fields", n(&s["updates_to_defender"]), n(&s["fields_to_defender"]));
+    println!("  comments                 {} to Sentinel, {} to Defender", n(&s["comments_to_sentinel"]), n(&s["comments_to_defender"]));
+    let c = &s["conflicts"];
+    println!("  conflicts                {} ({} Defender won, {} Sentinel won, {} skipped)", n(&c["total"]), n(&c["to_sentinel"]), n(&c["to_defender"]), n(&c["skipped"]));
+    println!("  etag races re-planned    {}", n(&s["etag_retries"]));
+    println!("  dead letters             {}", n(&s["dead_letters"]));
+    println!("  API calls                {}", n(&s["api_calls"]));
+    println!("  sync lag                 p50 {}, p95 {}", secs(&s["sync_lag_seconds"]["p50"]), secs(&s["sync_lag_seconds"]["p95"]));
+    let k = &s["consistency"];
+    if s["consistent"].as_bool() == Some(true) {
+        println!("  consistency              OK: {} twins agree field by field, comments complete, no strays", n(&k["synced"]));
+    } else {
+        println!("  consistency              FAILED");
+        for key in ["missing", "disagreements", "comment_gaps", "duplicate_comments"] {
+            for item in k[key].as_array().into_iter().flatten().take(20) {
+                println!("    {key}: {}", item.as_str().unwrap_or(""));
+            }
+        }
+        println!("    strays: {}", n(&k["strays"]));
+    }
+}
+
+/// Live progress: a spinner line on a terminal, a plain line every few seconds elsewhere.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: std::cell::Cell<Instant>,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        let bar = terminal.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Progress { bar, last_line: std::cell::Cell::new(Instant::now()) }
+    }
+
+    fn show(&self, tb: &Testbed, started: Instant, cycles: usize, log: &dyn Fn(String)) {
+        let s = tb.syncer.stats();
+        let line = format!(
+            "{:>5.1} s  cycle {cycles}: {} created, {} -> Sentinel, {} -> Defender, {} comments, {} conflicts",
+            started.elapsed().as_secs_f64(),
+            s.created,
+            s.updates_to_sentinel,
+            s.updates_to_defender,
+            s.comments_to_sentinel + s.comments_to_defender,
+            s.conflicts
+        );
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
+                self.last_line.set(Instant::now());
+                log(line);
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `rulebridge run`, `status`, `explain` and `retry`: the service and its inspection
+//! commands, all driven by one config file.
+
+use super::PackArgs;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::rules::PackHandle;
+use crate::service;
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The service configuration (TOML, validated against schemas/config.schema.json).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Rule pack folder [default: the config's sync.rules]
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Schemas folder [default: the config's sync.schemas, else the built-in schemas]
+    #[arg(long, value_name = "DIR")]
+    pub schemas: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// A Defender incident id or a Sentinel incident name.
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn pack_args(config: &Config, args: &RunArgs) -> PackArgs {
+    PackArgs {
+        rules: args.rules.clone().unwrap_or_else(|| config.sync.rules.clone()),
+        schemas: args.schemas.clone().or_else(|| config.sync.schemas.clone()),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(super) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let pack = match pack_args(&config, args).load() {
+        Ok(pack) => pack,
+        Err(problems) => {
+            super::print_problems(&problems);
+            anyhow::bail!("the rule pack does not load; nothing was synced");
+        }
+    };
+    eprintln!("{}", super::describe(&pack));
+    let metrics = Arc::new(Metrics::new());
+    let pack = Arc::new(PackHandle::new(pack));
+    let syncer = Arc::new(service::build_syncer(&config, pack.clone(), metrics.clone())?);
+    service::announce_pack(syncer.state().as_ref(), &metrics, &pack.current())?;
+    runtime()?.block_on(async {
+        service::run(&config, syncer, metrics, shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let pack = match pack_args(&config, args).load() {
+        Ok(pack) => pack,
+        Err(problems) => {
+            super::print_problems(&problems);
+            anyhow::bail!("the rule pack does not load; nothing was retried");
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let syncer = service::build_syncer(&config, Arc::new(PackHandle::new(pack)), metrics)?;
+    let before = syncer.state().counts()?.dead_letters;
+    let report = runtime()?.block_on(syncer.retry_dead_letters())?;
+    let after = syncer.state().counts()?.dead_letters;
+    println!("retried {} dead letters: {} resolved, {} remain", report.seen, before - after, after);
+    if let Some(reason) = report.interrupted {
+        println!("stopped early: {reason}");
+    }
+    Ok(if after == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let state = service::open_state(&config)?;
+    let counts = state.counts()?;
+    let letters = state.dead_letters()?;
+    let meta = |k: &str| state.meta(k).ok().flatten();
+    let side = |s: crate::model::Side| -> anyhow::Result<serde_json::Value> {
+        Ok(json!({ "cursor": state.cursor(s)?, "last_poll": state.last_poll(s)? }))
+    };
+    let report = json!({
+        "state": config.sync.state,
+        "links": counts.links,
+        "pending_creates": counts.pending_creates,
+        "comment_pairs": counts.comment_pairs,
+        "audit_rows": counts.audit_rows,
+        "defender": side(crate::model::Side::Defender)?,
+        "sentinel": side(crate::model::Side::Sentinel)?,
+        "pack": {
+            "version": meta("pack_version"),
+            "loaded_at": meta("pack_loaded_at"),
+            "last_failed_reload": meta("reload_failed_at"),
+            "last_failed_problems": meta("reload_problems"),
+        },
+        "dead_letters": letters,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("state file     {}", config.sync.state.display());
+    println!("links          {} ({} creates pending)", counts.links, counts.pending_creates);
+    println!("comment pairs  {}", counts.comment_pairs);
+    println!("audit rows     {}", counts.audit_rows);
+    for (name, s) in [("defender", &report["defender"]), ("sentinel", &report["sentinel"])] {
+        println!(
+            "{name:<14} cursor {}, last poll {}",
+            s["cursor"].as_str().unwrap_or("none"),
+            s["last_poll"].as_str().unwrap_or("never")
+        );
+    }
+    println!(
+        "rule pack      {} (loaded {})",
+        meta("pack_version").unwrap_or_else(|| "unknown".into()),
+        meta("pack_loaded_at").unwrap_or_else(|| "?".into())
+    );
+    if let Some(at) = meta("reload_failed_at") {
+        println!("last failed reload at {at}:");
+        for line in meta("reload_problems").unwrap_or_default().lines() {
+            println!("    {line}");
+        }
+    }
+    println!("dead letters   {}", letters.len());
+    for l in &letters {
+        println!(
+            "  {} {} [{}] x{} since {}: {}",
+            l.side, l.incident_id, l.kind, l.attempts, l.first_at, l.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.config)?;
+    let state = service::open_state(&config)?;
+    let rows = state.audit_for(&args.id)?;
+    let link = match state.link(&args.id)? {
+        Some(link) => Some(link),
+        None => state.link_by_sentinel(&args.id)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "link": link, "audit": rows }))?);
+        return Ok(if link.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let Some(link) = link else {
+        println!("no incident {} in {}", args.id, config.sync.state.display());
+        return Ok(ExitCode::FAILURE);
+    };
+    println!("Defender incident {} <-> Sentinel incident {}", link.defender_id, link.sentinel_id);
+    println!(
+        "last synced {}; versions: Defender {}, Sentinel {}",
+        link.synced_at.as_deref().unwrap_or("never"),
+        link.defender_version.as_deref().unwrap_or("-"),
+        link.sentinel_version.as_deref().unwrap_or("-")
+    );
+    for r in &rows {
+        let what = match (&r.action[..], &r.field) {
+            ("create", _) => "created".to_string(),
+            ("comment", _) => format!("comment: {}", short(&r.new)),
+            (_, Some(field)) => format!("{field}: {} -> {}", short(&r.old), short(&r.new)),
+            (action, None) => action.to_string(),
+        };
+        let verb = if r.action == "skip" { format!("not synced (change on {})", r.side) } else { format!("-> {}", r.side) };
+        println!(
+            "{}  {verb:<12} {what}  [rule {} @ pack {}]",
+            r.at,
+            r.rule.as_deref().unwrap_or("-"),
+            r.pack_version
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(v: &serde_json::Value) -> String {
+    crate::rules::natives::clip(&v.to_string(), 120)
+}
