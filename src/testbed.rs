@@ -161,32 +161,38 @@ impl Testbed {
         Ok(())
     }
 
-    /// Runs cycles until one writes nothing after every link has been swept since the
-    /// last write (comments have no change stamp, so only a full sweep proves calm).
-    /// Returns the cycles run; gives up after `max_cycles`.
+    /// See [`quiesce`].
     pub async fn quiesce(&self, max_cycles: usize) -> Result<usize, SyncError> {
-        let mut calm_sweeps = 0usize;
-        for cycle in 1..=max_cycles {
-            let [d, s, sweep] = self.syncer.cycle().await?;
-            let wrote = d.written + s.written + sweep.written;
-            let interrupted = d.interrupted.is_some() || s.interrupted.is_some() || sweep.interrupted.is_some();
-            if wrote > 0 || interrupted {
-                calm_sweeps = 0;
-            } else {
-                calm_sweeps += sweep.seen;
-            }
-            let links = self.syncer.state().counts()?.links as usize;
-            if calm_sweeps >= links && !interrupted && wrote == 0 {
-                return Ok(cycle);
-            }
-        }
-        Ok(max_cycles)
+        quiesce(&self.syncer, max_cycles).await
     }
 
     /// Compares the two sides in the emulator's store.
     pub fn consistency(&self) -> Consistency {
         consistency(&self.emulator, &self.pack.current(), self.syncer.state().as_ref())
     }
+}
+
+/// Runs cycles until one writes nothing after every link has been swept since the last
+/// write (comments have no change stamp, so only a full sweep proves calm). Returns the
+/// cycles run; gives up after `max_cycles`.
+pub async fn quiesce(syncer: &Syncer, max_cycles: usize) -> Result<usize, SyncError> {
+    let mut calm_sweeps = 0usize;
+    for cycle in 1..=max_cycles {
+        let [d, s, sweep] = syncer.cycle().await?;
+        let wrote = d.written + s.written + sweep.written;
+        let interrupted =
+            d.interrupted.is_some() || s.interrupted.is_some() || sweep.interrupted.is_some();
+        if wrote > 0 || interrupted {
+            calm_sweeps = 0;
+        } else {
+            calm_sweeps += sweep.seen;
+        }
+        let links = syncer.state().counts()?.links as usize;
+        if calm_sweeps >= links && !interrupted && wrote == 0 {
+            return Ok(cycle);
+        }
+    }
+    Ok(max_cycles)
 }
 
 /// How far the two sides agree.

@@ -71,8 +71,14 @@ async fn synced_testbed_with(
             store.seed_graph(incident(id)).unwrap();
         }
     }
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     tb
+}
+
+/// Runs cycles until nothing is left to write; fails if that never happens.
+async fn settle(tb: &Testbed) {
+    let cycles = tb.quiesce(30).await.unwrap();
+    assert!(cycles < 30, "no quiescence after 30 cycles: {:#?}", tb.consistency());
 }
 
 fn twin(tb: &Testbed, id: &str) -> String {
@@ -200,7 +206,7 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
         p.insert("classificationReason".into(), json!("InaccurateData"));
         p.insert("classificationComment".into(), json!("Test account, not a threat."));
     });
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let d = graph(&tb, id);
     assert_eq!(d["status"], "resolved");
     assert_eq!(d["classification"], "falsePositive");
@@ -211,7 +217,7 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
     // Later, in the same cycle: reassigned in Defender, labelled in Sentinel.
     graph_edit(&tb, id, json!({ "assignedTo": "bob@contoso.com" }));
     sentinel_edit(&tb, &name, |p| add_label(p, "FollowUp"));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let s = sentinel(&tb, &name);
     let d = graph(&tb, id);
     assert_eq!(s["owner"]["userPrincipalName"], "bob@contoso.com", "{s:#}");
@@ -220,7 +226,7 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
 
     // And a tag added in Defender afterwards reaches Sentinel, keeping the label.
     graph_edit(&tb, id, json!({ "customTags": ["Demo", "FollowUp", "Tier2"] }));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let s = sentinel(&tb, &name);
     let labels = label_names(&s);
     for want in ["Demo", "FollowUp", "Tier2"] {
@@ -261,7 +267,7 @@ async fn syncing_never_reopens_a_closed_incident_by_accident() {
         id,
         json!({ "status": "resolved", "classification": "truePositive", "determination": "malware" }),
     );
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let s = sentinel(&tb, &name);
     assert_eq!(s["status"], "Closed");
     assert_eq!(s["classification"], "TruePositive");
@@ -270,14 +276,14 @@ async fn syncing_never_reopens_a_closed_incident_by_accident() {
 
     // An unrelated Defender edit: Sentinel's owner moves, its status stays Closed.
     graph_edit(&tb, id, json!({ "assignedTo": "carol@contoso.com" }));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let s = sentinel(&tb, &name);
     assert_eq!(s["status"], "Closed");
     assert_eq!(s["owner"]["userPrincipalName"], "carol@contoso.com");
 
     // A Sentinel label on the closed incident: Defender gets the tag, stays resolved.
     sentinel_edit(&tb, &name, |p| add_label(p, "Reviewed"));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let d = graph(&tb, id);
     assert_eq!(d["status"], "resolved");
     assert_eq!(d["classification"], "truePositive");
@@ -349,7 +355,7 @@ async fn edits_within_the_same_second_are_all_synced_and_overlap_rereads_write_n
     let d_c = graph(&tb, c);
     assert!(tags(&d_c).contains(&"Tier2".to_string()), "{d_c:#}");
     assert_eq!(d_c["assignedTo"], "erin@contoso.com");
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert_consistent(&tb);
 
     // Re-reads inside the overlap window (at least the newest change of each side is
@@ -417,7 +423,7 @@ async fn an_edit_that_lands_while_a_poll_is_in_progress_is_synced() {
     assert!(d_pass.interrupted.is_none(), "{d_pass:?}");
     assert_eq!(sentinel(&tb, &twin(&tb, a))["severity"], "Low");
 
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert_eq!(
         sentinel(&tb, &twin(&tb, b))["owner"]["userPrincipalName"],
         "frank@contoso.com"
@@ -501,7 +507,7 @@ async fn comments_sync_both_ways_once_even_when_a_graph_post_is_dropped() {
         rate: 0.0,
         count: Some(1),
     });
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
 
     let d = defender_comments(&tb, id);
     let s = sentinel_comments(&tb, &name);
@@ -547,7 +553,7 @@ async fn a_comment_post_that_timed_out_but_landed_is_adopted_not_reposted() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(count_starting(&defender_comments(&tb, id), "Sentinel note: escalated."), 1);
     // …and the sync recognises it instead of posting it again.
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     let d = defender_comments(&tb, id);
     assert_eq!(count_starting(&d, "Sentinel note: escalated."), 1, "{d:#?}");
     assert_eq!(graph_comment_posts(&tb, id), 1);
@@ -584,7 +590,7 @@ async fn a_redirected_incident_closes_its_twin_with_redirect_labels() {
         .iter()
         .filter(|(m, _, _)| m == "PATCH")
         .count();
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
 
     let s = sentinel(&tb, &name);
     assert_eq!(s["status"], "Closed", "{s:#}");
@@ -639,7 +645,7 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
     graph_edit(&tb, ids[2], json!({ "status": "inProgress" }));
     // In the same cycle, an analyst edits another field of one of them in Sentinel.
     sentinel_edit(&tb, &twin(&tb, ids[1]), |p| add_label(p, "Analyst-1"));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert_consistent(&tb);
     assert!(tb.syncer.stats().etag_retries >= 3, "{:?}", tb.syncer.stats());
     assert_eq!(sentinel(&tb, &twin(&tb, ids[0]))["severity"], "High");
@@ -678,7 +684,7 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     sentinel_edit(&tb, &name, |p| add_label(p, "Analyst-2"));
     cycle.await.unwrap();
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert!(tb.syncer.stats().etag_retries > retries, "the PUT did not race");
     let s = sentinel(&tb, &name);
     assert_eq!(s["severity"], "Low");
@@ -756,7 +762,7 @@ async fn a_rule_error_dead_letters_only_its_incident() {
 
     // Later edits of the others still flow while the letter waits.
     graph_edit(&tb, "500703", json!({ "severity": "high" }));
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert_eq!(sentinel(&tb, &twin(&tb, "500703"))["severity"], "High");
 
     // A fixed pack retries the letter: the incident is mirrored and the letter resolved.
@@ -764,6 +770,6 @@ async fn a_rule_error_dead_letters_only_its_incident() {
     let retry = tb.syncer.retry_dead_letters().await.unwrap();
     assert_eq!(retry.seen, 1);
     assert!(tb.syncer.state().dead_letters().unwrap().is_empty());
-    tb.quiesce(30).await.unwrap();
+    settle(&tb).await;
     assert_consistent(&tb);
 }
