@@ -2,7 +2,7 @@
 //! (ascending, at most 50 per page, following `@odata.nextLink` — never a deep `$skip`),
 //! get, PATCH of changed properties only, and comment POST.
 
-use super::http::{Api, ClientError, Idempotent};
+use super::http::{Api, ClientError, Idempotent, Pages};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -26,6 +26,18 @@ impl GraphClient {
     /// Every incident changed at or after `since` (all incidents when `None`), with
     /// alerts, oldest change first. Pages are requested one after another.
     pub async fn list_changed(&self, since: Option<&str>) -> Result<Vec<Value>, ClientError> {
+        let url = self.changed_url(since);
+        self.api
+            .list_all("graph list incidents", url, "@odata.nextLink")
+            .await
+    }
+
+    /// The same listing as [`Self::list_changed`], one page at a time.
+    pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
+        self.api.pages("graph list incidents", self.changed_url(since), "@odata.nextLink")
+    }
+
+    fn changed_url(&self, since: Option<&str>) -> String {
         let mut url = format!("{}/security/incidents?$orderby=lastUpdateDateTime%20asc&$top={PAGE_SIZE}&$expand=alerts", self.base_url);
         if let Some(since) = since {
             url.push_str(&format!(
@@ -33,9 +45,7 @@ impl GraphClient {
                 since.replace('+', "%2B")
             ));
         }
-        self.api
-            .list_all("graph list incidents", url, "@odata.nextLink")
-            .await
+        url
     }
 
     /// One incident with its alerts, or `None` if it does not exist.

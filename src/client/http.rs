@@ -265,6 +265,12 @@ impl Api {
         }
     }
 
+    /// A paged listing read one page at a time, so a caller can process and commit each
+    /// page before asking for the next (memory stays one page, whatever the total).
+    pub fn pages<'a>(&'a self, operation: &'a str, url: String, next_field: &'a str) -> Pages<'a> {
+        Pages { api: self, operation, next: Some(url), next_field }
+    }
+
     /// GETs `url` and every page after it (the link in `next_field` of each page, passed
     /// on opaque), returning the `value` items of all pages in order.
     pub async fn list_all(
@@ -345,5 +351,29 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+}
+
+/// The pages of one listing; see [`Api::pages`].
+pub struct Pages<'a> {
+    api: &'a Api,
+    operation: &'a str,
+    next: Option<String>,
+    next_field: &'a str,
+}
+
+impl Pages<'_> {
+    /// The next page's items, or `None` after the last page. A failed page can be asked
+    /// for again: the link is only consumed when its page arrived.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Value>>, ClientError> {
+        let Some(url) = self.next.clone() else {
+            return Ok(None);
+        };
+        let (_, body) = self
+            .api
+            .send(self.operation, Method::GET, &url, None, Idempotent::Yes)
+            .await?;
+        self.next = body[self.next_field].as_str().map(str::to_string);
+        Ok(Some(body["value"].as_array().cloned().unwrap_or_default()))
     }
 }

@@ -3,7 +3,7 @@
 //! etag (a 409 is [`ClientError::Conflict`]: re-read and re-plan, never overwrite), and
 //! comments.
 
-use super::http::{Api, ClientError, Idempotent};
+use super::http::{Api, ClientError, Idempotent, Pages};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -41,6 +41,17 @@ impl SentinelClient {
 
     /// Every incident modified at or after `since` (all when `None`), oldest first.
     pub async fn list_changed(&self, since: Option<&str>) -> Result<Vec<Value>, ClientError> {
+        self.api
+            .list_all("sentinel list incidents", self.changed_url(since), "nextLink")
+            .await
+    }
+
+    /// The same listing as [`Self::list_changed`], one page at a time.
+    pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
+        self.api.pages("sentinel list incidents", self.changed_url(since), "nextLink")
+    }
+
+    fn changed_url(&self, since: Option<&str>) -> String {
         let mut url = format!(
             "{}&$orderby=properties/lastModifiedTimeUtc%20asc",
             self.url("")
@@ -51,9 +62,7 @@ impl SentinelClient {
                 since.replace('+', "%2B")
             ));
         }
-        self.api
-            .list_all("sentinel list incidents", url, "nextLink")
-            .await
+        url
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ClientError> {

@@ -14,8 +14,10 @@ use crate::model::Side;
 use crate::rules::PackHandle;
 use crate::state::StateStore;
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +73,13 @@ pub struct Syncer {
     pub(super) opts: SyncOptions,
     pub(super) stats: Mutex<Stats>,
     stopping: AtomicBool,
+    /// The last Defender incidents seen (for a reload's shadow run).
+    recent: Mutex<VecDeque<Arc<Value>>>,
+    recent_capacity: usize,
 }
+
+/// Incidents of one page synced at the same time (a page holds 50 on Graph).
+const PAGE_CONCURRENCY: usize = 8;
 
 pub(super) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -122,6 +130,31 @@ impl Syncer {
             opts,
             stats: Mutex::new(Stats::default()),
             stopping: AtomicBool::new(false),
+            recent: Mutex::new(VecDeque::new()),
+            recent_capacity: 100,
+        }
+    }
+
+    /// How many recently seen Defender incidents to keep for shadow runs.
+    pub fn keep_recent(mut self, n: usize) -> Self {
+        self.recent_capacity = n;
+        self
+    }
+
+    /// The last Defender incidents seen, oldest first (one entry per incident id).
+    pub fn recent_incidents(&self) -> Vec<Arc<Value>> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    pub(super) fn remember(&self, incident: &Value) {
+        if self.recent_capacity == 0 {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|i| i["id"] != incident["id"]);
+        recent.push_back(Arc::new(incident.clone()));
+        while recent.len() > self.recent_capacity {
+            recent.pop_front();
         }
     }
 
@@ -160,8 +193,9 @@ impl Syncer {
     }
 
     /// Reads every incident of `side` changed since its cursor (minus the overlap),
-    /// oldest first, and syncs each. Only state errors are returned as errors; API
-    /// trouble ends the pass early and is reported in it.
+    /// oldest first, a page at a time, and syncs each; the cursor is committed after
+    /// every page. Only state errors are returned as errors; API trouble ends the pass
+    /// early and is reported in it.
     pub async fn poll(&self, side: Side) -> Result<PassReport, SyncError> {
         let cursor = self.state.cursor(side)?;
         let since = match &cursor {
@@ -169,64 +203,74 @@ impl Syncer {
             None => self.opts.start_from.clone(),
         };
         let started = now_rfc3339();
-        let listed = match side {
-            Side::Defender => self.graph.list_changed(since.as_deref()).await,
-            Side::Sentinel => self.sentinel.list_changed(since.as_deref()).await,
-        };
-        self.metrics.inc(metrics::API_CALLS, &[("side", side.name())]);
-        let incidents = match listed {
-            Ok(list) => list,
-            Err(e) => {
-                self.metrics.inc(
-                    metrics::POLLS,
-                    &[("side", side.name()), ("result", "error")],
-                );
-                tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
-                return Ok(PassReport {
-                    interrupted: Some(e.to_string()),
-                    ..PassReport::default()
-                });
-            }
+        let mut pages = match side {
+            Side::Defender => self.graph.changed_pages(since.as_deref()),
+            Side::Sentinel => self.sentinel.changed_pages(since.as_deref()),
         };
         let mut report = PassReport::default();
         let mut position = cursor.clone();
-        for incident in incidents {
-            if self.stopping() {
-                report.interrupted = Some("shutting down".into());
-                break;
-            }
-            let stamp = match side {
-                Side::Defender => defender_stamp(&incident),
-                Side::Sentinel => sentinel_stamp(&incident),
-            }
-            .map(str::to_string);
-            report.seen += 1;
-            let outcome = match side {
-                Side::Defender => self.from_defender(incident, false).await,
-                Side::Sentinel => self.from_sentinel(incident, false).await,
-            };
-            match outcome {
-                Ok(outcome) => report.written += outcome.writes(),
-                Err(SyncError::Transient(e)) => {
+        'pages: while !self.stopping() {
+            self.metrics.inc(metrics::API_CALLS, &[("side", side.name())]);
+            let page = match pages.next_page().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
                     report.interrupted = Some(e.to_string());
                     break;
                 }
-                Err(e) => return Err(e),
+            };
+            let stamps: Vec<Option<String>> = page
+                .iter()
+                .map(|incident| match side {
+                    Side::Defender => defender_stamp(incident),
+                    Side::Sentinel => sentinel_stamp(incident),
+                }
+                .map(str::to_string))
+                .collect();
+            // A few incidents of the page at a time: they are distinct incidents, so
+            // their syncs are independent; results come back in page order.
+            let outcomes: Vec<Option<Result<Outcome, SyncError>>> = stream::iter(page)
+                .map(|incident| async move {
+                    if self.stopping() {
+                        return None;
+                    }
+                    Some(match side {
+                        Side::Defender => self.from_defender(incident, false).await,
+                        Side::Sentinel => self.from_sentinel(incident, false).await,
+                    })
+                })
+                .buffered(PAGE_CONCURRENCY)
+                .collect()
+                .await;
+            for (stamp, outcome) in stamps.into_iter().zip(outcomes) {
+                match outcome {
+                    None => {
+                        report.interrupted = Some("shutting down".into());
+                        break 'pages;
+                    }
+                    Some(Ok(outcome)) => {
+                        report.seen += 1;
+                        report.written += outcome.writes();
+                    }
+                    Some(Err(SyncError::Transient(e))) => {
+                        report.interrupted = Some(e.to_string());
+                        break 'pages;
+                    }
+                    Some(Err(e)) => return Err(e),
+                }
+                if let Some(stamp) = stamp {
+                    position = later(position, &stamp);
+                }
             }
-            if let Some(stamp) = stamp {
-                position = later(position, &stamp);
-            }
-            // Committing the cursor now and then keeps a long first sync restartable.
-            if report.seen % 50 == 0 {
+            if position != cursor {
                 if let Some(p) = &position {
                     self.state.set_cursor(side, p)?;
                 }
             }
         }
-        if let Some(p) = &position {
-            if position != cursor {
-                self.state.set_cursor(side, p)?;
-            }
+        if report.interrupted.is_none() && self.stopping() {
+            report.interrupted = Some("shutting down".into());
         }
         let result = if report.interrupted.is_some() { "interrupted" } else { "ok" };
         self.metrics

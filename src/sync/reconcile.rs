@@ -96,6 +96,7 @@ impl Syncer {
             tracing::warn!("a Defender incident without an id was skipped");
             return Ok(Outcome::Filtered);
         };
+        self.remember(&d);
         let pack = self.pack.current();
         match self.state.link(&id)? {
             Some(link) if link.created => {

@@ -60,7 +60,7 @@ impl Default for EmulatorConfig {
 }
 
 /// What a client needs to talk to this emulator (`GET /_emulator/info`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EmulatorInfo {
     pub token_url: String,
     pub graph_base_url: String,
