@@ -40,12 +40,21 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn initial_sync(incidents: usize) {
     let mut emulator = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-        .args(["emulate", "--listen", "127.0.0.1:0", "--generate", &incidents.to_string()])
+        .args([
+            "emulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--generate",
+            &incidents.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -56,7 +65,8 @@ async fn initial_sync(incidents: usize) {
         .unwrap();
     let info: EmulatorInfo = serde_json::from_str(&line).expect("the emulator's info line");
     let dir = tempfile::tempdir().unwrap();
-    let (graph, sentinel) = emulator_clients(&info, &TestbedOptions::new(0, dir.path().join("x")).retry).unwrap();
+    let (graph, sentinel) =
+        emulator_clients(&info, &TestbedOptions::new(0, dir.path().join("x")).retry).unwrap();
     let state = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let syncer = Syncer::new(
         graph,
@@ -64,11 +74,19 @@ async fn initial_sync(incidents: usize) {
         state,
         Arc::new(PackHandle::new(pack())),
         Arc::new(Metrics::new()),
-        SyncOptions { tenant: info.tenant_id.clone(), overlap_secs: 5, sweep_batch: 0, start_from: None },
+        SyncOptions {
+            tenant: info.tenant_id.clone(),
+            overlap_secs: 5,
+            sweep_batch: 0,
+            start_from: None,
+        },
     );
     let rss_before = peak_rss_mib();
     let started = Instant::now();
-    let report = syncer.poll(rulebridge::model::Side::Defender).await.unwrap();
+    let report = syncer
+        .poll(rulebridge::model::Side::Defender)
+        .await
+        .unwrap();
     let secs = started.elapsed().as_secs_f64();
     let stats = syncer.stats();
     println!(
@@ -78,6 +96,7 @@ async fn initial_sync(incidents: usize) {
     );
     assert!(report.interrupted.is_none(), "{report:?}");
     let _ = emulator.kill();
+    let _ = emulator.wait();
 }
 
 async fn steady_state(secs: u64) {
@@ -89,15 +108,23 @@ async fn steady_state(secs: u64) {
     let requests_before = api_requests(&tb);
     // Lag is measured from the steady phase only: a fresh metrics registry.
     let metrics = Arc::new(Metrics::new());
-    let (graph, sentinel) =
-        emulator_clients(&tb.info, &TestbedOptions::new(0, dir.path().join("x")).retry).unwrap();
+    let (graph, sentinel) = emulator_clients(
+        &tb.info,
+        &TestbedOptions::new(0, dir.path().join("x")).retry,
+    )
+    .unwrap();
     let syncer = Syncer::new(
         graph,
         sentinel,
         tb.syncer.state().clone(),
         tb.pack.clone(),
         metrics.clone(),
-        SyncOptions { tenant: tb.info.tenant_id.clone(), overlap_secs: 5, sweep_batch: 20, start_from: None },
+        SyncOptions {
+            tenant: tb.info.tenant_id.clone(),
+            overlap_secs: 5,
+            sweep_batch: 20,
+            start_from: None,
+        },
     );
     let rate = 2.0; // edits per second, both sides together
     let mut analysts = Analysts::new(11);
@@ -142,7 +169,10 @@ fn api_requests(tb: &Testbed) -> usize {
 fn main() {
     // `cargo bench` passes --bench; a plain `cargo test --benches` run passes nothing we
     // need, so the benchmark always runs the same way.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         initial_sync(env_usize("SYNC_BENCH_INCIDENTS", 10_000)).await;
         steady_state(env_usize("SYNC_BENCH_SECS", 60) as u64).await;

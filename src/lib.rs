@@ -19,6 +19,7 @@ pub mod model;
 pub mod ops_server;
 pub mod packtest;
 pub mod problem;
+pub mod reload;
 pub mod rules;
 pub mod schema;
 pub mod service;

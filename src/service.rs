@@ -5,7 +5,9 @@
 //! `shutdown` future; everything else, including the order of a graceful stop (finish
 //! the incident in hand, commit, close the ops server), lives here.
 
-use crate::client::{Api, GraphClient, RetryPolicy, SentinelClient, TokenSource, ARM_SCOPE, GRAPH_SCOPE};
+use crate::client::{
+    Api, GraphClient, RetryPolicy, SentinelClient, TokenSource, ARM_SCOPE, GRAPH_SCOPE,
+};
 use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Metrics};
 use crate::rules::{CompiledPack, PackHandle};
@@ -23,7 +25,10 @@ pub enum ServiceError {
     #[error("{0}")]
     Client(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Sync(#[from] SyncError),
 }
@@ -59,7 +64,12 @@ pub fn build_syncer(
     ));
     let retry = RetryPolicy::default();
     let graph = GraphClient::new(
-        Api::new(http.clone(), graph_tokens, config.graph_rate_limiter(), retry.clone()),
+        Api::new(
+            http.clone(),
+            graph_tokens,
+            config.graph_rate_limiter(),
+            retry.clone(),
+        ),
         &config.defender.graph_url,
     );
     let sentinel = SentinelClient::new(
@@ -84,8 +94,16 @@ pub fn build_syncer(
 }
 
 /// Records the running pack in the state file and the metrics (for `status`).
-pub fn announce_pack(state: &dyn StateStore, metrics: &Metrics, pack: &CompiledPack) -> Result<(), StateError> {
-    metrics.replace_gauge(metrics::PACK_INFO, &[("version", pack.version.as_str())], 1.0);
+pub fn announce_pack(
+    state: &dyn StateStore,
+    metrics: &Metrics,
+    pack: &CompiledPack,
+) -> Result<(), StateError> {
+    metrics.replace_gauge(
+        metrics::PACK_INFO,
+        &[("version", pack.version.as_str())],
+        1.0,
+    );
     if state.meta("pack_version")?.as_deref() != Some(pack.version.as_str()) {
         state.set_meta("pack_version", &pack.version)?;
         state.set_meta("pack_loaded_at", &chrono::Utc::now().to_rfc3339())?;
@@ -103,7 +121,10 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .map_err(|source| ServiceError::Listen { addr: config.server.listen.to_string(), source })?;
+        .map_err(|source| ServiceError::Listen {
+            addr: config.server.listen.to_string(),
+            source,
+        })?;
     tracing::info!(addr = %config.server.listen, "serving /metrics and /healthz");
     let last_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let health = {
@@ -113,7 +134,10 @@ pub async fn run(
             let version = syncer.pack().current().version.clone();
             match &*last_error.lock().unwrap_or_else(|p| p.into_inner()) {
                 None => (true, format!("ok; rule pack {version}")),
-                Some(e) => (false, format!("last sync cycle failed: {e}; rule pack {version}")),
+                Some(e) => (
+                    false,
+                    format!("last sync cycle failed: {e}; rule pack {version}"),
+                ),
             }
         }) as crate::ops_server::Health
     };
@@ -145,8 +169,11 @@ pub async fn run(
                     .filter(|e| e != "shutting down");
                 let [d, s, sweep] = &reports;
                 tracing::info!(
-                    defender_seen = d.seen, sentinel_seen = s.seen, swept = sweep.seen,
-                    writes = d.written + s.written + sweep.written, "cycle done"
+                    defender_seen = d.seen,
+                    sentinel_seen = s.seen,
+                    swept = sweep.seen,
+                    writes = d.written + s.written + sweep.written,
+                    "cycle done"
                 );
             }
             Err(e) => {

@@ -7,8 +7,8 @@
 //! field by field, and [`Testbed::quiesce`] runs cycles until nothing is left to write.
 
 use crate::client::{
-    Api, Credentials, GraphClient, RateLimiter, RetryPolicy, Secret, SentinelClient,
-    TokenSource, ARM_SCOPE, GRAPH_SCOPE,
+    Api, Credentials, GraphClient, RateLimiter, RetryPolicy, Secret, SentinelClient, TokenSource,
+    ARM_SCOPE, GRAPH_SCOPE,
 };
 use crate::emulator::faults::FaultRule;
 use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo};
@@ -106,7 +106,10 @@ pub fn emulator_clients(
 
 impl Testbed {
     /// Starts the emulator, seeds it and builds a syncer over a state file.
-    pub async fn start(pack: CompiledPack, options: TestbedOptions) -> Result<Testbed, TestbedError> {
+    pub async fn start(
+        pack: CompiledPack,
+        options: TestbedOptions,
+    ) -> Result<Testbed, TestbedError> {
         let config = EmulatorConfig {
             faults: options.faults.clone(),
             ..EmulatorConfig::default()
@@ -157,7 +160,12 @@ impl Testbed {
 
     /// A fresh syncer over the same state file (what a restarted process would have).
     pub fn restart(&mut self) -> Result<(), TestbedError> {
-        self.syncer = Arc::new(Self::syncer(&self.info, &self.pack, &self.metrics, &self.options)?);
+        self.syncer = Arc::new(Self::syncer(
+            &self.info,
+            &self.pack,
+            &self.metrics,
+            &self.options,
+        )?);
         Ok(())
     }
 
@@ -168,7 +176,11 @@ impl Testbed {
 
     /// Compares the two sides in the emulator's store.
     pub fn consistency(&self) -> Consistency {
-        consistency(&self.emulator, &self.pack.current(), self.syncer.state().as_ref())
+        consistency(
+            &self.emulator,
+            &self.pack.current(),
+            self.syncer.state().as_ref(),
+        )
     }
 }
 
@@ -227,7 +239,11 @@ impl Consistency {
 /// Checks every Defender incident the pack syncs against its twin: field by field (in
 /// the Sentinel vocabulary, as the map renders Defender), comments both ways (each
 /// side's comments must all be present, once, on the other), and no strays.
-pub fn consistency(emulator: &Emulator, pack: &CompiledPack, state: &dyn StateStore) -> Consistency {
+pub fn consistency(
+    emulator: &Emulator,
+    pack: &CompiledPack,
+    state: &dyn StateStore,
+) -> Consistency {
     let store = emulator.store();
     let tenant = emulator.info().tenant_id;
     let mut report = Consistency {
@@ -267,12 +283,18 @@ pub fn consistency(emulator: &Emulator, pack: &CompiledPack, state: &dyn StateSt
         for (field, value) in &view {
             let other = sprops.get(field).unwrap_or(&Value::Null);
             if !agree(field, value, other) {
-                report.disagreements.push(format!("{id} {field}: {value} != {other}"));
+                report
+                    .disagreements
+                    .push(format!("{id} {field}: {value} != {other}"));
             }
         }
         comment_check(id, incident, store.sentinel_comments.get(&sid), &mut report);
     }
-    report.strays = store.sentinel.keys().filter(|k| !twins.contains(*k)).count();
+    report.strays = store
+        .sentinel
+        .keys()
+        .filter(|k| !twins.contains(*k))
+        .count();
     report
 }
 
@@ -295,7 +317,11 @@ fn comment_check(
         .collect();
     // A copied comment carries its origin's text first, then an attribution line.
     let contains = |haystack: &[String], text: &str| {
-        haystack.iter().any(|h| h == text || h.starts_with(&format!("{text}\n\n— ")) || text.starts_with(&format!("{h}\n\n— ")))
+        haystack.iter().any(|h| {
+            h == text
+                || h.starts_with(&format!("{text}\n\n— "))
+                || text.starts_with(&format!("{h}\n\n— "))
+        })
     };
     if d_texts.len() != s_texts.len() {
         report.comment_gaps.push(format!(
@@ -306,19 +332,28 @@ fn comment_check(
     }
     for t in &d_texts {
         if !contains(&s_texts, t) {
-            report.comment_gaps.push(format!("{id}: only in Defender: {}", crate::rules::natives::clip(t, 60)));
+            report.comment_gaps.push(format!(
+                "{id}: only in Defender: {}",
+                crate::rules::natives::clip(t, 60)
+            ));
         }
     }
     for t in &s_texts {
         if !contains(&d_texts, t) {
-            report.comment_gaps.push(format!("{id}: only in Sentinel: {}", crate::rules::natives::clip(t, 60)));
+            report.comment_gaps.push(format!(
+                "{id}: only in Sentinel: {}",
+                crate::rules::natives::clip(t, 60)
+            ));
         }
     }
     for (side, texts) in [("Defender", &d_texts), ("Sentinel", &s_texts)] {
         let mut seen = std::collections::HashSet::new();
         for t in texts.iter().filter(|t| t.contains("\n\n— ")) {
             if !seen.insert(t) {
-                report.duplicate_comments.push(format!("{id}: twice in {side}: {}", crate::rules::natives::clip(t, 60)));
+                report.duplicate_comments.push(format!(
+                    "{id}: twice in {side}: {}",
+                    crate::rules::natives::clip(t, 60)
+                ));
             }
         }
     }

@@ -4,9 +4,9 @@
 //! cleanly), then a syncer over the same state file lets everything settle, and the two
 //! sides must agree: no duplicated incident or comment, no lost update.
 
+use rulebridge::config::Config;
 use rulebridge::emulator::rng::SplitMix64;
 use rulebridge::emulator::{analysts, seed, Emulator, EmulatorConfig};
-use rulebridge::config::Config;
 use rulebridge::metrics::Metrics;
 use rulebridge::rules::{CompiledPack, PackHandle};
 use rulebridge::snapshot::PackSnapshot;
@@ -39,10 +39,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
         .await
         .unwrap();
-    emulator
-        .store()
-        .seed_many(seed::generate(600, 42))
-        .unwrap();
+    emulator.store().seed_many(seed::generate(600, 42)).unwrap();
     let info = emulator.info();
     let dir = tempfile::tempdir().unwrap();
     let root = std::env::current_dir().unwrap();
@@ -120,7 +117,10 @@ listen = "127.0.0.1:0"
     let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(exit.success(), "SIGTERM must stop the service cleanly: {exit:?}");
+    assert!(
+        exit.success(),
+        "SIGTERM must stop the service cleanly: {exit:?}"
+    );
 
     // Settle with the same code over the same state file, then judge.
     let config = Config::load(&config_path).unwrap();
@@ -135,7 +135,10 @@ listen = "127.0.0.1:0"
     let report = testbed::consistency(&emulator, &pack(), syncer.state().as_ref());
     assert!(report.ok(), "{report:#?}");
     assert!(report.synced > 500, "{report:#?}");
-    assert_eq!(report.sentinel_incidents, report.synced, "duplicated incidents");
+    assert_eq!(
+        report.sentinel_incidents, report.synced,
+        "duplicated incidents"
+    );
     let counts = syncer.state().counts().unwrap();
     assert_eq!(counts.pending_creates, 0);
     assert_eq!(counts.links as usize, report.synced);

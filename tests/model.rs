@@ -28,7 +28,9 @@ fn write_requests(tb: &Testbed) -> usize {
         .store()
         .requests
         .iter()
-        .filter(|r| r.method != "GET" && !r.path.contains("oauth2") && !r.path.starts_with("/_emulator"))
+        .filter(|r| {
+            r.method != "GET" && !r.path.contains("oauth2") && !r.path.starts_with("/_emulator")
+        })
         .count()
 }
 
@@ -50,7 +52,8 @@ async fn run_model(seed: u64, faults: bool) -> Injected {
                 let n = 1 + rng.below(6);
                 let mut store = tb.emulator.store();
                 for _ in 0..n {
-                    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    let at =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                     if let Some(edit) = analysts.edit_once(&mut store) {
                         edits.push((at, edit));
                     }
@@ -62,7 +65,11 @@ async fn run_model(seed: u64, faults: bool) -> Injected {
             _ => {
                 // A lone poll of one side: the other side's changes wait a while, so
                 // both sides change the same incidents between syncs (conflicts).
-                let side = if rng.below(2) == 0 { Side::Defender } else { Side::Sentinel };
+                let side = if rng.below(2) == 0 {
+                    Side::Defender
+                } else {
+                    Side::Sentinel
+                };
                 tb.syncer.poll(side).await.unwrap();
             }
         }
@@ -82,15 +89,25 @@ async fn run_model(seed: u64, faults: bool) -> Injected {
 
     let report = tb.consistency();
     assert!(report.ok(), "seed {seed} (faults {faults}): {report:#?}");
-    assert_eq!(report.strays, 0, "seed {seed}: a Sentinel incident is not a twin (duplicate?)");
-    assert_eq!(report.sentinel_incidents, report.synced, "seed {seed}: duplicates");
+    assert_eq!(
+        report.strays, 0,
+        "seed {seed}: a Sentinel incident is not a twin (duplicate?)"
+    );
+    assert_eq!(
+        report.sentinel_incidents, report.synced,
+        "seed {seed}: duplicates"
+    );
 
     // No echo: once calm, more cycles read but never write.
     let before = write_requests(&tb);
     for _ in 0..3 {
         tb.syncer.cycle().await.unwrap();
     }
-    assert_eq!(write_requests(&tb), before, "seed {seed}: writes after quiescence (echo)");
+    assert_eq!(
+        write_requests(&tb),
+        before,
+        "seed {seed}: writes after quiescence (echo)"
+    );
 
     // Every analyst change on a synced incident is in the audit trail: written to the
     // other side, or recorded as deliberately not synced, after it was made.
@@ -116,7 +133,10 @@ async fn run_model(seed: u64, faults: bool) -> Injected {
                     r.action == "update" || r.action == "skip"
                 }
         });
-        assert!(audited, "seed {seed}: edit {edit:?} at {at} left no audit row: {rows:#?}");
+        assert!(
+            audited,
+            "seed {seed}: edit {edit:?} at {at} left no audit row: {rows:#?}"
+        );
     }
     injected
 }
@@ -146,5 +166,8 @@ async fn random_edits_converge_through_429s_5xx_drops_and_etag_races() {
         total.etag_replans += injected.etag_replans;
     }
     // The schedule really went through faults of every kind.
-    assert!(total.throttled > 0 && total.server_errors > 0 && total.etag_replans > 0, "{total:?}");
+    assert!(
+        total.throttled > 0 && total.server_errors > 0 && total.etag_replans > 0,
+        "{total:?}"
+    );
 }

@@ -59,7 +59,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(demo(args, pack, faults, dir.path().join("rulebridge-demo.db")))
+    runtime.block_on(demo(
+        args,
+        pack,
+        faults,
+        dir.path().join("rulebridge-demo.db"),
+    ))
 }
 
 async fn demo(
@@ -84,7 +89,11 @@ async fn demo(
         tb.emulator.addr, args.incidents, args.analysts, args.duration
     ));
     let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
-    let analysts = analysts::spawn(tb.emulator.store_handle(), args.analysts, args.random_seed ^ 0xA11A_1757);
+    let analysts = analysts::spawn(
+        tb.emulator.store_handle(),
+        args.analysts,
+        args.random_seed ^ 0xA11A_1757,
+    );
     let until = Instant::now() + Duration::from_secs(args.duration);
     let mut cycles = 0;
     while Instant::now() < until || cycles == 0 {
@@ -99,7 +108,13 @@ async fn demo(
     let consistency = tb.consistency();
     let stats = tb.syncer.stats();
     let counts = tb.syncer.state().counts()?;
-    let requests = tb.emulator.store().requests.iter().filter(|r| !r.path.contains("oauth2") && !r.path.starts_with("/_emulator")).count();
+    let requests = tb
+        .emulator
+        .store()
+        .requests
+        .iter()
+        .filter(|r| !r.path.contains("oauth2") && !r.path.starts_with("/_emulator"))
+        .count();
     let lag = |q| tb.metrics.quantile(metrics::SYNC_LAG, q);
     let summary = json!({
         "incidents": args.incidents,
@@ -128,29 +143,70 @@ async fn demo(
     } else {
         print_summary(&summary);
     }
-    Ok(if consistency.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if consistency.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_summary(s: &serde_json::Value) {
     let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let secs = |v: &serde_json::Value| v.as_f64().map_or("n/a".into(), |x| format!("{x:.2} s"));
-    println!("rulebridge demo: {} incidents in {:.1} s ({} cycles), rule pack {}", n(&s["incidents"]), s["seconds"].as_f64().unwrap_or(0.0), n(&s["cycles"]), s["pack_version"].as_str().unwrap_or(""));
-    println!("  created in Sentinel      {} ({} filtered out by the rules)", n(&s["created"]), n(&s["filtered"]));
-    println!("  updates to Sentinel      {} incidents, {} fields", n(&s["updates_to_sentinel"]), n(&s["fields_to_sentinel"]));
-    println!("  updates to Defender      {} incidents, {} fields", n(&s["updates_to_defender"]), n(&s["fields_to_defender"]));
-    println!("  comments                 {} to Sentinel, {} to Defender", n(&s["comments_to_sentinel"]), n(&s["comments_to_defender"]));
+    println!(
+        "rulebridge demo: {} incidents in {:.1} s ({} cycles), rule pack {}",
+        n(&s["incidents"]),
+        s["seconds"].as_f64().unwrap_or(0.0),
+        n(&s["cycles"]),
+        s["pack_version"].as_str().unwrap_or("")
+    );
+    println!(
+        "  created in Sentinel      {} ({} filtered out by the rules)",
+        n(&s["created"]),
+        n(&s["filtered"])
+    );
+    println!(
+        "  updates to Sentinel      {} incidents, {} fields",
+        n(&s["updates_to_sentinel"]),
+        n(&s["fields_to_sentinel"])
+    );
+    println!(
+        "  updates to Defender      {} incidents, {} fields",
+        n(&s["updates_to_defender"]),
+        n(&s["fields_to_defender"])
+    );
+    println!(
+        "  comments                 {} to Sentinel, {} to Defender",
+        n(&s["comments_to_sentinel"]),
+        n(&s["comments_to_defender"])
+    );
     let c = &s["conflicts"];
-    println!("  conflicts                {} ({} Defender won, {} Sentinel won, {} skipped)", n(&c["total"]), n(&c["to_sentinel"]), n(&c["to_defender"]), n(&c["skipped"]));
+    println!(
+        "  conflicts                {} ({} Defender won, {} Sentinel won, {} skipped)",
+        n(&c["total"]),
+        n(&c["to_sentinel"]),
+        n(&c["to_defender"]),
+        n(&c["skipped"])
+    );
     println!("  etag races re-planned    {}", n(&s["etag_retries"]));
     println!("  dead letters             {}", n(&s["dead_letters"]));
     println!("  API calls                {}", n(&s["api_calls"]));
-    println!("  sync lag                 p50 {}, p95 {}", secs(&s["sync_lag_seconds"]["p50"]), secs(&s["sync_lag_seconds"]["p95"]));
+    println!(
+        "  sync lag                 p50 {}, p95 {}",
+        secs(&s["sync_lag_seconds"]["p50"]),
+        secs(&s["sync_lag_seconds"]["p95"])
+    );
     let k = &s["consistency"];
     if s["consistent"].as_bool() == Some(true) {
         println!("  consistency              OK: {} twins agree field by field, comments complete, no strays", n(&k["synced"]));
     } else {
         println!("  consistency              FAILED");
-        for key in ["missing", "disagreements", "comment_gaps", "duplicate_comments"] {
+        for key in [
+            "missing",
+            "disagreements",
+            "comment_gaps",
+            "duplicate_comments",
+        ] {
             for item in k[key].as_array().into_iter().flatten().take(20) {
                 println!("    {key}: {}", item.as_str().unwrap_or(""));
             }
@@ -172,7 +228,10 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Progress { bar, last_line: std::cell::Cell::new(Instant::now()) }
+        Progress {
+            bar,
+            last_line: std::cell::Cell::new(Instant::now()),
+        }
     }
 
     fn show(&self, tb: &Testbed, started: Instant, cycles: usize, log: &dyn Fn(String)) {

@@ -9,6 +9,7 @@ mod service;
 
 use crate::packtest;
 use crate::problem::Problem;
+use crate::reload;
 use crate::rules::CompiledPack;
 use crate::snapshot::{default_rules_dir, PackSnapshot};
 use clap::{Args, Parser, Subcommand};
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate and compile a rule pack; print every problem as path:line:col: message.
-    Check(PackArgs),
+    Check(CheckArgs),
     /// Run the rule pack's own tests (files under tests/ in the pack).
     Test(PackArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
@@ -57,6 +58,15 @@ pub struct PackArgs {
     /// Schemas folder [default: schemas/ if it exists, else the schemas built into rulebridge]
     #[arg(long, value_name = "DIR")]
     pub(crate) schemas: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    pack: PackArgs,
+    /// Keep watching the pack and schemas; rerun the checks and the pack's tests on every save.
+    #[arg(long)]
+    watch: bool,
 }
 
 impl PackArgs {
@@ -87,7 +97,8 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Check(args) => Ok(check(&args)),
+        Command::Check(args) if args.watch => check_watch(&args.pack),
+        Command::Check(args) => Ok(check(&args.pack)),
         Command::Test(args) => Ok(test(&args)),
         Command::Eval(args) => eval::run(&args),
         Command::Emulate(args) => emulate::run(&args),
@@ -153,7 +164,16 @@ fn test(args: &PackArgs) -> ExitCode {
         }
     };
     println!("{}", describe(&pack));
-    let results = packtest::run_pack_tests(&pack);
+    if print_tests(&pack) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs the pack's tests, prints one line each and the summary; true if all passed.
+fn print_tests(pack: &CompiledPack) -> bool {
+    let results = packtest::run_pack_tests(pack);
     for r in &results {
         if r.passed {
             println!("ok      {}", r.name);
@@ -162,10 +182,45 @@ fn test(args: &PackArgs) -> ExitCode {
         }
     }
     println!("{}", packtest::summary(&results));
-    if results.iter().all(|r| r.passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    results.iter().all(|r| r.passed)
+}
+
+/// `check --watch`: check and test now, then again after every settled save, through
+/// the same watcher as hot reload (so what an author sees is what a reload would do).
+fn check_watch(args: &PackArgs) -> anyhow::Result<ExitCode> {
+    let mut dirs = vec![args.rules.clone()];
+    dirs.extend(args.schemas_dir());
+    let shown = dirs
+        .iter()
+        .map(|d| format!("{}/", d.display().to_string().trim_end_matches('/')))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let args = args.clone();
+    let mut last: Option<String> = None;
+    let mut first = true;
+    let _watcher = reload::watch_paths(&dirs, reload::WatchOptions::default(), move || {
+        let snapshot = PackSnapshot::read(&args.rules, args.schemas_dir().as_deref());
+        let version = snapshot.as_ref().ok().map(|s| s.version.clone());
+        // Saving without changing anything (or a touch) has nothing new to report.
+        if version.is_some() && version == last {
+            return;
+        }
+        last = version;
+        if !std::mem::take(&mut first) {
+            println!();
+        }
+        match snapshot.and_then(CompiledPack::build) {
+            Ok(pack) => {
+                println!("{}: ok", describe(&pack));
+                print_tests(&pack);
+            }
+            Err(problems) => print_problems(&problems),
+        }
+        println!("watching {shown} (Ctrl-C stops)");
+    })?;
+    // Ctrl-C ends the process; the watch thread does all the work until then.
+    loop {
+        std::thread::park();
     }
 }
 

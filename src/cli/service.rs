@@ -51,7 +51,10 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn pack_args(config: &Config, args: &RunArgs) -> PackArgs {
     PackArgs {
-        rules: args.rules.clone().unwrap_or_else(|| config.sync.rules.clone()),
+        rules: args
+            .rules
+            .clone()
+            .unwrap_or_else(|| config.sync.rules.clone()),
         schemas: args.schemas.clone().or_else(|| config.sync.schemas.clone()),
     }
 }
@@ -98,11 +101,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     eprintln!("{}", super::describe(&pack));
     let metrics = Arc::new(Metrics::new());
     let pack = Arc::new(PackHandle::new(pack));
-    let syncer = Arc::new(service::build_syncer(&config, pack.clone(), metrics.clone())?);
+    let syncer = Arc::new(service::build_syncer(
+        &config,
+        pack.clone(),
+        metrics.clone(),
+    )?);
     service::announce_pack(syncer.state().as_ref(), &metrics, &pack.current())?;
-    runtime()?.block_on(async {
-        service::run(&config, syncer, metrics, shutdown_signal()).await
-    })?;
+    runtime()?
+        .block_on(async { service::run(&config, syncer, metrics, shutdown_signal()).await })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -120,11 +126,20 @@ pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let before = syncer.state().counts()?.dead_letters;
     let report = runtime()?.block_on(syncer.retry_dead_letters())?;
     let after = syncer.state().counts()?.dead_letters;
-    println!("retried {} dead letters: {} resolved, {} remain", report.seen, before - after, after);
+    println!(
+        "retried {} dead letters: {} resolved, {} remain",
+        report.seen,
+        before - after,
+        after
+    );
     if let Some(reason) = report.interrupted {
         println!("stopped early: {reason}");
     }
-    Ok(if after == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if after == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -157,10 +172,16 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("state file     {}", config.sync.state.display());
-    println!("links          {} ({} creates pending)", counts.links, counts.pending_creates);
+    println!(
+        "links          {} ({} creates pending)",
+        counts.links, counts.pending_creates
+    );
     println!("comment pairs  {}", counts.comment_pairs);
     println!("audit rows     {}", counts.audit_rows);
-    for (name, s) in [("defender", &report["defender"]), ("sentinel", &report["sentinel"])] {
+    for (name, s) in [
+        ("defender", &report["defender"]),
+        ("sentinel", &report["sentinel"]),
+    ] {
         println!(
             "{name:<14} cursor {}, last poll {}",
             s["cursor"].as_str().unwrap_or("none"),
@@ -197,14 +218,24 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         None => state.link_by_sentinel(&args.id)?,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "link": link, "audit": rows }))?);
-        return Ok(if link.is_some() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "link": link, "audit": rows }))?
+        );
+        return Ok(if link.is_some() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let Some(link) = link else {
         println!("no incident {} in {}", args.id, config.sync.state.display());
         return Ok(ExitCode::FAILURE);
     };
-    println!("Defender incident {} <-> Sentinel incident {}", link.defender_id, link.sentinel_id);
+    println!(
+        "Defender incident {} <-> Sentinel incident {}",
+        link.defender_id, link.sentinel_id
+    );
     println!(
         "last synced {}; versions: Defender {}, Sentinel {}",
         link.synced_at.as_deref().unwrap_or("never"),
@@ -218,7 +249,11 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             (_, Some(field)) => format!("{field}: {} -> {}", short(&r.old), short(&r.new)),
             (action, None) => action.to_string(),
         };
-        let verb = if r.action == "skip" { format!("not synced (change on {})", r.side) } else { format!("-> {}", r.side) };
+        let verb = if r.action == "skip" {
+            format!("not synced (change on {})", r.side)
+        } else {
+            format!("-> {}", r.side)
+        };
         println!(
             "{}  {verb:<12} {what}  [rule {} @ pack {}]",
             r.at,

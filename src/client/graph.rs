@@ -34,7 +34,11 @@ impl GraphClient {
 
     /// The same listing as [`Self::list_changed`], one page at a time.
     pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
-        self.api.pages("graph list incidents", self.changed_url(since), "@odata.nextLink")
+        self.api.pages(
+            "graph list incidents",
+            self.changed_url(since),
+            "@odata.nextLink",
+        )
     }
 
     fn changed_url(&self, since: Option<&str>) -> String {

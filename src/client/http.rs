@@ -268,7 +268,12 @@ impl Api {
     /// A paged listing read one page at a time, so a caller can process and commit each
     /// page before asking for the next (memory stays one page, whatever the total).
     pub fn pages<'a>(&'a self, operation: &'a str, url: String, next_field: &'a str) -> Pages<'a> {
-        Pages { api: self, operation, next: Some(url), next_field }
+        Pages {
+            api: self,
+            operation,
+            next: Some(url),
+            next_field,
+        }
     }
 
     /// GETs `url` and every page after it (the link in `next_field` of each page, passed
@@ -331,29 +336,6 @@ pub fn error_parts(body: &Value) -> (String, String) {
     (code, message)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_limiter_holds_the_sustained_rate_after_a_burst() {
-        let limiter = RateLimiter::new(20.0, 5);
-        let started = Instant::now();
-        for _ in 0..5 {
-            limiter.acquire().await;
-        }
-        for _ in 0..10 {
-            limiter.acquire().await;
-        }
-        // 10 more at 20/s cannot take less than half a second.
-        assert!(
-            started.elapsed() >= Duration::from_millis(450),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-}
-
 /// The pages of one listing; see [`Api::pages`].
 pub struct Pages<'a> {
     api: &'a Api,
@@ -375,5 +357,28 @@ impl Pages<'_> {
             .await?;
         self.next = body[self.next_field].as_str().map(str::to_string);
         Ok(Some(body["value"].as_array().cloned().unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_limiter_holds_the_sustained_rate_after_a_burst() {
+        let limiter = RateLimiter::new(20.0, 5);
+        let started = Instant::now();
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        for _ in 0..10 {
+            limiter.acquire().await;
+        }
+        // 10 more at 20/s cannot take less than half a second.
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

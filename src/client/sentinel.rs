@@ -42,13 +42,21 @@ impl SentinelClient {
     /// Every incident modified at or after `since` (all when `None`), oldest first.
     pub async fn list_changed(&self, since: Option<&str>) -> Result<Vec<Value>, ClientError> {
         self.api
-            .list_all("sentinel list incidents", self.changed_url(since), "nextLink")
+            .list_all(
+                "sentinel list incidents",
+                self.changed_url(since),
+                "nextLink",
+            )
             .await
     }
 
     /// The same listing as [`Self::list_changed`], one page at a time.
     pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
-        self.api.pages("sentinel list incidents", self.changed_url(since), "nextLink")
+        self.api.pages(
+            "sentinel list incidents",
+            self.changed_url(since),
+            "nextLink",
+        )
     }
 
     fn changed_url(&self, since: Option<&str>) -> String {

@@ -106,7 +106,9 @@ pub fn plan_comments(
         .map(|p| p.sentinel_comment_id.as_str())
         .collect();
     for comment in sentinel_comments {
-        let Some(id) = comment["name"].as_str() else { continue };
+        let Some(id) = comment["name"].as_str() else {
+            continue;
+        };
         if mirrored_ids.contains(id) || adopted.contains(id) {
             continue;
         }
@@ -138,12 +140,21 @@ mod tests {
 
     #[test]
     fn new_comments_on_each_side_are_copied_once() {
-        let plan = plan_comments("S", &[d("from defender", "bob")], &[s("c1", "from sentinel")], &[]);
+        let plan = plan_comments(
+            "S",
+            &[d("from defender", "bob")],
+            &[s("c1", "from sentinel")],
+            &[],
+        );
         assert_eq!(plan.to_sentinel.len(), 1);
         assert!(plan.to_sentinel[0].message.starts_with("from defender"));
-        assert!(plan.to_sentinel[0].message.contains("bob in Microsoft Defender XDR"));
+        assert!(plan.to_sentinel[0]
+            .message
+            .contains("bob in Microsoft Defender XDR"));
         assert_eq!(plan.to_defender.len(), 1);
-        assert!(plan.to_defender[0].text.contains("ana@x.com in Microsoft Sentinel"));
+        assert!(plan.to_defender[0]
+            .text
+            .contains("ana@x.com in Microsoft Sentinel"));
         assert!(!plan.to_defender[0].retry);
     }
 
@@ -153,7 +164,12 @@ mod tests {
         let key = defender_comment_key(&dc);
         let mirror_id = sentinel_comment_id("S", &key);
         // The pair was not committed yet (crash after the PUT): the id alone says "ours".
-        let plan = plan_comments("S", &[dc.clone()], &[s(&mirror_id, "from defender…")], &[]);
+        let plan = plan_comments(
+            "S",
+            std::slice::from_ref(&dc),
+            &[s(&mirror_id, "from defender…")],
+            &[],
+        );
         assert!(plan.to_defender.is_empty());
         assert_eq!(plan.to_sentinel.len(), 1, "the idempotent PUT is repeated");
         // Committed: nothing at all.
@@ -178,9 +194,17 @@ mod tests {
             text: "posted text".into(),
         };
         let posted = d("posted text", "API-App:rulebridge");
-        let plan = plan_comments("S", &[posted.clone()], &[s("c1", "orig")], &[outbox.clone()]);
+        let plan = plan_comments(
+            "S",
+            std::slice::from_ref(&posted),
+            &[s("c1", "orig")],
+            std::slice::from_ref(&outbox),
+        );
         assert_eq!(plan.adopted.len(), 1);
-        assert_eq!(plan.adopted[0].defender_key, Some(defender_comment_key(&posted)));
+        assert_eq!(
+            plan.adopted[0].defender_key,
+            Some(defender_comment_key(&posted))
+        );
         assert!(plan.to_sentinel.is_empty() && plan.to_defender.is_empty());
 
         let plan = plan_comments("S", &[], &[s("c1", "orig")], &[outbox]);

@@ -143,7 +143,12 @@ impl Syncer {
 
     /// The last Defender incidents seen, oldest first (one entry per incident id).
     pub fn recent_incidents(&self) -> Vec<Arc<Value>> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub(super) fn remember(&self, incident: &Value) {
@@ -210,7 +215,8 @@ impl Syncer {
         let mut report = PassReport::default();
         let mut position = cursor.clone();
         'pages: while !self.stopping() {
-            self.metrics.inc(metrics::API_CALLS, &[("side", side.name())]);
+            self.metrics
+                .inc(metrics::API_CALLS, &[("side", side.name())]);
             let page = match pages.next_page().await {
                 Ok(Some(page)) => page,
                 Ok(None) => break,
@@ -222,11 +228,13 @@ impl Syncer {
             };
             let stamps: Vec<Option<String>> = page
                 .iter()
-                .map(|incident| match side {
-                    Side::Defender => defender_stamp(incident),
-                    Side::Sentinel => sentinel_stamp(incident),
-                }
-                .map(str::to_string))
+                .map(|incident| {
+                    match side {
+                        Side::Defender => defender_stamp(incident),
+                        Side::Sentinel => sentinel_stamp(incident),
+                    }
+                    .map(str::to_string)
+                })
                 .collect();
             // A few incidents of the page at a time: they are distinct incidents, so
             // their syncs are independent; results come back in page order.
@@ -272,7 +280,11 @@ impl Syncer {
         if report.interrupted.is_none() && self.stopping() {
             report.interrupted = Some("shutting down".into());
         }
-        let result = if report.interrupted.is_some() { "interrupted" } else { "ok" };
+        let result = if report.interrupted.is_some() {
+            "interrupted"
+        } else {
+            "ok"
+        };
         self.metrics
             .inc(metrics::POLLS, &[("side", side.name()), ("result", result)]);
         if report.interrupted.is_none() {
@@ -292,7 +304,8 @@ impl Syncer {
             }
             report.seen += 1;
             let defender = self.graph.get(&link.defender_id).await;
-            self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
+            self.metrics
+                .inc(metrics::API_CALLS, &[("side", "defender")]);
             let outcome = match defender {
                 Ok(Some(d)) => self.from_defender(d, true).await,
                 Ok(None) => Ok(self.dead_letter_gone(&link.defender_id)?),

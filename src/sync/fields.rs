@@ -13,14 +13,20 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_0e1e_9b0d_4c6e_8a57_5
 /// The Sentinel incident name of a Defender incident's twin: the same inputs always give
 /// the same id, so a repeated or retried create is one incident.
 pub fn sentinel_id(tenant: &str, defender_id: &str) -> String {
-    uuid::Uuid::new_v5(&NAMESPACE, format!("incident/{tenant}/{defender_id}").as_bytes())
-        .to_string()
+    uuid::Uuid::new_v5(
+        &NAMESPACE,
+        format!("incident/{tenant}/{defender_id}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// The id of the Sentinel comment that mirrors a Defender comment (idempotent PUT).
 pub fn sentinel_comment_id(sentinel_id: &str, defender_key: &str) -> String {
-    uuid::Uuid::new_v5(&NAMESPACE, format!("comment/{sentinel_id}/{defender_key}").as_bytes())
-        .to_string()
+    uuid::Uuid::new_v5(
+        &NAMESPACE,
+        format!("comment/{sentinel_id}/{defender_key}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// Properties a Sentinel incident PUT may carry; everything else is read-only and is
@@ -57,7 +63,10 @@ pub fn defender_keys(field: &str) -> &'static [&'static str] {
 
 /// The Sentinel properties of a resource (empty when absent).
 pub fn properties(resource: &Value) -> Map<String, Value> {
-    resource["properties"].as_object().cloned().unwrap_or_default()
+    resource["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A PUT body: the writable properties Sentinel has now, with `changes` applied. A PUT
@@ -112,7 +121,10 @@ pub fn comment_for_sentinel(comment: &Value) -> String {
         .as_str()
         .or_else(|| comment["createdTime"].as_str())
         .unwrap_or("");
-    clip_chars(&format!("{text}\n\n— {by} in Microsoft Defender XDR, {at}"), MAX_COMMENT)
+    clip_chars(
+        &format!("{text}\n\n— {by} in Microsoft Defender XDR, {at}"),
+        MAX_COMMENT,
+    )
 }
 
 /// The text of a Sentinel comment as posted to Defender.
@@ -126,7 +138,10 @@ pub fn comment_for_defender(comment: &Value) -> String {
         .or_else(|| author["name"].as_str())
         .unwrap_or("unknown");
     let at = props["createdTimeUtc"].as_str().unwrap_or("");
-    clip_chars(&format!("{text}\n\n— {by} in Microsoft Sentinel, {at}"), MAX_COMMENT)
+    clip_chars(
+        &format!("{text}\n\n— {by} in Microsoft Sentinel, {at}"),
+        MAX_COMMENT,
+    )
 }
 
 fn clip_chars(text: &str, max: usize) -> String {

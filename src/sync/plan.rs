@@ -165,7 +165,9 @@ pub fn plan(
                     let mut old = Map::new();
                     let mut new = Map::new();
                     for key in keys {
-                        let Some(value) = form.get(*key) else { continue };
+                        let Some(value) = form.get(*key) else {
+                            continue;
+                        };
                         let current = defender_now.get(*key).unwrap_or(&Value::Null);
                         if current != value {
                             old.insert((*key).into(), current.clone());

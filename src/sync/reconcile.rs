@@ -15,7 +15,7 @@ use crate::client::ClientError;
 use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
-use crate::state::{AuditRow, Commit, CommentPair, DeadLetter, Fields, Link, StateError};
+use crate::state::{AuditRow, CommentPair, Commit, DeadLetter, Fields, Link, StateError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -35,7 +35,9 @@ pub enum Outcome {
     /// Nothing changed since the last sync (or only what we wrote ourselves).
     Unchanged,
     Filtered,
-    Synced { writes: usize },
+    Synced {
+        writes: usize,
+    },
     DeadLettered,
     /// A Sentinel incident rulebridge did not create.
     NotOurs,
@@ -143,7 +145,7 @@ impl Syncer {
         let pack = self.pack.current();
         let d = match self.graph.get(&link.defender_id).await {
             Ok(Some(d)) => d,
-            Ok(None) => return Ok(self.dead_letter_gone(&link.defender_id)?),
+            Ok(None) => return self.dead_letter_gone(&link.defender_id),
             Err(e) => return self.client_failure(&pack, Side::Sentinel, name, e),
         };
         self.reconcile(&pack, link, d, s, None).await
@@ -225,7 +227,12 @@ impl Syncer {
                     Ok(Step::Stop(Outcome::Filtered))
                 }
             },
-            Err(e) => Ok(Step::Stop(self.dead_letter(pack, Side::Defender, id, e.into())?)),
+            Err(e) => Ok(Step::Stop(self.dead_letter(
+                pack,
+                Side::Defender,
+                id,
+                e.into(),
+            )?)),
         }
     }
 
@@ -241,14 +248,14 @@ impl Syncer {
             Step::Stop(outcome) => return Ok(outcome),
         };
         let sid = sentinel_id(&self.opts.tenant, &id);
-        if pending.is_some() {
+        if let Some(pending) = pending {
             // A create was sent before a crash: if it landed, adopt the twin with no
             // bases, so every difference is a conflict the rules settle by time.
             match self.sentinel.get(&sid).await {
                 Ok(Some(s)) => {
                     let link = Link {
                         created: true,
-                        ..pending.expect("checked")
+                        ..pending
                     };
                     return self.reconcile(pack, link, d, s, None).await;
                 }
@@ -257,7 +264,8 @@ impl Syncer {
             }
         }
         self.state.begin_create(&id, &sid)?;
-        self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
+        self.metrics
+            .inc(metrics::API_CALLS, &[("side", "sentinel")]);
         let s = match self
             .sentinel
             .put(&sid, &Value::Object(view.clone()), None)
@@ -265,8 +273,10 @@ impl Syncer {
         {
             Ok(s) => s,
             Err(e) => {
-                self.metrics
-                    .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "error")]);
+                self.metrics.inc(
+                    metrics::WRITES,
+                    &[("side", "sentinel"), ("result", "error")],
+                );
                 return self.client_failure(pack, Side::Defender, &id, e);
             }
         };
@@ -320,7 +330,9 @@ impl Syncer {
         })?;
         self.count(|s| s.created += 1);
         // A new twin has no comments yet: no need to list them.
-        let comments = self.sync_comments(pack, &link, &d, Some(Vec::new())).await?;
+        let comments = self
+            .sync_comments(pack, &link, &d, Some(Vec::new()))
+            .await?;
         Ok(Outcome::Synced {
             writes: 1 + comments,
         })
@@ -376,7 +388,8 @@ impl Syncer {
             let mut s_after = None;
             if !plan.sentinel.is_empty() {
                 let body = sentinel_put_body(&sview, &plan.sentinel);
-                self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
+                self.metrics
+                    .inc(metrics::API_CALLS, &[("side", "sentinel")]);
                 match self
                     .sentinel
                     .put(&link.sentinel_id, &body, s["etag"].as_str())
@@ -404,8 +417,10 @@ impl Syncer {
                         }
                     }
                     Err(e) => {
-                        self.metrics
-                            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "error")]);
+                        self.metrics.inc(
+                            metrics::WRITES,
+                            &[("side", "sentinel"), ("result", "error")],
+                        );
                         return self.client_failure(pack, Side::Defender, &id, e);
                     }
                 }
@@ -416,7 +431,8 @@ impl Syncer {
             let mut patched = None;
             let mut d_after_is_ours = false;
             if !plan.defender.is_empty() {
-                self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
+                self.metrics
+                    .inc(metrics::API_CALLS, &[("side", "defender")]);
                 match self.graph.patch(&id, &plan.defender).await {
                     Ok(Some(response)) => {
                         self.metrics
@@ -433,8 +449,10 @@ impl Syncer {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        self.metrics
-                            .inc(metrics::WRITES, &[("side", "defender"), ("result", "error")]);
+                        self.metrics.inc(
+                            metrics::WRITES,
+                            &[("side", "defender"), ("result", "error")],
+                        );
                         failure = Some(e);
                     }
                 }
@@ -453,7 +471,11 @@ impl Syncer {
             );
             let now = now_rfc3339();
             let new_link = Link {
-                defender_version: if failure.is_some() { link.defender_version.clone() } else { d_version },
+                defender_version: if failure.is_some() {
+                    link.defender_version.clone()
+                } else {
+                    d_version
+                },
                 sentinel_version: s_after
                     .as_ref()
                     .unwrap_or(&s)
@@ -480,9 +502,20 @@ impl Syncer {
                     Some(side) => (side, "update", f.old.clone(), f.new.clone()),
                     None => {
                         let change = changes.iter().find(|c| c.field == f.field);
-                        let from = if change.is_some_and(|c| c.defender.changed) { Side::Defender } else { Side::Sentinel };
+                        let from = if change.is_some_and(|c| c.defender.changed) {
+                            Side::Defender
+                        } else {
+                            Side::Sentinel
+                        };
                         let (old, new) = change.map_or((Value::Null, Value::Null), |c| {
-                            (c.base.clone(), if from == Side::Defender { c.defender.value.clone() } else { c.sentinel.value.clone() })
+                            (
+                                c.base.clone(),
+                                if from == Side::Defender {
+                                    c.defender.value.clone()
+                                } else {
+                                    c.sentinel.value.clone()
+                                },
+                            )
                         });
                         (from, "skip", old, new)
                     }
@@ -506,7 +539,8 @@ impl Syncer {
                     if let Some(lag) = lag_secs(source_stamp) {
                         self.metrics.observe(metrics::SYNC_LAG, &[], lag);
                     }
-                    self.metrics.inc(metrics::CHANGES, &[("side", side.other().name())]);
+                    self.metrics
+                        .inc(metrics::CHANGES, &[("side", side.other().name())]);
                 }
                 audit.push(AuditRow {
                     id: 0,
@@ -515,15 +549,27 @@ impl Syncer {
                     sentinel_id: link.sentinel_id.clone(),
                     side,
                     action: action.into(),
-                    field: Some(if f.conflict { format!("{} (conflict)", f.field) } else { f.field.clone() }),
+                    field: Some(if f.conflict {
+                        format!("{} (conflict)", f.field)
+                    } else {
+                        f.field.clone()
+                    }),
                     old,
                     new,
                     rule: f.rule.clone(),
                     pack_version: pack.version.clone(),
                 });
             }
-            let to_s = plan.fields.iter().filter(|f| f.written == Some(Side::Sentinel)).count() as u64;
-            let to_d = plan.fields.iter().filter(|f| f.written == Some(Side::Defender)).count() as u64;
+            let to_s = plan
+                .fields
+                .iter()
+                .filter(|f| f.written == Some(Side::Sentinel))
+                .count() as u64;
+            let to_d = plan
+                .fields
+                .iter()
+                .filter(|f| f.written == Some(Side::Defender))
+                .count() as u64;
             self.count(|st| {
                 if s_after.is_some() {
                     st.updates_to_sentinel += 1;
@@ -540,7 +586,11 @@ impl Syncer {
                     link: Some(new_link.clone()),
                     audit,
                     comments: Vec::new(),
-                    resolved: if failure.is_none() { vec![(Side::Defender, id.clone())] } else { Vec::new() },
+                    resolved: if failure.is_none() {
+                        vec![(Side::Defender, id.clone())]
+                    } else {
+                        Vec::new()
+                    },
                 })?;
             }
             if let Some(e) = failure {
@@ -553,13 +603,24 @@ impl Syncer {
         };
         let comments = self.sync_comments(pack, &link, &d, s_comments).await?;
         let total = written + comments;
-        Ok(if total == 0 { Outcome::Unchanged } else { Outcome::Synced { writes: total } })
+        Ok(if total == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Synced { writes: total }
+        })
     }
 
-    fn dead_letter_twin_gone(&self, pack: &CompiledPack, link: &Link) -> Result<Outcome, SyncError> {
+    fn dead_letter_twin_gone(
+        &self,
+        pack: &CompiledPack,
+        link: &Link,
+    ) -> Result<Outcome, SyncError> {
         let failure = Failure {
             kind: "twin_missing",
-            reason: format!("the Sentinel twin {} disappeared during the sync", link.sentinel_id),
+            reason: format!(
+                "the Sentinel twin {} disappeared during the sync",
+                link.sentinel_id
+            ),
             rule: None,
         };
         self.dead_letter(pack, Side::Defender, &link.defender_id, failure)
@@ -576,10 +637,11 @@ impl Syncer {
         changes
             .iter()
             .map(|change| {
-                pack.decide(change, incident.clone(), None, &opts).map(|decision| Decided {
-                    flow: decision.flow,
-                    rule: decision.rule,
-                })
+                pack.decide(change, incident.clone(), None, &opts)
+                    .map(|decision| Decided {
+                        flow: decision.flow,
+                        rule: decision.rule,
+                    })
             })
             .collect()
     }
@@ -596,7 +658,8 @@ impl Syncer {
         let s_comments = match known_sentinel {
             Some(list) => list,
             None => {
-                self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
+                self.metrics
+                    .inc(metrics::API_CALLS, &[("side", "sentinel")]);
                 match self.sentinel.list_comments(&link.sentinel_id).await {
                     Ok(list) => list,
                     Err(ClientError::NotFound { .. }) => return Ok(0),
@@ -633,16 +696,29 @@ impl Syncer {
         };
         let mut writes = 0;
         if !cp.to_sentinel.is_empty() {
-            let texts: Vec<Value> = cp.to_sentinel.iter().map(|c| Value::String(c.message.clone())).collect();
+            let texts: Vec<Value> = cp
+                .to_sentinel
+                .iter()
+                .map(|c| Value::String(c.message.clone()))
+                .collect();
             let decision = match self.decide_comments(pack, d, Side::Defender, texts) {
                 Ok(decision) => decision,
-                Err(e) => return self.dead_letter(pack, Side::Defender, id, e.into()).map(|_| 0),
+                Err(e) => {
+                    return self
+                        .dead_letter(pack, Side::Defender, id, e.into())
+                        .map(|_| 0)
+                }
             };
             for c in &cp.to_sentinel {
                 let written = decision.flow == Flow::ToSentinel;
                 if written {
-                    self.metrics.inc(metrics::API_CALLS, &[("side", "sentinel")]);
-                    if let Err(e) = self.sentinel.put_comment(&link.sentinel_id, &c.comment_id, &c.message).await {
+                    self.metrics
+                        .inc(metrics::API_CALLS, &[("side", "sentinel")]);
+                    if let Err(e) = self
+                        .sentinel
+                        .put_comment(&link.sentinel_id, &c.comment_id, &c.message)
+                        .await
+                    {
                         self.state.commit(&commit)?;
                         self.client_failure(pack, Side::Defender, id, e)?;
                         return Ok(writes);
@@ -656,17 +732,29 @@ impl Syncer {
                 commit.comments.push(CommentPair {
                     defender_id: id.clone(),
                     defender_key: Some(c.defender_key.clone()),
-                    sentinel_comment_id: if written { c.comment_id.clone() } else { format!("not-synced:{}", c.defender_key) },
+                    sentinel_comment_id: if written {
+                        c.comment_id.clone()
+                    } else {
+                        format!("not-synced:{}", c.defender_key)
+                    },
                     origin: Side::Defender,
                     text: String::new(),
                 });
             }
         }
         if !cp.to_defender.is_empty() {
-            let texts: Vec<Value> = cp.to_defender.iter().map(|c| Value::String(c.text.clone())).collect();
+            let texts: Vec<Value> = cp
+                .to_defender
+                .iter()
+                .map(|c| Value::String(c.text.clone()))
+                .collect();
             let decision = match self.decide_comments(pack, d, Side::Sentinel, texts) {
                 Ok(decision) => decision,
-                Err(e) => return self.dead_letter(pack, Side::Defender, id, e.into()).map(|_| 0),
+                Err(e) => {
+                    return self
+                        .dead_letter(pack, Side::Defender, id, e.into())
+                        .map(|_| 0)
+                }
             };
             for c in &cp.to_defender {
                 if decision.flow != Flow::ToDefender {
@@ -691,7 +779,8 @@ impl Syncer {
                 if !c.retry {
                     self.state.put_comment_pair(&pair)?;
                 }
-                self.metrics.inc(metrics::API_CALLS, &[("side", "defender")]);
+                self.metrics
+                    .inc(metrics::API_CALLS, &[("side", "defender")]);
                 match self.graph.add_comment(id, &c.text).await {
                     Ok(all) => {
                         let known: std::collections::HashSet<String> = pairs
@@ -733,15 +822,31 @@ impl Syncer {
         texts: Vec<Value>,
     ) -> Result<Decided, RuleError> {
         let stamp = defender_stamp(d).map(str::to_string);
-        let new = SideValue { value: Value::Array(texts), changed: true, changed_at: stamp.clone() };
-        let none = SideValue { value: Value::Array(Vec::new()), changed: false, changed_at: stamp };
+        let new = SideValue {
+            value: Value::Array(texts),
+            changed: true,
+            changed_at: stamp.clone(),
+        };
+        let none = SideValue {
+            value: Value::Array(Vec::new()),
+            changed: false,
+            changed_at: stamp,
+        };
         let (defender, sentinel) = match from {
             Side::Defender => (new, none),
             Side::Sentinel => (none, new),
         };
-        let change = FieldChange { field: "comments".into(), base: Value::Array(Vec::new()), defender, sentinel };
+        let change = FieldChange {
+            field: "comments".into(),
+            base: Value::Array(Vec::new()),
+            defender,
+            sentinel,
+        };
         let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(true))?;
-        Ok(Decided { flow: decision.flow, rule: decision.rule })
+        Ok(Decided {
+            flow: decision.flow,
+            rule: decision.rule,
+        })
     }
 }
 
@@ -774,7 +879,6 @@ fn only_ours_changed(before: &Value, after: &Value, patch: &Map<String, Value>) 
     let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
         return false;
     };
-    a.iter().all(|(k, v)| {
-        patch.contains_key(k) || STAMPS.contains(&k.as_str()) || b.get(k) == Some(v)
-    })
+    a.iter()
+        .all(|(k, v)| patch.contains_key(k) || STAMPS.contains(&k.as_str()) || b.get(k) == Some(v))
 }

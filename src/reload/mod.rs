@@ -1,0 +1,345 @@
+//! Hot reload of the rule pack: a candidate is read, checked, tested and only then
+//! swapped in; anything short of that leaves the running pack deciding.
+//!
+//! [`Reloader::try_reload`] is one attempt: read the pack and schemas as one
+//! [`PackSnapshot`] → skip if its content hash is the active version → build (manifest,
+//! params, tables, scripts, entry points) → run the pack's own tests → optionally a
+//! shadow run on recent incidents ([`shadow`]) → [`PackHandle::swap`]. Attempts are
+//! serialised, counted in `rulebridge_reloads_total{result}` and logged; rejections list
+//! every problem as `path:line:col: message`. [`watch`](watch::watch) calls it when files
+//! change; SIGHUP and admin paths call it directly.
+//!
+//! Invariant (DESIGN.md): the running pack is always one that passed every check.
+//! Incidents in flight keep the `Arc` they started with, so a swap never mixes packs.
+
+pub mod shadow;
+pub mod watch;
+
+pub use shadow::{shadow, RuleShadow, ShadowReport};
+pub use watch::{watch, watch_paths, WatchOptions, Watcher};
+
+use crate::metrics::{self, Metrics};
+use crate::packtest::{run_pack_tests, summary};
+use crate::problem::Problem;
+use crate::rules::{CompiledPack, PackHandle};
+use crate::snapshot::PackSnapshot;
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Called after every attempt, on the thread that made it (the watch thread, usually).
+pub type Hook = Box<dyn Fn(&ReloadOutcome) + Send + Sync>;
+/// Supplies the incidents a candidate is shadow-run on (e.g. `Syncer::recent_incidents`).
+pub type ShadowSource = Box<dyn Fn() -> Vec<Arc<Value>> + Send + Sync>;
+
+/// Lines of a failing test's detail kept in its problem: enough to see the first
+/// difference, short enough for a log line.
+const TEST_DETAIL_LINES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: String,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("starting the reload thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What one attempt did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The files on disk are the active pack (same content hash): nothing to do.
+    Unchanged { version: String },
+    /// The candidate passed everything and is now active.
+    Swapped { from: String, to: String },
+    /// The candidate failed; the running pack stays. `version` is `None` when the files
+    /// could not even be read as one snapshot.
+    Rejected {
+        version: Option<String>,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ReloadOutcome {
+    /// The `result` label: `unchanged`, `swapped` or `rejected`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Unchanged { .. } => "unchanged",
+            ReloadOutcome::Swapped { .. } => "swapped",
+            ReloadOutcome::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+/// The last rejected candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFailure {
+    /// RFC 3339.
+    pub at: String,
+    pub version: Option<String>,
+    /// Each as `path:line:col: message`.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadCounts {
+    pub swapped: u64,
+    pub rejected: u64,
+    pub unchanged: u64,
+}
+
+/// What `status` shows about reloading.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub active_version: String,
+    pub pack_name: String,
+    /// When the active pack became active (RFC 3339).
+    pub loaded_at: String,
+    pub last_attempt_at: Option<String>,
+    /// `unchanged`, `swapped` or `rejected`; `None` before the first attempt.
+    pub last_result: Option<String>,
+    pub last_failure: Option<ReloadFailure>,
+    pub counts: ReloadCounts,
+    /// The shadow run of the last candidate that got that far.
+    pub last_shadow: Option<ShadowReport>,
+}
+
+/// Reloads one rule pack (and its schemas folder) into one [`PackHandle`].
+pub struct Reloader {
+    pack: Arc<PackHandle>,
+    rules_dir: PathBuf,
+    schemas_dir: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    status: Mutex<ReloadStatus>,
+    hooks: Mutex<Vec<Hook>>,
+    shadow_source: Mutex<Option<ShadowSource>>,
+    /// Held for a whole attempt: the watch thread and SIGHUP may ask at the same time,
+    /// and two candidates racing to swap could leave the older one active.
+    serial: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking hook must not disable reloading for the life of the process.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Reloader {
+    /// `schemas_dir: None` judges the pack by the schemas built into the binary, as
+    /// [`PackSnapshot::read`] does. Publishes the handle's pack as the active version.
+    pub fn new(
+        pack: Arc<PackHandle>,
+        rules_dir: impl Into<PathBuf>,
+        schemas_dir: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        let active = pack.current();
+        metrics.replace_gauge(metrics::PACK_INFO, &[("version", &active.version)], 1.0);
+        let status = ReloadStatus {
+            active_version: active.version.clone(),
+            pack_name: active.name.clone(),
+            loaded_at: now(),
+            last_attempt_at: None,
+            last_result: None,
+            last_failure: None,
+            counts: ReloadCounts::default(),
+            last_shadow: None,
+        };
+        Reloader {
+            pack,
+            rules_dir: rules_dir.into(),
+            schemas_dir,
+            metrics,
+            status: Mutex::new(status),
+            hooks: Mutex::new(Vec::new()),
+            shadow_source: Mutex::new(None),
+            serial: Mutex::new(()),
+        }
+    }
+
+    pub fn rules_dir(&self) -> &Path {
+        &self.rules_dir
+    }
+
+    pub fn schemas_dir(&self) -> Option<&Path> {
+        self.schemas_dir.as_deref()
+    }
+
+    pub fn pack(&self) -> &Arc<PackHandle> {
+        &self.pack
+    }
+
+    /// Runs `hook` after every attempt, in registration order. Hooks run while the next
+    /// attempt waits: keep them short (hand work to a task) and never call
+    /// [`Reloader::try_reload`] from one.
+    pub fn on_outcome(&self, hook: Hook) {
+        lock(&self.hooks).push(hook);
+    }
+
+    /// Runs `hook` after each successful swap only (e.g. retry dead letters).
+    pub fn on_swap(&self, hook: Hook) {
+        self.on_outcome(Box::new(move |outcome| {
+            if matches!(outcome, ReloadOutcome::Swapped { .. }) {
+                hook(outcome)
+            }
+        }));
+    }
+
+    /// Shadow-runs every later candidate on these incidents before it is swapped in.
+    pub fn set_shadow_source(&self, source: ShadowSource) {
+        *lock(&self.shadow_source) = Some(source);
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+
+    /// One reload attempt; see the module doc for the steps.
+    pub fn try_reload(&self) -> ReloadOutcome {
+        let _serial = lock(&self.serial);
+        let started = Instant::now();
+        let active = self.pack.current();
+        let outcome = self.attempt(&active);
+        self.record(&outcome, started.elapsed());
+        for hook in lock(&self.hooks).iter() {
+            hook(&outcome);
+        }
+        outcome
+    }
+
+    fn attempt(&self, active: &Arc<CompiledPack>) -> ReloadOutcome {
+        let snapshot = match PackSnapshot::read(&self.rules_dir, self.schemas_dir.as_deref()) {
+            Ok(snapshot) => snapshot,
+            Err(problems) => {
+                return ReloadOutcome::Rejected {
+                    version: None,
+                    problems,
+                }
+            }
+        };
+        let version = snapshot.version.clone();
+        if version == active.version {
+            return ReloadOutcome::Unchanged { version };
+        }
+        let candidate = match CompiledPack::build(snapshot) {
+            Ok(pack) => pack,
+            Err(problems) => {
+                return ReloadOutcome::Rejected {
+                    version: Some(version),
+                    problems,
+                }
+            }
+        };
+        let results = run_pack_tests(&candidate);
+        let failed: Vec<Problem> = results
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| Problem::in_file(&r.name, format!("test failed: {}", first_lines(&r.detail))))
+            .collect();
+        if !failed.is_empty() {
+            return ReloadOutcome::Rejected {
+                version: Some(version),
+                problems: failed,
+            };
+        }
+        tracing::debug!(version, tests = %summary(&results), "candidate passed its tests");
+        self.shadow_run(active, &candidate);
+        let old = self.pack.swap(candidate);
+        ReloadOutcome::Swapped {
+            from: old.version.clone(),
+            to: version,
+        }
+    }
+
+    fn shadow_run(&self, active: &CompiledPack, candidate: &CompiledPack) {
+        let incidents = match lock(&self.shadow_source).as_ref() {
+            Some(source) => source(),
+            None => return,
+        };
+        let report = shadow(active, candidate, &incidents, &now());
+        tracing::info!(
+            from = %active.version,
+            to = %candidate.version,
+            incidents = report.incidents,
+            changed = report.changed,
+            errors = report.errors.len(),
+            "shadow run of the candidate pack"
+        );
+        for (rule, r) in &report.per_rule {
+            tracing::info!(rule = %rule, changed = r.changed, examples = ?r.examples, "shadow run: decisions this rule would change");
+        }
+        for e in &report.errors {
+            tracing::warn!("shadow run: {e}");
+        }
+        lock(&self.status).last_shadow = Some(report);
+    }
+
+    fn record(&self, outcome: &ReloadOutcome, elapsed: Duration) {
+        let result = outcome.result();
+        self.metrics.inc(metrics::RELOADS, &[("result", result)]);
+        let at = now();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        let mut status = lock(&self.status);
+        status.last_attempt_at = Some(at.clone());
+        status.last_result = Some(result.to_string());
+        match outcome {
+            ReloadOutcome::Unchanged { version } => {
+                status.counts.unchanged += 1;
+                tracing::debug!(version, elapsed_ms, "rule pack unchanged");
+            }
+            ReloadOutcome::Swapped { from, to } => {
+                status.counts.swapped += 1;
+                let active = self.pack.current();
+                status.active_version = to.clone();
+                status.pack_name = active.name.clone();
+                status.loaded_at = at;
+                self.metrics
+                    .replace_gauge(metrics::PACK_INFO, &[("version", to)], 1.0);
+                tracing::info!(
+                    from,
+                    to,
+                    pack = %active.name,
+                    rules = active.rules.len(),
+                    elapsed_ms,
+                    "rule pack reloaded"
+                );
+            }
+            ReloadOutcome::Rejected { version, problems } => {
+                status.counts.rejected += 1;
+                status.last_failure = Some(ReloadFailure {
+                    at,
+                    version: version.clone(),
+                    problems: problems.iter().map(Problem::to_string).collect(),
+                });
+                tracing::warn!(
+                    candidate = version.as_deref().unwrap_or("unreadable"),
+                    active = %status.active_version,
+                    problems = problems.len(),
+                    elapsed_ms,
+                    "rule pack change rejected; the running pack stays"
+                );
+                for p in problems {
+                    tracing::warn!("{p}");
+                }
+            }
+        }
+    }
+}
+
+fn first_lines(detail: &str) -> String {
+    let mut lines: Vec<&str> = detail.lines().take(TEST_DETAIL_LINES).collect();
+    if detail.lines().count() > TEST_DETAIL_LINES {
+        lines.push("    …");
+    }
+    lines.join("\n")
+}
