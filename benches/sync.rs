@@ -75,10 +75,8 @@ async fn initial_sync(incidents: usize) {
         Arc::new(PackHandle::new(pack())),
         Arc::new(Metrics::new()),
         SyncOptions {
-            tenant: info.tenant_id.clone(),
-            overlap_secs: 5,
             sweep_batch: 0,
-            start_from: None,
+            ..SyncOptions::new(info.tenant_id.clone())
         },
     );
     let rss_before = peak_rss_mib();
@@ -119,12 +117,7 @@ async fn steady_state(secs: u64) {
         tb.syncer.state().clone(),
         tb.pack.clone(),
         metrics.clone(),
-        SyncOptions {
-            tenant: tb.info.tenant_id.clone(),
-            overlap_secs: 5,
-            sweep_batch: 20,
-            start_from: None,
-        },
+        SyncOptions::new(tb.info.tenant_id.clone()),
     );
     let rate = 2.0; // edits per second, both sides together
     let mut analysts = Analysts::new(11);

@@ -92,6 +92,9 @@ pub enum Flow {
     ToSentinel,
     ToDefender,
     Skip,
+    /// For a set-like field (labels) both sides changed: keep both sides' additions and
+    /// removals, and write the union to both.
+    Merge,
 }
 
 impl Flow {
@@ -100,6 +103,7 @@ impl Flow {
             "to_sentinel" => Some(Flow::ToSentinel),
             "to_defender" => Some(Flow::ToDefender),
             "skip" => Some(Flow::Skip),
+            "merge" => Some(Flow::Merge),
             _ => None,
         }
     }
@@ -109,6 +113,7 @@ impl Flow {
             Flow::ToSentinel => "to_sentinel",
             Flow::ToDefender => "to_defender",
             Flow::Skip => "skip",
+            Flow::Merge => "merge",
         }
     }
 }

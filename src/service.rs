@@ -10,6 +10,7 @@ use crate::client::{
 };
 use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Metrics};
+use crate::reload::{self, ReloadError, ReloadOutcome, Reloader, WatchOptions, Watcher};
 use crate::rules::{CompiledPack, PackHandle};
 use crate::state::{SqliteStore, StateError, StateStore};
 use crate::sync::{SyncError, SyncOptions, Syncer};
@@ -31,6 +32,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
 }
 
 /// Opens the state file a config names.
@@ -78,6 +81,11 @@ pub fn build_syncer(
     )
     .map_err(ServiceError::Client)?;
     let state = open_state(config)?;
+    let keep = if config.reload.shadow {
+        config.reload.shadow_incidents
+    } else {
+        0
+    };
     Ok(Syncer::new(
         graph,
         sentinel,
@@ -85,12 +93,130 @@ pub fn build_syncer(
         pack,
         metrics,
         SyncOptions {
-            tenant,
             overlap_secs: config.sync.overlap_secs as i64,
             sweep_batch: config.sync.sweep_batch,
             start_from: config.sync.start_from.clone(),
+            ..SyncOptions::new(tenant)
         },
-    ))
+    )
+    .keep_recent(keep))
+}
+
+/// Hot reload as the service runs it: the reloader over the syncer's pack, its outcomes
+/// recorded in the state file (for `status`), a swap announced to the poll loop (which
+/// then retries dead letters), and the folder watcher when the config asks for one.
+pub struct Reloading {
+    pub reloader: Arc<Reloader>,
+    watcher: Option<Arc<Watcher>>,
+    swapped: Arc<tokio::sync::Notify>,
+}
+
+impl Reloading {
+    pub fn start(
+        rules_dir: std::path::PathBuf,
+        schemas_dir: Option<std::path::PathBuf>,
+        options: &crate::config::ReloadConfig,
+        syncer: &Arc<Syncer>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Reloading, ServiceError> {
+        let reloader = Arc::new(Reloader::new(
+            syncer.pack().clone(),
+            rules_dir,
+            schemas_dir,
+            metrics,
+        ));
+        if options.shadow {
+            let syncer = syncer.clone();
+            reloader.set_shadow_source(Box::new(move || syncer.recent_incidents()));
+        }
+        let swapped = Arc::new(tokio::sync::Notify::new());
+        {
+            let swapped = swapped.clone();
+            reloader.on_swap(Box::new(move |_| swapped.notify_one()));
+        }
+        {
+            let state = syncer.state().clone();
+            let status_of = Arc::downgrade(&reloader);
+            reloader.on_outcome(Box::new(move |outcome| {
+                let shadow = status_of.upgrade().and_then(|r| r.status().last_shadow);
+                if let Err(e) = record_outcome(state.as_ref(), outcome, shadow) {
+                    tracing::warn!(error = %e, "could not record the reload in the state file");
+                }
+            }));
+        }
+        let watcher = if options.watch {
+            let watch = WatchOptions {
+                polling: options.polling,
+                debounce: options.debounce(),
+                ..WatchOptions::default()
+            };
+            Some(Arc::new(reload::watch(reloader.clone(), watch)?))
+        } else {
+            None
+        };
+        Ok(Reloading {
+            reloader,
+            watcher,
+            swapped,
+        })
+    }
+
+    /// Reloads now (SIGHUP): through the watcher's thread when there is one, else on a
+    /// blocking thread (building a pack is CPU work, kept off the runtime's threads).
+    pub fn trigger(&self) {
+        match &self.watcher {
+            Some(watcher) => watcher.trigger(),
+            None => {
+                let reloader = self.reloader.clone();
+                tokio::task::spawn_blocking(move || reloader.try_reload());
+            }
+        }
+    }
+
+    /// Resolves at the next successful swap.
+    pub async fn swapped(&self) {
+        self.swapped.notified().await
+    }
+}
+
+/// Waits briefly for the ops server to close. A scraper's idle keep-alive connection
+/// would hold a graceful HTTP shutdown open forever, and metrics are not worth a hung
+/// stop: after two seconds the server is dropped with the runtime.
+async fn finish_ops(ops: tokio::task::JoinHandle<std::io::Result<()>>) {
+    if tokio::time::timeout(std::time::Duration::from_secs(2), ops)
+        .await
+        .is_err()
+    {
+        tracing::debug!("ops server still had open connections at shutdown; dropped");
+    }
+}
+
+/// What `status` shows about reloads, kept in the state file's meta table.
+fn record_outcome(
+    state: &dyn StateStore,
+    outcome: &ReloadOutcome,
+    shadow: Option<reload::ShadowReport>,
+) -> Result<(), StateError> {
+    let now = chrono::Utc::now().to_rfc3339();
+    match outcome {
+        ReloadOutcome::Swapped { to, .. } => {
+            state.set_meta("pack_version", to)?;
+            state.set_meta("pack_loaded_at", &now)?;
+        }
+        ReloadOutcome::Rejected { version, problems } => {
+            state.set_meta("reload_failed_at", &now)?;
+            state.set_meta("reload_failed_version", version.as_deref().unwrap_or(""))?;
+            let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            state.set_meta("reload_problems", &lines.join("\n"))?;
+        }
+        ReloadOutcome::Unchanged { .. } => {}
+    }
+    if let Some(shadow) = shadow {
+        if let Ok(json) = serde_json::to_string(&shadow) {
+            state.set_meta("last_shadow", &json)?;
+        }
+    }
+    Ok(())
 }
 
 /// Records the running pack in the state file and the metrics (for `status`).
@@ -117,6 +243,7 @@ pub async fn run(
     config: &Config,
     syncer: Arc<Syncer>,
     metrics: Arc<Metrics>,
+    reloading: Option<Arc<Reloading>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -125,7 +252,10 @@ pub async fn run(
             addr: config.server.listen.to_string(),
             source,
         })?;
-    tracing::info!(addr = %config.server.listen, "serving /metrics and /healthz");
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
+    tracing::info!(addr = %bound, "serving /metrics and /healthz");
     let last_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let health = {
         let last_error = last_error.clone();
@@ -158,6 +288,31 @@ pub async fn run(
             let _ = stop_tx.send(true);
         })
     };
+    // Dead letters wait for a better pack; this one may be it (a restart is the
+    // simplest reload). Cheap when there are none.
+    match syncer.retry_dead_letters().await {
+        Ok(report) if report.seen > 0 => {
+            tracing::info!(
+                retried = report.seen,
+                "dead letters retried with the current pack"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    #[cfg(unix)]
+    let hangup = reloading.clone().map(|reloading| {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the rule pack");
+                reloading.trigger();
+            }
+        })
+    });
     let interval = config.sync.poll_interval();
     let mut rx = stop_rx;
     while !syncer.stopping() {
@@ -181,17 +336,34 @@ pub async fn run(
                 // would write without being able to remember it.
                 tracing::error!(error = %e, "sync cycle failed");
                 syncer.request_stop();
-                let _ = ops.await;
+                finish_ops(ops).await;
                 return Err(e.into());
             }
         }
+        let swapped = async {
+            match &reloading {
+                Some(r) => r.swapped().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = rx.wait_for(|stop| *stop) => {}
+            _ = swapped => {
+                // A new pack may sync what the old one could not.
+                let report = syncer.retry_dead_letters().await?;
+                if report.seen > 0 {
+                    tracing::info!(retried = report.seen, "dead letters retried with the new pack");
+                }
+            }
         }
     }
     stopper.abort();
-    let _ = ops.await;
+    #[cfg(unix)]
+    if let Some(hangup) = hangup {
+        hangup.abort();
+    }
+    finish_ops(ops).await;
     tracing::info!("stopped; state committed");
     Ok(())
 }

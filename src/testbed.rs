@@ -150,10 +150,11 @@ impl Testbed {
             pack.clone(),
             metrics.clone(),
             SyncOptions {
-                tenant: info.tenant_id.clone(),
                 overlap_secs: 5,
                 sweep_batch: options.sweep_batch,
-                start_from: None,
+                // Longer than the slowest emulated response the tests inject.
+                comment_retry_grace: std::time::Duration::from_millis(1500),
+                ..SyncOptions::new(info.tenant_id.clone())
             },
         ))
     }
@@ -185,7 +186,8 @@ impl Testbed {
 }
 
 /// Runs cycles until one writes nothing after every link has been swept since the last
-/// write (comments have no change stamp, so only a full sweep proves calm). Returns the
+/// write (comments have no change stamp, so only a full sweep proves calm) and no
+/// comment POST is of unknown outcome. Returns the
 /// cycles run; gives up after `max_cycles`.
 pub async fn quiesce(syncer: &Syncer, max_cycles: usize) -> Result<usize, SyncError> {
     let mut calm_sweeps = 0usize;
@@ -194,14 +196,18 @@ pub async fn quiesce(syncer: &Syncer, max_cycles: usize) -> Result<usize, SyncEr
         let wrote = d.written + s.written + sweep.written;
         let interrupted =
             d.interrupted.is_some() || s.interrupted.is_some() || sweep.interrupted.is_some();
-        if wrote > 0 || interrupted {
+        let counts = syncer.state().counts()?;
+        if wrote > 0 || interrupted || counts.comment_outbox > 0 {
             calm_sweeps = 0;
         } else {
             calm_sweeps += sweep.seen;
         }
-        let links = syncer.state().counts()?.links as usize;
-        if calm_sweeps >= links && !interrupted && wrote == 0 {
+        if calm_sweeps >= counts.links as usize && !interrupted && wrote == 0 {
             return Ok(cycle);
+        }
+        if counts.comment_outbox > 0 {
+            // A comment POST of unknown outcome waits out its grace period.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     Ok(max_cycles)

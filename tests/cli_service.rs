@@ -65,25 +65,67 @@ async fn run_until_sigterm_then_status_and_explain_show_what_happened() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
         .args(["run", "--config", &config])
+        .env("RUST_LOG", "rulebridge=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The log names the ops address (the config asked for any free port).
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let ops = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the ops address in the log");
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
     // The first cycle runs at once; wait for it to have created the twins.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while emulator.store().sentinel.len() < 30 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rulebridge_writes_total{result=\"ok\",side=\"sentinel\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rulebridge_pack_info{version=\""),
+        "{metrics}"
+    );
+    let health = reqwest::get(format!("http://{ops}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    let log = String::from_utf8_lossy(&exit.stderr).to_string();
-    assert!(exit.status.success(), "{log}");
+    reader.join().unwrap();
+    log.extend(lines_rx.try_iter().map(|l| l + "\n"));
+    assert!(exit.success(), "{log}");
+    assert!(log.contains("stopped; state committed"), "{log}");
     assert!(
         !log.contains(&info.client_secret),
         "the secret leaked into the log"

@@ -518,7 +518,10 @@ fn counts_cover_every_table() {
     let commit = Commit {
         link: Some(link("D-1", None)),
         audit: vec![audit("D-1", "create", None); 3],
-        comments: vec![comment("D-1", "c-1", None), comment("D-1", "c-2", None)],
+        comments: vec![
+            comment("D-1", "c-1", None),
+            comment("D-1", "c-2", Some("k-2")),
+        ],
         resolved: vec![],
     };
     store.commit(&commit).unwrap();
@@ -537,6 +540,7 @@ fn counts_cover_every_table() {
         comment_pairs: 2,
         dead_letters: 1,
         audit_rows: 3,
+        comment_outbox: 1, // c-1: posted, not yet seen in Defender
     };
     assert_eq!(store.counts().unwrap(), expected);
 }

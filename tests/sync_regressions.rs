@@ -78,7 +78,11 @@ async fn synced_testbed_with(
 /// Runs cycles until nothing is left to write; fails if that never happens.
 async fn settle(tb: &Testbed) {
     let cycles = tb.quiesce(30).await.unwrap();
-    assert!(cycles < 30, "no quiescence after 30 cycles: {:#?}", tb.consistency());
+    assert!(
+        cycles < 30,
+        "no quiescence after 30 cycles: {:#?}",
+        tb.consistency()
+    );
 }
 
 fn twin(tb: &Testbed, id: &str) -> String {
@@ -204,7 +208,10 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
         p.insert("status".into(), json!("Closed"));
         p.insert("classification".into(), json!("FalsePositive"));
         p.insert("classificationReason".into(), json!("InaccurateData"));
-        p.insert("classificationComment".into(), json!("Test account, not a threat."));
+        p.insert(
+            "classificationComment".into(),
+            json!("Test account, not a threat."),
+        );
     });
     settle(&tb).await;
     let d = graph(&tb, id);
@@ -225,12 +232,19 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
     assert_eq!(d["assignedTo"], "bob@contoso.com");
 
     // And a tag added in Defender afterwards reaches Sentinel, keeping the label.
-    graph_edit(&tb, id, json!({ "customTags": ["Demo", "FollowUp", "Tier2"] }));
+    graph_edit(
+        &tb,
+        id,
+        json!({ "customTags": ["Demo", "FollowUp", "Tier2"] }),
+    );
     settle(&tb).await;
     let s = sentinel(&tb, &name);
     let labels = label_names(&s);
     for want in ["Demo", "FollowUp", "Tier2"] {
-        assert!(labels.iter().any(|l| l == want), "{want} missing: {labels:?}");
+        assert!(
+            labels.iter().any(|l| l == want),
+            "{want} missing: {labels:?}"
+        );
     }
 
     // Closed on both sides throughout, classification untouched.
@@ -243,12 +257,32 @@ async fn a_closed_incident_still_receives_later_changes_from_both_sides() {
     assert_consistent(&tb);
 
     let rows = audit(&tb, id);
-    assert_eq!(audited(&rows, "update", "defender", "status"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "sentinel", "owner"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "defender", "labels"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "sentinel", "labels"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "defender", "status"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "owner"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "defender", "labels"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "labels"),
+        1,
+        "{rows:#?}"
+    );
     // The status was never written back to Sentinel (no reopen, no echo).
-    assert_eq!(audited(&rows, "update", "sentinel", "status"), 0, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "status"),
+        0,
+        "{rows:#?}"
+    );
 }
 
 // ------------------------------------------------------------------ b) no accidental reopen
@@ -314,8 +348,16 @@ async fn syncing_never_reopens_a_closed_incident_by_accident() {
     assert_eq!(keys, ["customTags"], "{:#}", patches[0]);
 
     let rows = audit(&tb, id);
-    assert_eq!(audited(&rows, "update", "defender", "status"), 0, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "sentinel", "status"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "defender", "status"),
+        0,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "status"),
+        1,
+        "{rows:#?}"
+    );
 }
 
 // ------------------------------------------------------------------ c) same-second edits
@@ -350,7 +392,10 @@ async fn edits_within_the_same_second_are_all_synced_and_overlap_rereads_write_n
     assert!(d_pass.interrupted.is_none() && s_pass.interrupted.is_none());
     let s_a = sentinel(&tb, &twin(&tb, a));
     assert_eq!(s_a["owner"]["userPrincipalName"], "dave@contoso.com");
-    assert!(label_names(&s_a).contains(&"Escalated".to_string()), "{s_a:#}");
+    assert!(
+        label_names(&s_a).contains(&"Escalated".to_string()),
+        "{s_a:#}"
+    );
     assert_eq!(sentinel(&tb, &twin(&tb, b))["severity"], "High");
     let d_c = graph(&tb, c);
     assert!(tags(&d_c).contains(&"Tier2".to_string()), "{d_c:#}");
@@ -363,17 +408,36 @@ async fn edits_within_the_same_second_are_all_synced_and_overlap_rereads_write_n
     let before = writes(&tb).len();
     for _ in 0..3 {
         let [d_pass, s_pass, _] = tb.syncer.cycle().await.unwrap();
-        assert!(d_pass.seen >= 1 && s_pass.seen >= 1, "{d_pass:?} {s_pass:?}");
+        assert!(
+            d_pass.seen >= 1 && s_pass.seen >= 1,
+            "{d_pass:?} {s_pass:?}"
+        );
         assert_eq!(d_pass.written + s_pass.written, 0);
     }
     assert_eq!(writes(&tb).len(), before, "{:#?}", &writes(&tb)[before..]);
 
     let rows = audit(&tb, a);
-    assert_eq!(audited(&rows, "update", "sentinel", "owner"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "sentinel", "labels"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "owner"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "labels"),
+        1,
+        "{rows:#?}"
+    );
     let rows = audit(&tb, c);
-    assert_eq!(audited(&rows, "update", "defender", "owner"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "defender", "labels"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "defender", "owner"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "defender", "labels"),
+        1,
+        "{rows:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,7 +469,10 @@ async fn an_edit_that_lands_while_a_poll_is_in_progress_is_synced() {
         if listed {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "no Defender poll");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no Defender poll"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -413,9 +480,14 @@ async fn an_edit_that_lands_while_a_poll_is_in_progress_is_synced() {
         let store = tb.emulator.store();
         let twin_reads = store.requests[mark..]
             .iter()
-            .filter(|r| r.method == "GET" && r.path.contains("/Microsoft.SecurityInsights/incidents/"))
+            .filter(|r| {
+                r.method == "GET" && r.path.contains("/Microsoft.SecurityInsights/incidents/")
+            })
             .count();
-        assert_eq!(twin_reads, 0, "the slow twin read should still be in flight");
+        assert_eq!(
+            twin_reads, 0,
+            "the slow twin read should still be in flight"
+        );
     }
     graph_edit(&tb, b, json!({ "assignedTo": "frank@contoso.com" }));
     sentinel_edit(&tb, &c_twin, |p| add_label(p, "Mid-poll"));
@@ -431,7 +503,11 @@ async fn an_edit_that_lands_while_a_poll_is_in_progress_is_synced() {
     assert!(tags(&graph(&tb, c)).contains(&"Mid-poll".to_string()));
     assert_consistent(&tb);
     let rows = audit(&tb, b);
-    assert_eq!(audited(&rows, "update", "sentinel", "owner"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "owner"),
+        1,
+        "{rows:#?}"
+    );
 }
 
 // ------------------------------------------------------------------ d) comments
@@ -498,7 +574,12 @@ async fn comments_sync_both_ways_once_even_when_a_graph_post_is_dropped() {
     let tb = synced_testbed(&dir, &["500401", "500402"]).await;
     let id = "500401";
     let name = twin(&tb, id);
-    comment_both_sides(&tb, id, "Defender note: device isolated.", "Sentinel note: user called.");
+    comment_both_sides(
+        &tb,
+        id,
+        "Defender note: device isolated.",
+        "Sentinel note: user called.",
+    );
     // The connection drops after the headers of the first comment POST: the client
     // cannot know whether the comment was added.
     tb.emulator.add_fault(FaultRule {
@@ -511,10 +592,26 @@ async fn comments_sync_both_ways_once_even_when_a_graph_post_is_dropped() {
 
     let d = defender_comments(&tb, id);
     let s = sentinel_comments(&tb, &name);
-    assert_eq!(count_starting(&d, "Sentinel note: user called."), 1, "{d:#?}");
-    assert_eq!(count_starting(&d, "Defender note: device isolated."), 1, "{d:#?}");
-    assert_eq!(count_starting(&s, "Defender note: device isolated."), 1, "{s:#?}");
-    assert_eq!(count_starting(&s, "Sentinel note: user called."), 1, "{s:#?}");
+    assert_eq!(
+        count_starting(&d, "Sentinel note: user called."),
+        1,
+        "{d:#?}"
+    );
+    assert_eq!(
+        count_starting(&d, "Defender note: device isolated."),
+        1,
+        "{d:#?}"
+    );
+    assert_eq!(
+        count_starting(&s, "Defender note: device isolated."),
+        1,
+        "{s:#?}"
+    );
+    assert_eq!(
+        count_starting(&s, "Sentinel note: user called."),
+        1,
+        "{s:#?}"
+    );
     assert_eq!(graph_comment_posts(&tb, id), 2, "one dropped, one retried");
     assert_consistent(&tb);
 
@@ -525,8 +622,16 @@ async fn comments_sync_both_ways_once_even_when_a_graph_post_is_dropped() {
     }
     assert_eq!(writes(&tb).len(), before, "{:#?}", &writes(&tb)[before..]);
     let rows = audit(&tb, id);
-    assert_eq!(audited(&rows, "comment", "defender", "comments"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "comment", "sentinel", "comments"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "comment", "defender", "comments"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "comment", "sentinel", "comments"),
+        1,
+        "{rows:#?}"
+    );
     assert_eq!(tb.syncer.state().counts().unwrap().dead_letters, 0);
 }
 
@@ -539,7 +644,12 @@ async fn a_comment_post_that_timed_out_but_landed_is_adopted_not_reposted() {
     .await;
     let id = "500411";
     let name = twin(&tb, id);
-    comment_both_sides(&tb, id, "Defender note: checked.", "Sentinel note: escalated.");
+    comment_both_sides(
+        &tb,
+        id,
+        "Defender note: checked.",
+        "Sentinel note: escalated.",
+    );
     // The POST is processed only after the client gave up on it.
     tb.emulator.add_fault(FaultRule {
         kind: FaultKind::Slow { delay_ms: 700 },
@@ -548,10 +658,16 @@ async fn a_comment_post_that_timed_out_but_landed_is_adopted_not_reposted() {
         count: Some(1),
     });
     let [_, _, sweep] = tb.syncer.cycle().await.unwrap();
-    assert!(sweep.interrupted.is_some(), "the POST should time out: {sweep:?}");
+    assert!(
+        sweep.interrupted.is_some(),
+        "the POST should time out: {sweep:?}"
+    );
     // The comment lands in Defender after the timeout…
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(count_starting(&defender_comments(&tb, id), "Sentinel note: escalated."), 1);
+    assert_eq!(
+        count_starting(&defender_comments(&tb, id), "Sentinel note: escalated."),
+        1
+    );
     // …and the sync recognises it instead of posting it again.
     settle(&tb).await;
     let d = defender_comments(&tb, id);
@@ -586,10 +702,7 @@ async fn a_redirected_incident_closes_its_twin_with_redirect_labels() {
         never["redirectIncidentId"] = json!(survivor);
         tb.emulator.store().seed_graph(never).unwrap();
     }
-    let patches_before = writes(&tb)
-        .iter()
-        .filter(|(m, _, _)| m == "PATCH")
-        .count();
+    let patches_before = writes(&tb).iter().filter(|(m, _, _)| m == "PATCH").count();
     settle(&tb).await;
 
     let s = sentinel(&tb, &name);
@@ -597,10 +710,19 @@ async fn a_redirected_incident_closes_its_twin_with_redirect_labels() {
     assert_eq!(s["classification"], "Undetermined");
     let labels = label_names(&s);
     assert!(labels.contains(&"redirected".to_string()), "{labels:?}");
-    assert!(labels.contains(&format!("redirected-to:{survivor}")), "{labels:?}");
-    assert!(labels.contains(&format!("defender-xdr:{merged}")), "{labels:?}");
     assert!(
-        s["description"].as_str().unwrap().contains(&format!("Merged into Defender XDR incident {survivor}")),
+        labels.contains(&format!("redirected-to:{survivor}")),
+        "{labels:?}"
+    );
+    assert!(
+        labels.contains(&format!("defender-xdr:{merged}")),
+        "{labels:?}"
+    );
+    assert!(
+        s["description"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Merged into Defender XDR incident {survivor}")),
         "{}",
         s["description"]
     );
@@ -609,19 +731,34 @@ async fn a_redirected_incident_closes_its_twin_with_redirect_labels() {
     let patches_after = writes(&tb).iter().filter(|(m, _, _)| m == "PATCH").count();
     assert_eq!(patches_after, patches_before);
     assert_eq!(graph(&tb, merged)["status"], "redirected");
-    assert!(!tb.emulator.store().sentinel.contains_key(&twin(&tb, "500503")));
+    assert!(!tb
+        .emulator
+        .store()
+        .sentinel
+        .contains_key(&twin(&tb, "500503")));
     let report = tb.consistency();
     assert!(report.ok(), "{report:#?}");
     assert_eq!(report.filtered, 1);
 
     let rows = audit(&tb, merged);
-    assert_eq!(audited(&rows, "update", "sentinel", "status"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "sentinel", "labels"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "status"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "labels"),
+        1,
+        "{rows:#?}"
+    );
     let labels_row = rows
         .iter()
         .find(|r| r.action == "update" && r.field.as_deref() == Some("labels"))
         .unwrap();
-    assert!(labels_row.new.to_string().contains("redirected-to:500502"), "{labels_row:#?}");
+    assert!(
+        labels_row.new.to_string().contains("redirected-to:500502"),
+        "{labels_row:#?}"
+    );
     assert_eq!(labels_row.rule.as_deref(), Some("ownership"));
 }
 
@@ -647,12 +784,19 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
     sentinel_edit(&tb, &twin(&tb, ids[1]), |p| add_label(p, "Analyst-1"));
     settle(&tb).await;
     assert_consistent(&tb);
-    assert!(tb.syncer.stats().etag_retries >= 3, "{:?}", tb.syncer.stats());
+    assert!(
+        tb.syncer.stats().etag_retries >= 3,
+        "{:?}",
+        tb.syncer.stats()
+    );
     assert_eq!(sentinel(&tb, &twin(&tb, ids[0]))["severity"], "High");
     assert_eq!(sentinel(&tb, &twin(&tb, ids[2]))["status"], "Active");
     let s1 = sentinel(&tb, &twin(&tb, ids[1]));
     assert_eq!(s1["owner"]["userPrincipalName"], "gina@contoso.com");
-    assert!(label_names(&s1).contains(&"Analyst-1".to_string()), "{s1:#}");
+    assert!(
+        label_names(&s1).contains(&"Analyst-1".to_string()),
+        "{s1:#}"
+    );
     assert!(tags(&graph(&tb, ids[1])).contains(&"Analyst-1".to_string()));
 
     // A real race: the analyst saves between the sync's read and its PUT.
@@ -678,29 +822,51 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
         if read {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "the twin was never read");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the twin was never read"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     sentinel_edit(&tb, &name, |p| add_label(p, "Analyst-2"));
     cycle.await.unwrap();
     settle(&tb).await;
-    assert!(tb.syncer.stats().etag_retries > retries, "the PUT did not race");
+    assert!(
+        tb.syncer.stats().etag_retries > retries,
+        "the PUT did not race"
+    );
     let s = sentinel(&tb, &name);
     assert_eq!(s["severity"], "Low");
-    assert!(label_names(&s).contains(&"Analyst-2".to_string()), "analyst label lost: {s:#}");
+    assert!(
+        label_names(&s).contains(&"Analyst-2".to_string()),
+        "analyst label lost: {s:#}"
+    );
     assert!(tags(&graph(&tb, id)).contains(&"Analyst-2".to_string()));
     assert_consistent(&tb);
-    // Every PUT of the twin carried an etag (never a blind overwrite).
-    let store = tb.emulator.store();
-    for r in store.requests.iter().filter(|r| r.method == "PUT" && r.path.ends_with(&twin_path)) {
-        let body = r.body.as_ref().unwrap();
-        assert!(body["etag"].is_string() || r.status == 201, "{body:#}");
+    // Every PUT of the twin but its create carried an etag (never a blind overwrite).
+    {
+        let store = tb.emulator.store();
+        let puts = store
+            .requests
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.ends_with(&twin_path));
+        for r in puts {
+            let body = r.body.as_ref().unwrap();
+            assert!(body["etag"].is_string() || r.status == 201, "{body:#}");
+        }
     }
-    drop(store);
     let rows = audit(&tb, id);
-    assert_eq!(audited(&rows, "update", "sentinel", "severity"), 1, "{rows:#?}");
-    assert_eq!(audited(&rows, "update", "defender", "labels"), 1, "{rows:#?}");
+    assert_eq!(
+        audited(&rows, "update", "sentinel", "severity"),
+        1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        audited(&rows, "update", "defender", "labels"),
+        1,
+        "{rows:#?}"
+    );
 }
 
 // ------------------------------------------------------------------ g) rule errors
@@ -736,20 +902,34 @@ async fn a_rule_error_dead_letters_only_its_incident() {
     assert_eq!(letter.kind, "rule_error");
     assert_eq!(letter.rule.as_deref(), Some("microsoft-standard"));
     assert!(
-        letter.reason.contains(&format!("microsoft-standard.rhai:{line}:")),
+        letter
+            .reason
+            .contains(&format!("microsoft-standard.rhai:{line}:")),
         "no file:line:col in {:?}",
         letter.reason
     );
-    assert!(letter.reason.contains("microsoft-standard"), "{:?}", letter.reason);
-    assert!(letter.reason.contains("cannot map incident 500702"), "{:?}", letter.reason);
+    assert!(
+        letter.reason.contains("microsoft-standard"),
+        "{:?}",
+        letter.reason
+    );
+    assert!(
+        letter.reason.contains("cannot map incident 500702"),
+        "{:?}",
+        letter.reason
+    );
 
     // The others, before and after it in the same poll, are mirrored.
-    let store = tb.emulator.store();
-    for id in ["500701", "500703", "500704"] {
-        assert!(store.sentinel.contains_key(&twin(&tb, id)), "{id} not synced");
+    {
+        let store = tb.emulator.store();
+        for id in ["500701", "500703", "500704"] {
+            assert!(
+                store.sentinel.contains_key(&twin(&tb, id)),
+                "{id} not synced"
+            );
+        }
+        assert!(!store.sentinel.contains_key(&twin(&tb, "500702")));
     }
-    assert!(!store.sentinel.contains_key(&twin(&tb, "500702")));
-    drop(store);
     for id in ["500701", "500703", "500704"] {
         let rows = audit(&tb, id);
         assert!(rows.iter().any(|r| r.action == "create"), "{id}: {rows:#?}");
@@ -758,7 +938,10 @@ async fn a_rule_error_dead_letters_only_its_incident() {
     let report = tb.consistency();
     assert_eq!(report.synced, 3, "{report:#?}");
     assert_eq!(report.disagreements.len(), 1, "{report:#?}");
-    assert!(report.disagreements[0].starts_with("500702: rule error"), "{report:#?}");
+    assert!(
+        report.disagreements[0].starts_with("500702: rule error"),
+        "{report:#?}"
+    );
 
     // Later edits of the others still flow while the letter waits.
     graph_edit(&tb, "500703", json!({ "severity": "high" }));
@@ -771,5 +954,98 @@ async fn a_rule_error_dead_letters_only_its_incident() {
     assert_eq!(retry.seen, 1);
     assert!(tb.syncer.state().dead_letters().unwrap().is_empty());
     settle(&tb).await;
+    assert_consistent(&tb);
+}
+
+// ------------------------------------------------------------------ found bugs
+//
+// Each test below first failed on the sync and names what it guards.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclassifying_a_closed_incident_in_sentinel_leaves_both_sides_agreeing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = synced_testbed(&dir, &["500801"]).await;
+    let id = "500801";
+    let name = twin(&tb, id);
+    // Resolved in Defender without a resolving comment: Sentinel's closing comment is
+    // the map's "Defender XDR: truePositive / malware".
+    graph_edit(
+        &tb,
+        id,
+        json!({ "status": "resolved", "classification": "truePositive", "determination": "malware" }),
+    );
+    settle(&tb).await;
+    assert_consistent(&tb);
+    assert_eq!(
+        sentinel(&tb, &name)["classificationComment"],
+        "Defender XDR: truePositive / malware"
+    );
+    // An analyst reclassifies in Sentinel and leaves the comment as it is.
+    sentinel_edit(&tb, &name, |p| {
+        p.insert("classification".into(), json!("FalsePositive"));
+        p.insert("classificationReason".into(), json!("InaccurateData"));
+    });
+    settle(&tb).await;
+    let d = graph(&tb, id);
+    assert_eq!(d["classification"], "falsePositive");
+    assert_eq!(d["determination"], "notEnoughDataToValidate");
+    // Fails: Defender now renders "Defender XDR: falsePositive / notEnoughDataToValidate",
+    // Sentinel keeps "Defender XDR: truePositive / malware", and no later cycle fixes it.
+    assert_consistent(&tb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_added_on_both_sides_in_the_same_cycle_are_both_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = synced_testbed(&dir, &["500811"]).await;
+    let id = "500811";
+    let name = twin(&tb, id);
+    graph_edit(&tb, id, json!({ "customTags": ["Demo", "FromDefender"] }));
+    sentinel_edit(&tb, &name, |p| add_label(p, "FromSentinel"));
+    settle(&tb).await;
+    assert_consistent(&tb);
+    let d = tags(&graph(&tb, id));
+    let s = label_names(&sentinel(&tb, &name));
+    // Fails: the audit shows `labels (conflict)` written to Defender as
+    // ["Demo", "FromSentinel"]; "FromDefender" is gone from both sides.
+    for want in ["FromDefender", "FromSentinel"] {
+        assert!(
+            d.iter().any(|t| t == want),
+            "{want} lost in Defender: {d:?}"
+        );
+        assert!(
+            s.iter().any(|t| t == want),
+            "{want} lost in Sentinel: {s:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_post_still_in_flight_after_its_timeout_is_not_posted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = synced_testbed_with(&dir, &["500821"], pack(), |o| {
+        o.retry.timeout = Duration::from_millis(300);
+    })
+    .await;
+    let id = "500821";
+    let name = twin(&tb, id);
+    comment_both_sides(&tb, id, "Defender note: x.", "Sentinel note: y.");
+    // The service processes the POST 1.2 s after it arrived; the client gave up at 0.3 s.
+    tb.emulator.add_fault(FaultRule {
+        kind: FaultKind::Slow { delay_ms: 1200 },
+        endpoint: Endpoint::GraphComment,
+        rate: 0.0,
+        count: Some(1),
+    });
+    // Cycles straight after the timeout, while the first POST is still in flight.
+    settle(&tb).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    settle(&tb).await;
+    let d = defender_comments(&tb, id);
+    let s = sentinel_comments(&tb, &name);
+    // Fails: 2 POSTs, the comment twice in Defender, and a third Sentinel comment
+    // ("Sentinel note: y. — … in Microsoft Sentinel — … in Microsoft Defender XDR").
+    assert_eq!(count_starting(&d, "Sentinel note: y."), 1, "{d:#?}");
+    assert_eq!(count_starting(&s, "Sentinel note: y."), 1, "{s:#?}");
     assert_consistent(&tb);
 }

@@ -88,6 +88,30 @@ async fn demo(
         "emulator on http://{}: {} Defender incidents; rule pack {pack_version}; analysts {} edits/s for {} s",
         tb.emulator.addr, args.incidents, args.analysts, args.duration
     ));
+    // Rules hot-reload here as in `run`: edit the pack while the demo runs.
+    let reloading = crate::service::Reloading::start(
+        args.pack.rules.clone(),
+        args.pack.schemas_dir(),
+        &crate::config::ReloadConfig::default(),
+        &tb.syncer,
+        tb.metrics.clone(),
+    )?;
+    if !args.json {
+        reloading
+            .reloader
+            .on_outcome(Box::new(|outcome| match outcome {
+                crate::reload::ReloadOutcome::Swapped { from, to } => {
+                    eprintln!("rule pack reloaded: {from} -> {to}")
+                }
+                crate::reload::ReloadOutcome::Rejected { problems, .. } => {
+                    eprintln!("rule pack change rejected; the running pack stays:");
+                    for p in problems {
+                        eprintln!("    {p}");
+                    }
+                }
+                crate::reload::ReloadOutcome::Unchanged { .. } => {}
+            }));
+    }
     let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
     let analysts = analysts::spawn(
         tb.emulator.store_handle(),
@@ -100,7 +124,10 @@ async fn demo(
         tb.syncer.cycle().await?;
         cycles += 1;
         progress.show(&tb, started, cycles, &log);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = reloading.swapped() => { tb.syncer.retry_dead_letters().await?; }
+        }
     }
     analysts.abort();
     let calm_cycles = tb.quiesce(200).await?;

@@ -70,7 +70,7 @@ struct CheckArgs {
 }
 
 impl PackArgs {
-    fn schemas_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn schemas_dir(&self) -> Option<PathBuf> {
         self.schemas.clone().or_else(|| {
             let local = PathBuf::from("schemas");
             local

@@ -107,8 +107,20 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         metrics.clone(),
     )?);
     service::announce_pack(syncer.state().as_ref(), &metrics, &pack.current())?;
-    runtime()?
-        .block_on(async { service::run(&config, syncer, metrics, shutdown_signal()).await })?;
+    let runtime = runtime()?;
+    let pack_args = pack_args(&config, args);
+    runtime.block_on(async {
+        // Inside the runtime: the reload hooks wake the poll loop through tokio.
+        let reloading = service::Reloading::start(
+            pack_args.rules.clone(),
+            pack_args.schemas_dir(),
+            &config.reload,
+            &syncer,
+            metrics.clone(),
+        )?;
+        let reloading = Some(Arc::new(reloading));
+        service::run(&config, syncer, metrics, reloading, shutdown_signal()).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -163,7 +175,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "version": meta("pack_version"),
             "loaded_at": meta("pack_loaded_at"),
             "last_failed_reload": meta("reload_failed_at"),
+            "last_failed_version": meta("reload_failed_version"),
             "last_failed_problems": meta("reload_problems"),
+            "last_shadow": meta("last_shadow").and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()),
         },
         "dead_letters": letters,
     });
@@ -194,9 +208,31 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         meta("pack_loaded_at").unwrap_or_else(|| "?".into())
     );
     if let Some(at) = meta("reload_failed_at") {
-        println!("last failed reload at {at}:");
+        println!(
+            "last failed reload at {at} (candidate {}):",
+            meta("reload_failed_version")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "unreadable".into())
+        );
         for line in meta("reload_problems").unwrap_or_default().lines() {
             println!("    {line}");
+        }
+    }
+    if let Some(shadow) = report["pack"]["last_shadow"].as_object() {
+        println!(
+            "last shadow run: {} of {} recent incidents would be decided differently",
+            shadow.get("changed").and_then(|v| v.as_u64()).unwrap_or(0),
+            shadow
+                .get("incidents")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        );
+        let rules = shadow.get("per_rule").and_then(|v| v.as_object());
+        for (rule, r) in rules.into_iter().flatten() {
+            println!("    {rule}: {} changed", r["changed"]);
+            for example in r["examples"].as_array().into_iter().flatten() {
+                println!("        {}", example.as_str().unwrap_or(""));
+            }
         }
     }
     println!("dead letters   {}", letters.len());

@@ -20,6 +20,8 @@ use std::sync::Arc;
 const EXAMPLES: usize = 3;
 /// Characters of a value shown in an example.
 const SHOWN: usize = 60;
+/// Characters kept before the first difference of two long values.
+const CONTEXT: usize = 20;
 
 /// The differences charged to one rule.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -123,8 +125,8 @@ fn differences(id: &str, before: &Outcome, after: &Outcome) -> Vec<(String, Stri
                         let rule = setter(&after.steps, field)
                             .or_else(|| setter(&before.steps, field))
                             .unwrap_or("(no rule)");
-                        let example =
-                            format!("incident {id}: {field}: {} -> {}", show(was), show(now));
+                        let (was, now) = show(was, now);
+                        let example = format!("incident {id}: {field}: {was} -> {now}");
                         (rule.to_string(), example)
                     })
                 })
@@ -151,6 +153,21 @@ fn setter<'a>(steps: &'a [Step], field: &str) -> Option<&'a str> {
         .map(|s| s.rule.as_str())
 }
 
-fn show(value: &Value) -> String {
-    clip(&value.to_string(), SHOWN)
+/// Both values as JSON, clipped; a long common start is elided so that the part that
+/// differs (often the end of a title or description) stays in view.
+fn show(was: &Value, now: &Value) -> (String, String) {
+    let (a, b) = (was.to_string(), now.to_string());
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let skip = common.saturating_sub(CONTEXT);
+    let cut = |s: &str| {
+        if skip == 0 {
+            clip(s, SHOWN)
+        } else {
+            format!(
+                "…{}",
+                clip(&s.chars().skip(skip).collect::<String>(), SHOWN)
+            )
+        }
+    };
+    (cut(&a), cut(&b))
 }

@@ -369,3 +369,19 @@ fn replaces(root: &Path, path: &Path) -> bool {
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".."))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacement_is_the_root_itself_or_a_dotdot_sibling() {
+        let root = Path::new("/etc/rb/rules");
+        assert!(replaces(root, Path::new("/etc/rb/rules")));
+        assert!(replaces(root, Path::new("/etc/rb/..data")));
+        assert!(replaces(root, Path::new("/etc/rb/..2026_01_02_03_04_05.1")));
+        assert!(!replaces(root, Path::new("/etc/rb/state.db")));
+        assert!(!replaces(root, Path::new("/etc/rb/rules/..data")));
+        assert!(!replaces(root, Path::new("/etc/rb/.rules.swp")));
+    }
+}

@@ -331,7 +331,7 @@ impl CompiledPack {
                 return Err(bad_return(
                     rule,
                     "direction",
-                    "\"to_sentinel\", \"to_defender\", \"skip\" or ()",
+                    "\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()",
                     &out,
                 ));
             };

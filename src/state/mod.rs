@@ -122,6 +122,8 @@ pub struct Counts {
     pub comment_pairs: i64,
     pub dead_letters: i64,
     pub audit_rows: i64,
+    /// Comment POSTs to Defender started but not yet seen there.
+    pub comment_outbox: i64,
 }
 
 /// The state store. Methods are synchronous and short; the engine calls them between

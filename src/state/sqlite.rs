@@ -507,7 +507,8 @@ impl StateStore for SqliteStore {
         let sql = "SELECT (SELECT count(*) FROM links WHERE created = 1), \
                           (SELECT count(*) FROM links WHERE created = 0), \
                           (SELECT count(*) FROM comment_pairs), \
-                          (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM audit)";
+                          (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM audit), \
+                          (SELECT count(*) FROM comment_pairs WHERE defender_key IS NULL)";
         let decode = |row: &Row<'_>| {
             Ok(Counts {
                 links: row.get(0)?,
@@ -515,6 +516,7 @@ impl StateStore for SqliteStore {
                 comment_pairs: row.get(2)?,
                 dead_letters: row.get(3)?,
                 audit_rows: row.get(4)?,
+                comment_outbox: row.get(5)?,
             })
         };
         let mut counts = self.select(sql, [], decode, "counting")?;

@@ -32,6 +32,24 @@ pub struct SyncOptions {
     pub sweep_batch: usize,
     /// On the first poll, only incidents changed since then.
     pub start_from: Option<String>,
+    /// How long a comment POST whose outcome is unknown is given to show up in Defender
+    /// before it is sent again (a service may process a request after the client gave
+    /// up on it). Longer than the client's request timeout.
+    pub comment_retry_grace: std::time::Duration,
+}
+
+impl SyncOptions {
+    /// The defaults for a tenant: a 5 s overlap, 20 links swept per cycle, a minute's
+    /// grace for ambiguous comment POSTs.
+    pub fn new(tenant: impl Into<String>) -> Self {
+        SyncOptions {
+            tenant: tenant.into(),
+            overlap_secs: 5,
+            sweep_batch: 20,
+            start_from: None,
+            comment_retry_grace: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// Running totals for the demo summary and `status` (the metrics carry the same).
@@ -49,6 +67,7 @@ pub struct Stats {
     pub conflicts_to_sentinel: u64,
     pub conflicts_to_defender: u64,
     pub conflicts_skipped: u64,
+    pub conflicts_merged: u64,
     pub filtered: u64,
     pub dead_lettered: u64,
     pub etag_retries: u64,
@@ -76,6 +95,8 @@ pub struct Syncer {
     /// The last Defender incidents seen (for a reload's shadow run).
     recent: Mutex<VecDeque<Arc<Value>>>,
     recent_capacity: usize,
+    /// When each outbox comment was last POSTed by this process.
+    pub(super) outbox_attempts: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Incidents of one page synced at the same time (a page holds 50 on Graph).
@@ -132,6 +153,7 @@ impl Syncer {
             stopping: AtomicBool::new(false),
             recent: Mutex::new(VecDeque::new()),
             recent_capacity: 100,
+            outbox_attempts: Mutex::new(std::collections::HashMap::new()),
         }
     }
 

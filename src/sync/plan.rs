@@ -121,15 +121,17 @@ pub struct Decided {
 }
 
 /// Turns changes and their decisions into writes. `defender_now` is the Defender incident
-/// as read; `defender_form` is the map stage's rendering of the Sentinel incident as a
-/// Defender PATCH body (`None` when no field flows to Defender or the Sentinel side was
-/// filtered out). A write is planned only where the target differs from the source, so
-/// a change both sides already agree on costs no request.
+/// as read; `defender_form` is the map stage's rendering of the Sentinel incident (with
+/// `merged` applied) as a Defender PATCH body (`None` when no field flows to Defender or
+/// the Sentinel side was filtered out); `merged` holds the merged value of every field
+/// decided `merge` (see [`merge_set`]). A write is planned only where the target differs
+/// from the source, so a change both sides already agree on costs no request.
 pub fn plan(
     changes: &[FieldChange],
     decisions: &[Decided],
     defender_now: &Value,
     defender_form: Option<&Map<String, Value>>,
+    merged: &Fields,
 ) -> Plan {
     let mut out = Plan::default();
     for (change, decided) in changes.iter().zip(decisions) {
@@ -145,49 +147,118 @@ pub fn plan(
         };
         match decided.flow {
             Flow::Skip => {}
-            Flow::ToSentinel => {
-                if change.defender.value != change.sentinel.value {
-                    entry.written = Some(Side::Sentinel);
-                    entry.old = change.sentinel.value.clone();
-                    entry.new = change.defender.value.clone();
-                    out.sentinel
-                        .insert(change.field.clone(), change.defender.value.clone());
-                }
-            }
-            Flow::ToDefender => {
-                let keys = defender_keys(&change.field);
-                if keys.is_empty() {
-                    entry.note = Some(format!(
-                        "`{}` has no Defender counterpart; not written",
-                        change.field
-                    ));
-                } else if let Some(form) = defender_form {
-                    let mut old = Map::new();
-                    let mut new = Map::new();
-                    for key in keys {
-                        let Some(value) = form.get(*key) else {
-                            continue;
-                        };
-                        let current = defender_now.get(*key).unwrap_or(&Value::Null);
-                        if current != value {
-                            old.insert((*key).into(), current.clone());
-                            new.insert((*key).into(), value.clone());
-                            out.defender.insert((*key).into(), value.clone());
-                        }
+            Flow::ToSentinel => to_sentinel(
+                &mut entry,
+                &change.sentinel.value,
+                &change.defender.value,
+                &mut out,
+            ),
+            Flow::ToDefender => to_defender(&mut entry, defender_now, defender_form, &mut out),
+            Flow::Merge => match merged.get(&change.field) {
+                Some(value) => {
+                    // Two entries, one per side written: the audit shows both.
+                    let mut other = entry.clone();
+                    to_sentinel(&mut entry, &change.sentinel.value, value, &mut out);
+                    to_defender(&mut other, defender_now, defender_form, &mut out);
+                    if other.written.is_some() {
+                        out.fields.push(other);
                     }
-                    if !new.is_empty() {
-                        entry.written = Some(Side::Defender);
-                        entry.old = Value::Object(old);
-                        entry.new = Value::Object(new);
-                    }
-                } else {
-                    entry.note = Some("the Sentinel incident was filtered out".into());
                 }
-            }
+                None => entry.note = Some(format!("`{}` is not a set; not merged", change.field)),
+            },
         }
         out.fields.push(entry);
     }
     out
+}
+
+fn to_sentinel(entry: &mut PlannedField, current: &Value, value: &Value, out: &mut Plan) {
+    if current != value {
+        entry.written = Some(Side::Sentinel);
+        entry.old = current.clone();
+        entry.new = value.clone();
+        out.sentinel.insert(entry.field.clone(), value.clone());
+    }
+}
+
+fn to_defender(
+    entry: &mut PlannedField,
+    defender_now: &Value,
+    defender_form: Option<&Map<String, Value>>,
+    out: &mut Plan,
+) {
+    let keys = defender_keys(&entry.field);
+    if keys.is_empty() {
+        entry.note = Some(format!(
+            "`{}` has no Defender counterpart; not written",
+            entry.field
+        ));
+        return;
+    }
+    let Some(form) = defender_form else {
+        entry.note = Some("the Sentinel incident was filtered out".into());
+        return;
+    };
+    let mut old = Map::new();
+    let mut new = Map::new();
+    for key in keys {
+        let Some(value) = form.get(*key) else {
+            continue;
+        };
+        let current = defender_now.get(*key).unwrap_or(&Value::Null);
+        if current != value {
+            old.insert((*key).into(), current.clone());
+            new.insert((*key).into(), value.clone());
+            out.defender.insert((*key).into(), value.clone());
+        }
+    }
+    if !new.is_empty() {
+        entry.written = Some(Side::Defender);
+        entry.old = Value::Object(old);
+        entry.new = Value::Object(new);
+    }
+}
+
+/// A 3-way merge of a set-like field (an array; objects are identified by `labelName`):
+/// Sentinel's current items, plus what Defender added since its base, minus what
+/// Defender removed since its base. Each side is compared with its own base, so both
+/// sides' edits survive; an item one side added and the other removed is kept.
+/// `None` when the values are not arrays.
+pub fn merge_set(base_defender: &Value, defender: &Value, sentinel: &Value) -> Option<Value> {
+    fn key(item: &Value) -> String {
+        match item.get("labelName").and_then(Value::as_str) {
+            Some(name) => name.to_string(),
+            None => item.to_string(),
+        }
+    }
+    let empty = Vec::new();
+    let items = |v: &Value| -> Option<Vec<Value>> {
+        match v {
+            Value::Array(a) => Some(a.clone()),
+            Value::Null => Some(empty.clone()),
+            _ => None,
+        }
+    };
+    let (base, d, s) = (items(base_defender)?, items(defender)?, items(sentinel)?);
+    let keys = |list: &[Value]| {
+        list.iter()
+            .map(key)
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (base_keys, d_keys, s_keys) = (keys(&base), keys(&d), keys(&s));
+    let removed_in_defender: std::collections::HashSet<_> =
+        base_keys.difference(&d_keys).cloned().collect();
+    let mut out: Vec<Value> = s
+        .into_iter()
+        .filter(|i| !removed_in_defender.contains(&key(i)))
+        .collect();
+    for item in d {
+        let k = key(&item);
+        if !base_keys.contains(&k) && !s_keys.contains(&k) {
+            out.push(item);
+        }
+    }
+    Some(Value::Array(out))
 }
 
 /// What the writes of a plan came to.
@@ -198,9 +269,6 @@ pub struct Acknowledged<'a> {
     pub sentinel_after: Option<&'a Fields>,
     /// The map stage's rendering of Defender after an acknowledged PATCH.
     pub defender_after: Option<&'a Fields>,
-    /// The PATCH response differs from what we read only by our write: every difference
-    /// in `defender_after` is ours (a field derived from the change stamp, say).
-    pub defender_after_is_ours: bool,
 }
 
 /// The bases to store after a plan's writes: what each side says now, except that a
@@ -216,23 +284,19 @@ pub fn next_bases(
     let mut bd = Fields::new();
     let mut bs = Fields::new();
     for field in synced_fields(views, base_defender) {
-        let written = plan
-            .fields
-            .iter()
-            .find(|f| f.field == field)
-            .and_then(|f| f.written);
-        let unacknowledged = match written {
-            Some(Side::Sentinel) => ack.sentinel_after.is_none(),
-            Some(Side::Defender) => ack.defender_after.is_none(),
-            None => false,
-        };
+        let entries = || plan.fields.iter().filter(|f| f.field == field);
+        let to_sentinel = entries().any(|f| f.written == Some(Side::Sentinel));
+        let to_defender = entries().any(|f| f.written == Some(Side::Defender));
+        let unacknowledged = (to_sentinel && ack.sentinel_after.is_none())
+            || (to_defender && ack.defender_after.is_none());
         let (d, s) = if unacknowledged {
             (get(base_defender, &field), get(base_sentinel, &field))
         } else {
             let d = match ack.defender_after {
-                Some(after) if written == Some(Side::Defender) || ack.defender_after_is_ours => {
-                    get(after, &field)
-                }
+                // Only written fields: an unwritten field whose rendering our write changed
+                // (a note derived from the classification, say) must still flow to
+                // Sentinel, so its base stays what Defender said before.
+                Some(after) if to_defender => get(after, &field),
                 _ => get(views.defender, &field),
             };
             let s = match ack.sentinel_after {

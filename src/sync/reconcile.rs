@@ -10,7 +10,7 @@
 use super::comments::plan_comments;
 use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
 use super::fields::{properties, sentinel_id, sentinel_put_body};
-use super::plan::{detect, next_bases, plan, Acknowledged, Decided, Views};
+use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Views};
 use crate::client::ClientError;
 use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
@@ -368,8 +368,36 @@ impl Syncer {
                 Ok(decisions) => decisions,
                 Err(e) => return self.dead_letter(pack, Side::Defender, &id, e.into()),
             };
-            let form = if decisions.iter().any(|x| x.flow == Flow::ToDefender) {
-                match pack.run_pipeline(Arc::new(s.clone()), Side::Sentinel, &self.options(true)) {
+            // Merged fields: what both sides will hold; the Defender form is rendered
+            // from Sentinel as it will be after the merge.
+            let mut merged = Fields::new();
+            for (change, decided) in changes.iter().zip(&decisions) {
+                if decided.flow == Flow::Merge {
+                    let base = link
+                        .base_defender
+                        .get(&change.field)
+                        .unwrap_or(&Value::Null);
+                    if let Some(value) =
+                        merge_set(base, &change.defender.value, &change.sentinel.value)
+                    {
+                        merged.insert(change.field.clone(), value);
+                    }
+                }
+            }
+            let s_planned = if merged.is_empty() {
+                s.clone()
+            } else {
+                let mut planned = s.clone();
+                for (field, value) in &merged {
+                    planned["properties"][field] = value.clone();
+                }
+                planned
+            };
+            let form = if decisions
+                .iter()
+                .any(|x| matches!(x.flow, Flow::ToDefender | Flow::Merge))
+            {
+                match pack.run_pipeline(Arc::new(s_planned), Side::Sentinel, &self.options(true)) {
                     Ok(outcome) => match outcome.verdict {
                         Verdict::Synced { body } => body.as_object().cloned(),
                         Verdict::Filtered { .. } => None,
@@ -382,7 +410,7 @@ impl Syncer {
             } else {
                 None
             };
-            let plan = plan(&changes, &decisions, &d, form.as_ref());
+            let plan = plan(&changes, &decisions, &d, form.as_ref(), &merged);
 
             // Sentinel first: its etag makes the write conditional on what we planned from.
             let mut s_after = None;
@@ -429,7 +457,6 @@ impl Syncer {
             let mut d_version = defender_stamp(&d).map(str::to_string);
             let mut failure = None;
             let mut patched = None;
-            let mut d_after_is_ours = false;
             if !plan.defender.is_empty() {
                 self.metrics
                     .inc(metrics::API_CALLS, &[("side", "defender")]);
@@ -438,11 +465,15 @@ impl Syncer {
                         self.metrics
                             .inc(metrics::WRITES, &[("side", "defender"), ("result", "ok")]);
                         let merged = merge(&d, &response);
-                        if only_ours_changed(&d, &merged, &plan.defender) {
-                            d_version = defender_stamp(&merged).map(str::to_string);
-                            d_after_is_ours = true;
-                        }
                         if let Step::Go(view) = self.render_defender(pack, &merged, true)? {
+                            // The new version may be skipped by the next poll only if it
+                            // is provably ours alone: nobody else changed the incident, and
+                            // our write changed no field we did not write (a derived
+                            // field must still flow to Sentinel from that poll).
+                            let derived = renders_unwritten_change(&plan, &view, &dview);
+                            if !derived && only_ours_changed(&d, &merged, &plan.defender) {
+                                d_version = defender_stamp(&merged).map(str::to_string);
+                            }
                             d_after = Some(view);
                         }
                         patched = Some(merged);
@@ -466,7 +497,6 @@ impl Syncer {
                 Acknowledged {
                     sentinel_after: s_after_props.as_ref(),
                     defender_after: d_after.as_ref(),
-                    defender_after_is_ours: d_after_is_ours,
                 },
             );
             let now = now_rfc3339();
@@ -489,6 +519,8 @@ impl Syncer {
             };
             let mut audit = Vec::new();
             let mut writes = 0;
+            // A merge plans one entry per side; it is still one conflict.
+            let mut counted_conflicts = std::collections::HashSet::new();
             for f in &plan.fields {
                 let acknowledged = match f.written {
                     Some(Side::Sentinel) => s_after.is_some(),
@@ -520,13 +552,14 @@ impl Syncer {
                         (from, "skip", old, new)
                     }
                 };
-                if f.conflict {
+                if f.conflict && counted_conflicts.insert(f.field.clone()) {
                     self.count(|st| {
                         st.conflicts += 1;
                         match f.flow {
                             Flow::ToSentinel => st.conflicts_to_sentinel += 1,
                             Flow::ToDefender => st.conflicts_to_defender += 1,
                             Flow::Skip => st.conflicts_skipped += 1,
+                            Flow::Merge => st.conflicts_merged += 1,
                         }
                     });
                 }
@@ -778,10 +811,17 @@ impl Syncer {
                 // this entry is how the posted comment is recognised instead of re-posted.
                 if !c.retry {
                     self.state.put_comment_pair(&pair)?;
+                } else if !self.outbox_due(&c.sentinel_comment_id) {
+                    // Sent not long ago (or by a process that just died): it may still
+                    // land; give it the grace period before posting it again.
+                    continue;
                 }
                 self.metrics
                     .inc(metrics::API_CALLS, &[("side", "defender")]);
-                match self.graph.add_comment(id, &c.text).await {
+                let posted = self.graph.add_comment(id, &c.text).await;
+                // The grace runs from when the client stopped waiting, not from the send.
+                self.outbox_attempted(&c.sentinel_comment_id);
+                match posted {
                     Ok(all) => {
                         let known: std::collections::HashSet<String> = pairs
                             .iter()
@@ -811,6 +851,30 @@ impl Syncer {
         }
         self.state.commit(&commit)?;
         Ok(writes)
+    }
+
+    /// Whether an outbox comment may be POSTed again: its last attempt by this process is
+    /// older than the grace period. One this process never sent (a restart) starts its
+    /// grace period now.
+    fn outbox_due(&self, comment_id: &str) -> bool {
+        let mut attempts = self
+            .outbox_attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match attempts.get(comment_id) {
+            Some(at) => at.elapsed() >= self.opts.comment_retry_grace,
+            None => {
+                attempts.insert(comment_id.to_string(), std::time::Instant::now());
+                false
+            }
+        }
+    }
+
+    fn outbox_attempted(&self, comment_id: &str) {
+        self.outbox_attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(comment_id.to_string(), std::time::Instant::now());
     }
 
     /// Asks the direction rules whether new comments on `from` flow to the other side.
@@ -869,6 +933,20 @@ fn merge(before: &Value, response: &Value) -> Value {
         }
     }
     merged
+}
+
+/// True when a field the plan did not write to Defender renders differently after the
+/// write than before it.
+fn renders_unwritten_change(plan: &super::plan::Plan, after: &Fields, before: &Fields) -> bool {
+    let written = |field: &str| {
+        plan.fields
+            .iter()
+            .any(|f| f.field == field && f.written == Some(Side::Defender))
+    };
+    after
+        .keys()
+        .chain(before.keys())
+        .any(|k| !written(k) && after.get(k) != before.get(k))
 }
 
 /// True when the PATCH response differs from what we read only in what we wrote and
