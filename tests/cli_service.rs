@@ -83,7 +83,12 @@ async fn run_until_sigterm_then_status_and_explain_show_what_happened() {
         }
     });
     let mut log = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let ops = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ops address in the log: {log}"
+        );
         let line = lines_rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the ops address in the log");

@@ -222,7 +222,7 @@ fn a_direction_rule_must_return_a_known_flow() {
     assert_eq!(err.kind, RuleErrorKind::BadReturn);
     assert!(
         err.message
-            .contains("\"to_sentinel\", \"to_defender\", \"skip\" or ()"),
+            .contains("\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()"),
         "{err}"
     );
 }
