@@ -7,7 +7,9 @@
 //! - `comments`: which comments to copy, crash-safe without markers. Pure.
 //! - `engine`: polls with cursors, the reconcile sweep, dead-letter retries (async edge).
 //! - `reconcile`: one incident's create or reconcile, writes and commit (async edge).
+//! - `comment_sync`: one incident's comment copies through the outbox (async edge).
 
+mod comment_sync;
 pub mod comments;
 mod engine;
 pub mod fields;

@@ -7,15 +7,14 @@
 //! audit rows; a version is stored only when it is provably the state our write left
 //! (otherwise the next poll re-reads, which costs a read, never a lost change).
 
-use super::comments::plan_comments;
 use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
 use super::fields::{properties, sentinel_id, sentinel_put_body};
 use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Views};
 use crate::client::ClientError;
 use crate::metrics;
-use crate::model::{FieldChange, Flow, Side, SideValue};
+use crate::model::{FieldChange, Flow, Side};
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
-use crate::state::{AuditRow, CommentPair, Commit, DeadLetter, Fields, Link, StateError};
+use crate::state::{AuditRow, Commit, DeadLetter, Fields, Link, StateError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -55,7 +54,7 @@ impl Outcome {
 }
 
 /// A per-incident failure: becomes a dead letter, never a process error.
-struct Failure {
+pub(super) struct Failure {
     kind: &'static str,
     reason: String,
     rule: Option<String>,
@@ -82,7 +81,7 @@ fn lag_secs(changed_at: Option<&str>) -> Option<f64> {
 }
 
 impl Syncer {
-    fn options(&self, linked: bool) -> RunOptions {
+    pub(super) fn options(&self, linked: bool) -> RunOptions {
         RunOptions {
             sync_time: now_rfc3339(),
             linked,
@@ -162,7 +161,7 @@ impl Syncer {
         self.dead_letter(&pack, Side::Defender, defender_id, failure)
     }
 
-    fn dead_letter(
+    pub(super) fn dead_letter(
         &self,
         pack: &CompiledPack,
         side: Side,
@@ -191,7 +190,7 @@ impl Syncer {
     }
 
     /// A client error: permanent ones dead-letter the incident, the rest end the pass.
-    fn client_failure(
+    pub(super) fn client_failure(
         &self,
         pack: &CompiledPack,
         side: Side,
@@ -677,240 +676,6 @@ impl Syncer {
                     })
             })
             .collect()
-    }
-
-    /// Copies new comments each way, as the direction rules allow. Returns writes made.
-    async fn sync_comments(
-        &self,
-        pack: &CompiledPack,
-        link: &Link,
-        d: &Value,
-        known_sentinel: Option<Vec<Value>>,
-    ) -> Result<usize, SyncError> {
-        let id = &link.defender_id;
-        let s_comments = match known_sentinel {
-            Some(list) => list,
-            None => {
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "sentinel")]);
-                match self.sentinel.list_comments(&link.sentinel_id).await {
-                    Ok(list) => list,
-                    Err(ClientError::NotFound { .. }) => return Ok(0),
-                    Err(e) => {
-                        self.client_failure(pack, Side::Defender, id, e)?;
-                        return Ok(0);
-                    }
-                }
-            }
-        };
-        let d_comments = d["comments"].as_array().cloned().unwrap_or_default();
-        let pairs = self.state.comment_pairs(id)?;
-        let mut cp = plan_comments(&link.sentinel_id, &d_comments, &s_comments, &pairs);
-        if cp.is_empty() {
-            return Ok(0);
-        }
-        let mut commit = Commit {
-            comments: std::mem::take(&mut cp.adopted),
-            ..Commit::default()
-        };
-        let now = now_rfc3339();
-        let audit = |side: Side, text: &str| AuditRow {
-            id: 0,
-            at: now.clone(),
-            defender_id: id.clone(),
-            sentinel_id: link.sentinel_id.clone(),
-            side,
-            action: "comment".into(),
-            field: Some("comments".into()),
-            old: Value::Null,
-            new: Value::String(crate::rules::natives::clip(text, 200)),
-            rule: None,
-            pack_version: pack.version.clone(),
-        };
-        let mut writes = 0;
-        if !cp.to_sentinel.is_empty() {
-            let texts: Vec<Value> = cp
-                .to_sentinel
-                .iter()
-                .map(|c| Value::String(c.message.clone()))
-                .collect();
-            let decision = match self.decide_comments(pack, d, Side::Defender, texts) {
-                Ok(decision) => decision,
-                Err(e) => {
-                    return self
-                        .dead_letter(pack, Side::Defender, id, e.into())
-                        .map(|_| 0)
-                }
-            };
-            for c in &cp.to_sentinel {
-                let written = decision.flow == Flow::ToSentinel;
-                if written {
-                    self.metrics
-                        .inc(metrics::API_CALLS, &[("side", "sentinel")]);
-                    if let Err(e) = self
-                        .sentinel
-                        .put_comment(&link.sentinel_id, &c.comment_id, &c.message)
-                        .await
-                    {
-                        self.state.commit(&commit)?;
-                        self.client_failure(pack, Side::Defender, id, e)?;
-                        return Ok(writes);
-                    }
-                    writes += 1;
-                    self.count(|s| s.comments_to_sentinel += 1);
-                    let mut row = audit(Side::Sentinel, &c.message);
-                    row.rule = decision.rule.clone();
-                    commit.audit.push(row);
-                }
-                commit.comments.push(CommentPair {
-                    defender_id: id.clone(),
-                    defender_key: Some(c.defender_key.clone()),
-                    sentinel_comment_id: if written {
-                        c.comment_id.clone()
-                    } else {
-                        format!("not-synced:{}", c.defender_key)
-                    },
-                    origin: Side::Defender,
-                    text: String::new(),
-                });
-            }
-        }
-        if !cp.to_defender.is_empty() {
-            let texts: Vec<Value> = cp
-                .to_defender
-                .iter()
-                .map(|c| Value::String(c.text.clone()))
-                .collect();
-            let decision = match self.decide_comments(pack, d, Side::Sentinel, texts) {
-                Ok(decision) => decision,
-                Err(e) => {
-                    return self
-                        .dead_letter(pack, Side::Defender, id, e.into())
-                        .map(|_| 0)
-                }
-            };
-            for c in &cp.to_defender {
-                if decision.flow != Flow::ToDefender {
-                    commit.comments.push(CommentPair {
-                        defender_id: id.clone(),
-                        defender_key: Some(format!("not-synced:{}", c.sentinel_comment_id)),
-                        sentinel_comment_id: c.sentinel_comment_id.clone(),
-                        origin: Side::Sentinel,
-                        text: String::new(),
-                    });
-                    continue;
-                }
-                let mut pair = CommentPair {
-                    defender_id: id.clone(),
-                    defender_key: None,
-                    sentinel_comment_id: c.sentinel_comment_id.clone(),
-                    origin: Side::Sentinel,
-                    text: c.text.clone(),
-                };
-                // The outbox entry goes first: a POST is not idempotent, and after a crash
-                // this entry is how the posted comment is recognised instead of re-posted.
-                if !c.retry {
-                    self.state.put_comment_pair(&pair)?;
-                } else if !self.outbox_due(&c.sentinel_comment_id) {
-                    // Sent not long ago (or by a process that just died): it may still
-                    // land; give it the grace period before posting it again.
-                    continue;
-                }
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "defender")]);
-                let posted = self.graph.add_comment(id, &c.text).await;
-                // The grace runs from when the client stopped waiting, not from the send.
-                self.outbox_attempted(&c.sentinel_comment_id);
-                match posted {
-                    Ok(all) => {
-                        let known: std::collections::HashSet<String> = pairs
-                            .iter()
-                            .chain(commit.comments.iter())
-                            .filter_map(|p| p.defender_key.clone())
-                            .collect();
-                        pair.defender_key = all
-                            .iter()
-                            .rev()
-                            .filter(|x| x["comment"].as_str() == Some(c.text.as_str()))
-                            .map(super::fields::defender_comment_key)
-                            .find(|k| !known.contains(k));
-                        writes += 1;
-                        self.count(|s| s.comments_to_defender += 1);
-                        let mut row = audit(Side::Defender, &c.text);
-                        row.rule = decision.rule.clone();
-                        commit.audit.push(row);
-                        commit.comments.push(pair);
-                    }
-                    Err(e) => {
-                        self.state.commit(&commit)?;
-                        self.client_failure(pack, Side::Defender, id, e)?;
-                        return Ok(writes);
-                    }
-                }
-            }
-        }
-        self.state.commit(&commit)?;
-        Ok(writes)
-    }
-
-    /// Whether an outbox comment may be POSTed again: its last attempt by this process is
-    /// older than the grace period. One this process never sent (a restart) starts its
-    /// grace period now.
-    fn outbox_due(&self, comment_id: &str) -> bool {
-        let mut attempts = self
-            .outbox_attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match attempts.get(comment_id) {
-            Some(at) => at.elapsed() >= self.opts.comment_retry_grace,
-            None => {
-                attempts.insert(comment_id.to_string(), std::time::Instant::now());
-                false
-            }
-        }
-    }
-
-    fn outbox_attempted(&self, comment_id: &str) {
-        self.outbox_attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(comment_id.to_string(), std::time::Instant::now());
-    }
-
-    /// Asks the direction rules whether new comments on `from` flow to the other side.
-    fn decide_comments(
-        &self,
-        pack: &CompiledPack,
-        d: &Value,
-        from: Side,
-        texts: Vec<Value>,
-    ) -> Result<Decided, RuleError> {
-        let stamp = defender_stamp(d).map(str::to_string);
-        let new = SideValue {
-            value: Value::Array(texts),
-            changed: true,
-            changed_at: stamp.clone(),
-        };
-        let none = SideValue {
-            value: Value::Array(Vec::new()),
-            changed: false,
-            changed_at: stamp,
-        };
-        let (defender, sentinel) = match from {
-            Side::Defender => (new, none),
-            Side::Sentinel => (none, new),
-        };
-        let change = FieldChange {
-            field: "comments".into(),
-            base: Value::Array(Vec::new()),
-            defender,
-            sentinel,
-        };
-        let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(true))?;
-        Ok(Decided {
-            flow: decision.flow,
-            rule: decision.rule,
-        })
     }
 }
 
