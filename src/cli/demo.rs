@@ -157,7 +157,7 @@ async fn demo(
         "comments_to_sentinel": stats.comments_to_sentinel,
         "comments_to_defender": stats.comments_to_defender,
         "conflicts": { "total": stats.conflicts, "to_sentinel": stats.conflicts_to_sentinel,
-                       "to_defender": stats.conflicts_to_defender, "skipped": stats.conflicts_skipped },
+                       "to_defender": stats.conflicts_to_defender, "merged": stats.conflicts_merged, "skipped": stats.conflicts_skipped },
         "etag_retries": stats.etag_retries,
         "dead_letters": counts.dead_letters,
         "api_calls": requests,
@@ -209,10 +209,11 @@ fn print_summary(s: &serde_json::Value) {
     );
     let c = &s["conflicts"];
     println!(
-        "  conflicts                {} ({} Defender won, {} Sentinel won, {} skipped)",
+        "  conflicts                {} ({} Defender won, {} Sentinel won, {} merged, {} skipped)",
         n(&c["total"]),
         n(&c["to_sentinel"]),
         n(&c["to_defender"]),
+        n(&c["merged"]),
         n(&c["skipped"])
     );
     println!("  etag races re-planned    {}", n(&s["etag_retries"]));
