@@ -39,7 +39,10 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
         .await
         .unwrap();
-    emulator.store().seed_many(seed::generate(1500, 42)).unwrap();
+    emulator
+        .store()
+        .seed_many(seed::generate(1500, 42))
+        .unwrap();
     let info = emulator.info();
     let dir = tempfile::tempdir().unwrap();
     let root = std::env::current_dir().unwrap();

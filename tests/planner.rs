@@ -982,7 +982,10 @@ fn property_an_unacknowledged_write_is_planned_again_and_then_settles() {
         }
         for _ in 0..2 {
             let f = sync_once(&mut twin, coin, false, false);
-            assert!(f.defender.is_empty(), "case {case}: echo to Defender: {f:#?}");
+            assert!(
+                f.defender.is_empty(),
+                "case {case}: echo to Defender: {f:#?}"
+            );
         }
         let dview = render_defender(&twin.d);
         let again = detect(&views(&dview, &twin.s), &twin.bd, &twin.bs);

@@ -48,17 +48,9 @@ pub struct TempPack {
     pub schemas: PathBuf,
 }
 
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::copy_dir;
 
 /// Writes the default pack plus the stamp rule (suffix "a") into `rules`.
 pub fn write_pack(rules: &Path) {
