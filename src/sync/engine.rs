@@ -237,10 +237,12 @@ impl Syncer {
         let mut report = PassReport::default();
         let mut position = cursor.clone();
         'pages: while !self.stopping() {
-            self.metrics
-                .inc(metrics::API_CALLS, &[("side", side.name())]);
             let page = match pages.next_page().await {
-                Ok(Some(page)) => page,
+                Ok(Some(page)) => {
+                    self.metrics
+                        .inc(metrics::API_CALLS, &[("side", side.name())]);
+                    page
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
