@@ -1,18 +1,21 @@
-//! The default pack's filter → map → enrich → validate over realistic Graph incidents
-//! (3–4 KB, alerts with several kinds of evidence), next to a hand-written Rust mapping
-//! of the same fields, plus scaling to two worker threads.
+//! Filter → map → enrich → validate over realistic Graph incidents (3–4 KB, alerts with
+//! several kinds of evidence), for two packs: the default pack, and the small
+//! `benches/packs/comparable` pack the size of the mapping issue 2's targets were
+//! measured with. Each runs next to a hand-written Rust twin that produces the same
+//! bodies byte for byte (checked before timing), plus scaling to two worker threads.
 //!
 //! Run: `cargo bench --bench pipeline` (criterion statistics, then a summary with
-//! incidents/s and the Rhai : Rust ratio, 1 and 2 threads).
+//! incidents/s and the Rhai : Rust ratio, 1 and 2 threads, per pack).
 
-use chrono::DateTime;
+#[path = "pipeline/hand_written.rs"]
+mod hand_written;
+
 use criterion::Criterion;
 use rulebridge::model::Side;
 use rulebridge::rules::{CompiledPack, RunOptions, Verdict};
 use rulebridge::schema;
 use rulebridge::snapshot::PackSnapshot;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -79,193 +82,6 @@ fn incidents(n: usize) -> Vec<Arc<Value>> {
         .collect()
 }
 
-/// The same mapping as rules/map/microsoft-standard.rhai + enrich/vip-accounts.rhai, in Rust.
-fn rust_to_sentinel(pack: &CompiledPack, i: &Value) -> Option<Value> {
-    let key = |v: &Value| {
-        v.as_str()
-            .unwrap_or("")
-            .chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect::<String>()
-    };
-    let status_key = key(&i["status"]);
-    let alerts = i["alerts"].as_array();
-    if key(&i["severity"]) == "informational" && alerts.is_some_and(|a| a.is_empty()) {
-        return None;
-    }
-    let status = match status_key.as_str() {
-        "active" => "New",
-        "inprogress" | "awaitingaction" => "Active",
-        "resolved" | "redirected" => "Closed",
-        _ => "Active",
-    };
-    let mut severity = match key(&i["severity"]).as_str() {
-        "high" => "High",
-        "medium" => "Medium",
-        "low" => "Low",
-        "informational" => "Informational",
-        _ => "Medium",
-    };
-    let id = i["id"].as_str().unwrap_or("");
-    let mut p = serde_json::Map::new();
-    p.insert(
-        "title".into(),
-        i["displayName"].as_str().map_or(
-            json!(format!("Microsoft Defender XDR incident {id}")),
-            |t| json!(t),
-        ),
-    );
-    p.insert("status".into(), json!(status));
-    let owner = i["assignedTo"]
-        .as_str()
-        .map(|a| json!({"userPrincipalName": a, "email": a, "assignedTo": a, "ownerType": "User"}));
-    p.insert("owner".into(), owner.unwrap_or(Value::Null));
-    match key(&i["classification"]).as_str() {
-        "truepositive" => {
-            p.insert("classification".into(), json!("TruePositive"));
-            p.insert("classificationReason".into(), json!("SuspiciousActivity"));
-        }
-        "informationalexpectedactivity" => {
-            p.insert("classification".into(), json!("BenignPositive"));
-            p.insert(
-                "classificationReason".into(),
-                json!("SuspiciousButExpected"),
-            );
-        }
-        "falsepositive" => {
-            p.insert("classification".into(), json!("FalsePositive"));
-            let reason = if key(&i["determination"]) == "notenoughdatatovalidate" {
-                "InaccurateData"
-            } else {
-                "IncorrectAlertLogic"
-            };
-            p.insert("classificationReason".into(), json!(reason));
-        }
-        _ if status == "Closed" => {
-            p.insert("classification".into(), json!("Undetermined"));
-        }
-        _ => {}
-    }
-    let mut labels: Vec<String> = Vec::new();
-    for t in i["customTags"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        if !labels.iter().any(|l| l == t) {
-            labels.push(t.to_string());
-        }
-    }
-    labels.push(format!("defender-xdr:{id}"));
-    if status_key == "redirected" {
-        labels.push("redirected".into());
-    }
-    let alerts = alerts.map(Vec::as_slice).unwrap_or(&[]);
-    let distinct = |f: &dyn Fn(&Value) -> Vec<String>| -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        alerts
-            .iter()
-            .flat_map(f)
-            .filter(|s| seen.insert(s.clone()))
-            .collect()
-    };
-    let evidence = |field: &'static [&'static str]| {
-        move |a: &Value| -> Vec<String> {
-            a["evidence"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| {
-                    field
-                        .iter()
-                        .try_fold(e, |v, k| v.get(*k))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .collect()
-        }
-    };
-    let upns = distinct(&evidence(&["userAccount", "userPrincipalName"]));
-    let times = |f: &str| {
-        alerts
-            .iter()
-            .filter_map(|a| {
-                a[f].as_str()
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            })
-            .collect::<Vec<_>>()
-    };
-    if let Some(t) = times("firstActivityDateTime").into_iter().min() {
-        p.insert("firstActivityTimeUtc".into(), json!(t.to_rfc3339()));
-    }
-    if let Some(t) = times("lastActivityDateTime").into_iter().max() {
-        p.insert("lastActivityTimeUtc".into(), json!(t.to_rfc3339()));
-    }
-    let mut text = format!(
-        "Microsoft Defender XDR incident {id}: {}",
-        i["incidentWebUrl"].as_str().unwrap_or("")
-    );
-    text.push_str("\n\n");
-    text.push_str(i["description"].as_str().unwrap_or(""));
-    text.push_str(&format!(
-        "\n\nAlerts ({}): {}",
-        alerts.len(),
-        distinct(&|a| vec![a["title"].as_str().unwrap_or("").to_string()]).join(", ")
-    ));
-    text.push_str(&format!(
-        "\nSources: {}",
-        distinct(&|a| vec![a["serviceSource"].as_str().unwrap_or("").to_string()]).join(", ")
-    ));
-    text.push_str(&format!("\nAccounts: {}", upns.join(", ")));
-    text.push_str(&format!(
-        "\nDevices: {}",
-        distinct(&evidence(&["deviceDnsName"])).join(", ")
-    ));
-    text.push_str(&format!(
-        "\nIP addresses: {}",
-        distinct(&evidence(&["ipAddress"])).join(", ")
-    ));
-    text.push_str(&format!(
-        "\nURLs: {}",
-        distinct(&evidence(&["url"])).join(", ")
-    ));
-    p.insert(
-        "description".into(),
-        json!(text.chars().take(5000).collect::<String>()),
-    );
-    if upns.iter().any(|u| {
-        pack.tables
-            .get("vip_accounts")
-            .and_then(|t| t.get(u))
-            .is_some()
-    }) {
-        labels.push("VIP".into());
-        severity = "High";
-    }
-    p.insert("severity".into(), json!(severity));
-    p.insert(
-        "labels".into(),
-        Value::Array(
-            labels
-                .into_iter()
-                .map(|l| json!({"labelName": l}))
-                .collect(),
-        ),
-    );
-    let body = json!({"properties": p});
-    // Same guarantees as the rule pipeline: input and output are schema-checked.
-    assert!(pack.schemas.check(schema::DEFENDER_INCIDENT, i).is_empty());
-    assert!(
-        pack.schemas
-            .check(schema::SENTINEL_INCIDENT, &body)
-            .is_empty(),
-        "{body}"
-    );
-    Some(body)
-}
-
 fn rhai_pipeline(pack: &CompiledPack, incident: &Arc<Value>, opts: &RunOptions) -> Option<Value> {
     match pack
         .run_pipeline(incident.clone(), Side::Defender, opts)
@@ -301,23 +117,67 @@ fn throughput(
     (set.len() * rounds) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A pack and its hand-written Rust twin.
+struct Subject {
+    name: &'static str,
+    pack: CompiledPack,
+    rust: fn(&CompiledPack, &Value) -> Option<Value>,
+    /// Whether the Rust twin is checked to produce the pack's bodies exactly.
+    checked: bool,
+}
+
+fn load(dir: &str) -> CompiledPack {
+    let snapshot = PackSnapshot::read(Path::new(dir), Some(Path::new("schemas"))).unwrap();
+    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{dir}: {p:#?}"))
+}
+
 fn main() {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    let pack = CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"));
+    // PIPELINE_RULES=dir times another pack in place of the default one (against the
+    // default pack's Rust twin, which then does other work: no equality check).
+    let rules = std::env::var("PIPELINE_RULES").ok();
+    let subjects = [
+        Subject {
+            name: "default pack",
+            pack: load(rules.as_deref().unwrap_or("rules")),
+            rust: hand_written::default_pack,
+            checked: rules.is_none(),
+        },
+        Subject {
+            name: "comparable pack",
+            pack: load("benches/packs/comparable"),
+            rust: hand_written::core_fields,
+            checked: true,
+        },
+    ];
     let opts = RunOptions {
         sync_time: "2026-03-05T00:00:00Z".into(),
         linked: true,
         explain: false,
     };
     let set = incidents(512);
+    // Equal work: each Rust twin must produce exactly what its pack produces.
+    for subject in subjects.iter().filter(|s| s.checked) {
+        for incident in &set {
+            let rhai = rhai_pipeline(&subject.pack, incident, &opts);
+            let rust = (subject.rust)(&subject.pack, incident);
+            assert_eq!(
+                rhai, rust,
+                "{}: the Rust twin differs on {incident}",
+                subject.name
+            );
+        }
+    }
     // For instruction counts, which unlike time are stable on a shared VM:
-    //   PIPELINE_ONLY=rhai|rust|none valgrind --tool=callgrind <bench binary>
-    // and (Ir(rhai or rust) - Ir(none)) / 512 is the cost of one incident.
+    //   PIPELINE_ONLY=rhai|rust|core-rhai|core-rust|none valgrind --tool=callgrind <bench binary>
+    // and (Ir(x) - Ir(none)) / 512 is the cost of one incident.
     if let Ok(only) = std::env::var("PIPELINE_ONLY") {
+        let (default, core) = (&subjects[0], &subjects[1]);
         for incident in &set {
             match only.as_str() {
-                "rhai" => drop(black_box(rhai_pipeline(&pack, incident, &opts))),
-                "rust" => drop(black_box(rust_to_sentinel(&pack, incident))),
+                "rhai" => drop(black_box(rhai_pipeline(&default.pack, incident, &opts))),
+                "rust" => drop(black_box((default.rust)(&default.pack, incident))),
+                "core-rhai" => drop(black_box(rhai_pipeline(&core.pack, incident, &opts))),
+                "core-rust" => drop(black_box((core.rust)(&core.pack, incident))),
                 _ => {}
             }
         }
@@ -329,44 +189,58 @@ fn main() {
         .configure_from_args()
         .measurement_time(Duration::from_secs(4));
     let mut group = c.benchmark_group("pipeline");
-    group.bench_function("rhai_default_pack_per_incident", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) % set.len();
-            black_box(rhai_pipeline(&pack, &set[k], &opts))
-        })
-    });
-    group.bench_function("hand_written_rust_per_incident", |b| {
-        let mut k = 0;
-        b.iter(|| {
-            k = (k + 1) % set.len();
-            black_box(rust_to_sentinel(&pack, &set[k]))
-        })
-    });
+    for subject in &subjects {
+        let id = subject.name.replace(' ', "_");
+        group.bench_function(format!("rhai_{id}_per_incident"), |b| {
+            let mut k = 0;
+            b.iter(|| {
+                k = (k + 1) % set.len();
+                black_box(rhai_pipeline(&subject.pack, &set[k], &opts))
+            })
+        });
+        group.bench_function(format!("hand_written_rust_{id}_per_incident"), |b| {
+            let mut k = 0;
+            b.iter(|| {
+                k = (k + 1) % set.len();
+                black_box((subject.rust)(&subject.pack, &set[k]))
+            })
+        });
+    }
     group.finish();
 
     let rounds = 40;
-    let rhai = |i: &Arc<Value>| {
-        black_box(rhai_pipeline(&pack, i, &opts));
-    };
-    let rust = |i: &Arc<Value>| {
-        black_box(rust_to_sentinel(&pack, i));
-    };
-    throughput(2, &set, 2, &rhai); // warm every thread's engine
-    let rhai1 = throughput(1, &set, rounds, &rhai);
-    let rhai2 = throughput(2, &set, rounds, &rhai);
-    let rust1 = throughput(1, &set, rounds, &rust);
-    let rust2 = throughput(2, &set, rounds, &rust);
     println!(
         "\nsummary ({} incidents, mean {} bytes of JSON, {} rounds):",
         set.len(),
         mean_size,
         rounds
     );
-    println!("  rhai pipeline   1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rhai1, rhai2, rhai2 / rhai1);
-    println!("  hand-written    1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rust1, rust2, rust2 / rust1);
-    println!("  rhai / rust     {:.2} (1 thread)", rhai1 / rust1);
-    stage_breakdown(&pack, &set, &opts);
+    for subject in &subjects {
+        let rhai = |i: &Arc<Value>| {
+            black_box(rhai_pipeline(&subject.pack, i, &opts));
+        };
+        let rust = |i: &Arc<Value>| {
+            black_box((subject.rust)(&subject.pack, i));
+        };
+        throughput(2, &set, 2, &rhai); // warm every thread's engine
+        let rhai1 = throughput(1, &set, rounds, &rhai);
+        let rhai2 = throughput(2, &set, rounds, &rhai);
+        let rust1 = throughput(1, &set, rounds, &rust);
+        let rust2 = throughput(2, &set, rounds, &rust);
+        println!(
+            "  {}{}:",
+            subject.name,
+            if subject.checked {
+                ""
+            } else {
+                " (not the default pack: Rust does other work)"
+            }
+        );
+        println!("    rhai pipeline   1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rhai1, rhai2, rhai2 / rhai1);
+        println!("    hand-written    1 thread {:>9.0} incidents/s   2 threads {:>9.0} incidents/s   scaling {:.2}x", rust1, rust2, rust2 / rust1);
+        println!("    rhai / rust     {:.2} (1 thread)", rhai1 / rust1);
+        stage_breakdown(&subject.pack, &set, &opts);
+    }
 }
 
 /// Where one incident's time goes, stage by stage (1 thread, mean over the set).
@@ -406,5 +280,5 @@ fn stage_breakdown(pack: &CompiledPack, set: &[Arc<Value>], opts: &RunOptions) {
         .zip(totals)
         .map(|(name, t)| format!("{name} {:.1} µs", (t / n).as_secs_f64() * 1e6))
         .collect();
-    println!("  per incident:   {}", parts.join(", "));
+    println!("    per incident:   {}", parts.join(", "));
 }

@@ -128,12 +128,14 @@ fn engine_for(limits: &Limits) -> Rc<Engine> {
 }
 
 /// Calls `entry` of `rule` with two arguments, under the pack's limits and deadline.
+/// The arguments are borrowed: they are copied once for the call, and once more only
+/// if a limit hit has to be located.
 pub fn call_rule(
     rule: &CompiledRule,
     limits: &Limits,
     entry: &str,
-    first: Dynamic,
-    ctx: Dynamic,
+    first: &Dynamic,
+    ctx: &Dynamic,
 ) -> Result<Dynamic, RuleError> {
     let engine = engine_for(limits);
     let result = with_deadline(limits.timeout(), || {
@@ -141,7 +143,7 @@ pub fn call_rule(
     });
     result.map_err(|err| {
         let location = if err.is_system_exception() || is_deadline(&err) {
-            locate_limit_hit(rule, limits, entry, first, ctx)
+            locate_limit_hit(rule, limits, entry, first.clone(), ctx.clone())
         } else {
             None
         };

@@ -23,6 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rhai::{Array, Dynamic, Engine, ImmutableString};
 use serde_json::Value;
 use std::collections::HashSet;
+use std::fmt::Write;
 
 pub fn register(engine: &mut Engine) {
     engine.register_fn("pluck", |v: &mut JsonView, path: &str| {
@@ -38,7 +39,15 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("timestamp", |_: ()| Dynamic::UNIT);
     engine.register_fn("enum_key", |s: &str| enum_key(s));
     engine.register_fn("enum_key", |_: ()| String::new());
-    engine.register_fn("clip", |s: &str, max: i64| clip(s, max.max(0) as usize));
+    // A string that fits is returned as it is (shared, not copied): descriptions are KBs.
+    engine.register_fn("clip", |s: ImmutableString, max: i64| {
+        let max = max.max(0) as usize;
+        if fits(&s, max) {
+            s
+        } else {
+            clip(&s, max).into()
+        }
+    });
     engine.register_fn("clip", |_: (), _: i64| String::new());
     engine.register_fn("distinct", |list: Array| distinct(list));
     engine.register_fn(
@@ -76,19 +85,53 @@ pub fn register(engine: &mut Engine) {
 
 /// Collects distinct scalars found at `path` below `view`.
 pub fn pluck(view: &JsonView, path: &str) -> Array {
-    let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
-    // Leaves stay borrowed from the document, so telling them apart allocates nothing.
-    let mut strings: HashSet<&str> = HashSet::new();
-    let mut leaves: Vec<&Value> = Vec::new();
-    walk(view.node(), &segments, &mut |leaf| match leaf {
-        Value::String(s) if strings.insert(s.as_str()) => leaves.push(leaf),
-        // Numbers and booleans are rare at the paths rules read: a scan is enough.
-        Value::Number(_) | Value::Bool(_) if !leaves.contains(&leaf) => leaves.push(leaf),
-        _ => {}
-    });
-    leaves.into_iter().map(|leaf| view.wrap(leaf)).collect()
+    distinct_leaves(view.node(), path)
+        .into_iter()
+        .map(|leaf| view.wrap(leaf))
+        .collect()
 }
 
+/// The distinct non-null scalars at a dotted `path` below `node`, in document order.
+/// Leaves stay borrowed from the document: nothing is converted or allocated per value
+/// until a caller decides what it needs.
+fn distinct_leaves<'v>(node: &'v Value, path: &str) -> Vec<&'v Value> {
+    // Empty segments ("a..b", a trailing dot) are ignored.
+    let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let mut leaves = DistinctLeaves::default();
+    walk(node, &segments, &mut |leaf| leaves.insert(leaf));
+    leaves.found
+}
+
+/// Distinct values by linear scan while there are few (the common case: a handful of
+/// devices or accounts), by hash once there are many (hundreds of alerts).
+#[derive(Default)]
+struct DistinctLeaves<'v> {
+    found: Vec<&'v Value>,
+    strings: Option<HashSet<&'v str>>,
+}
+
+impl<'v> DistinctLeaves<'v> {
+    const SCAN_LIMIT: usize = 32;
+
+    fn insert(&mut self, leaf: &'v Value) {
+        let new = match (leaf, &mut self.strings) {
+            (Value::String(s), Some(strings)) => strings.insert(s.as_str()),
+            _ => !self.found.contains(&leaf),
+        };
+        if !new {
+            return;
+        }
+        self.found.push(leaf);
+        if self.strings.is_none() && self.found.len() > Self::SCAN_LIMIT {
+            self.strings = Some(self.found.iter().filter_map(|v| v.as_str()).collect());
+        } else if let (Value::String(s), Some(strings)) = (leaf, &mut self.strings) {
+            strings.insert(s.as_str());
+        }
+    }
+}
+
+/// Calls `emit` for every scalar at `path` below `node`; arrays are flattened at every
+/// level, nulls skipped.
 fn walk<'v>(node: &'v Value, path: &[&str], emit: &mut impl FnMut(&'v Value)) {
     match node {
         Value::Array(items) => items.iter().for_each(|item| walk(item, path, emit)),
@@ -131,8 +174,13 @@ pub fn enum_key(s: &str) -> String {
         .collect()
 }
 
+/// Whether `s` has at most `max` characters; a string with at most `max` bytes does.
+fn fits(s: &str, max: usize) -> bool {
+    s.len() <= max || s.chars().count() <= max
+}
+
 pub fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
+    if fits(s, max) {
         return s.to_string();
     }
     if max == 0 {
@@ -153,7 +201,7 @@ fn summary_lines(view: &JsonView, spec: &JsonView, max: usize) -> String {
         let values = paths
             .iter()
             .filter_map(Value::as_str)
-            .map(|path| pluck(view, path))
+            .map(|path| distinct_leaves(view.node(), path))
             .find(|found| !found.is_empty());
         if let Some(values) = values {
             if !out.is_empty() {
@@ -161,10 +209,28 @@ fn summary_lines(view: &JsonView, spec: &JsonView, max: usize) -> String {
             }
             out.push_str(label.as_str().unwrap_or(""));
             out.push_str(": ");
-            out.push_str(&summarize(&values, max));
+            join_shown(&mut out, &values, max, |out, value| match value {
+                Value::String(s) => out.push_str(s),
+                other => {
+                    let _ = write!(out, "{other}");
+                }
+            });
         }
     }
     out
+}
+
+/// Appends up to `max` of `items` joined with `, `, plus ` (+k more)` for the rest.
+fn join_shown<T>(out: &mut String, items: &[T], max: usize, mut push: impl FnMut(&mut String, &T)) {
+    for (i, item) in items.iter().take(max).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push(out, item);
+    }
+    if items.len() > max {
+        let _ = write!(out, " (+{} more)", items.len() - max);
+    }
 }
 
 fn label_name(label: &Dynamic) -> Option<ImmutableString> {
@@ -215,11 +281,15 @@ fn distinct(list: Array) -> Array {
 }
 
 fn summarize(list: &Array, max: usize) -> String {
-    let shown: Vec<String> = list.iter().take(max).map(|d| d.to_string()).collect();
-    let mut out = shown.join(", ");
-    if list.len() > max {
-        out.push_str(&format!(" (+{} more)", list.len() - max));
-    }
+    let mut out = String::new();
+    join_shown(&mut out, list, max, |out, item| {
+        match item.read_lock::<ImmutableString>() {
+            Some(s) => out.push_str(&s),
+            None => {
+                let _ = write!(out, "{item}");
+            }
+        }
+    });
     out
 }
 
@@ -238,6 +308,35 @@ mod tests {
         let got = pluck(&JsonView::new(Arc::new(doc)), "alerts.evidence.user.upn");
         let got: Vec<String> = got.into_iter().map(|d| d.to_string()).collect();
         assert_eq!(got, ["a@x", "b@x"]);
+    }
+
+    #[test]
+    fn pluck_stays_distinct_past_the_linear_scan() {
+        // 100 alerts naming 40 hosts and repeating them: more distinct values than the
+        // linear scan handles, so later repeats are caught by the hash set.
+        let alerts: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({"host": format!("h{}", i % 40), "n": i % 3}))
+            .collect();
+        let view = JsonView::new(Arc::new(serde_json::json!({ "alerts": alerts })));
+        let hosts: Vec<String> = pluck(&view, "alerts.host")
+            .into_iter()
+            .map(|d| d.to_string())
+            .collect();
+        let expected: Vec<String> = (0..40).map(|i| format!("h{i}")).collect();
+        assert_eq!(hosts, expected);
+        let numbers: Vec<i64> = pluck(&view, "..alerts..n.")
+            .into_iter()
+            .map(|d| d.as_int().unwrap())
+            .collect();
+        assert_eq!(numbers, [0, 1, 2]);
+    }
+
+    #[test]
+    fn summaries_list_the_first_items_and_count_the_rest() {
+        let list: Array = ["a", "b", "c"].into_iter().map(Dynamic::from).collect();
+        assert_eq!(summarize(&list, 2), "a, b (+1 more)");
+        assert_eq!(summarize(&list, 3), "a, b, c");
+        assert_eq!(summarize(&Array::new(), 3), "");
     }
 
     #[test]

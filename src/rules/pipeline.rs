@@ -178,8 +178,8 @@ impl CompiledPack {
                 rule,
                 &self.limits,
                 "filter",
-                prepared.incident.clone(),
-                self.ctx(prepared, rule),
+                &prepared.incident,
+                &self.ctx(prepared, rule),
             )?;
             let Some(keep) = out.clone().try_cast::<bool>() else {
                 return Err(bad_return(rule, "filter", "true or false", &out));
@@ -207,19 +207,23 @@ impl CompiledPack {
                 rule,
                 &self.limits,
                 entry,
-                prepared.incident.clone(),
-                self.ctx(prepared, rule),
+                &prepared.incident,
+                &self.ctx(prepared, rule),
             )?;
             if out.is_unit() {
                 continue;
             }
-            let Some(fields) = out.clone().try_cast::<Map>() else {
-                return Err(bad_return(
-                    rule,
-                    entry,
-                    "a map of fields (or () for none)",
-                    &out,
-                ));
+            // Not `out.clone()`: that would deep-copy every field just to test the type.
+            let fields = match out.try_cast_result::<Map>() {
+                Ok(fields) => fields,
+                Err(out) => {
+                    return Err(bad_return(
+                        rule,
+                        entry,
+                        "a map of fields (or () for none)",
+                        &out,
+                    ))
+                }
             };
             let mut changed: Vec<String> = fields.keys().map(|k| k.to_string()).collect();
             changed.sort();
@@ -248,8 +252,8 @@ impl CompiledPack {
                 rule,
                 &self.limits,
                 "enrich",
-                target.clone(),
-                self.ctx(prepared, rule),
+                &target,
+                &self.ctx(prepared, rule),
             )?;
             if !out.is_map() {
                 return Err(bad_return(rule, "enrich", "the target map", &out));
@@ -279,7 +283,11 @@ impl CompiledPack {
         })?;
         let (body, schema_name, prefix) = match source {
             Side::Defender => (
-                serde_json::json!({ "properties": fields }),
+                // Not `json!`: that would serialize (deep-copy) the whole document again.
+                Value::Object(serde_json::Map::from_iter([(
+                    "properties".to_string(),
+                    fields,
+                )])),
                 schema::SENTINEL_INCIDENT,
                 "/properties/",
             ),
@@ -315,8 +323,8 @@ impl CompiledPack {
                 rule,
                 &self.limits,
                 "direction",
-                change.clone(),
-                self.ctx(&prepared, rule),
+                &change,
+                &self.ctx(&prepared, rule),
             )?;
             if out.is_unit() {
                 steps.push(step(rule, Vec::new(), Some("()".into()), None));
@@ -430,6 +438,22 @@ pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
     if a.type_id() != b.type_id() {
         return false;
     }
+    // Most values are strings, and an unchanged one is still the same shared string.
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<ImmutableString>(),
+        b.read_lock::<ImmutableString>(),
+    ) {
+        return x.ptr_eq(&y) || *x == *y;
+    }
+    if a.is_unit() {
+        return true;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return x == y;
+    }
     if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
         return x.len() == y.len()
             && x.iter()
@@ -440,12 +464,6 @@ pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
     }
     if let (Some(x), Some(y)) = (a.read_lock::<JsonView>(), b.read_lock::<JsonView>()) {
         return x.node() == y.node();
-    }
-    if let (Some(x), Some(y)) = (
-        a.read_lock::<ImmutableString>(),
-        b.read_lock::<ImmutableString>(),
-    ) {
-        return *x == *y;
     }
     a.to_string() == b.to_string()
 }
