@@ -11,6 +11,7 @@
 
 use super::compile::{strip_position, CompiledRule};
 use super::engine::{build_engine, with_deadline, Limits, DEADLINE_TOKEN};
+use super::json::{register_field_getters, FieldNames};
 use crate::model::Stage;
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
@@ -109,22 +110,31 @@ impl RuleError {
 }
 
 thread_local! {
-    static ENGINE: RefCell<Option<(Limits, Rc<Engine>)>> = const { RefCell::new(None) };
+    static ENGINE: RefCell<Option<(Limits, FieldNames, Rc<Engine>)>> = const { RefCell::new(None) };
 }
 
-/// This thread's engine for `limits`, built on first use.
-fn engine_for(limits: &Limits) -> Rc<Engine> {
+/// This thread's engine for a pack's limits and field names, built on first use (and
+/// again when a reload brings other ones).
+fn engine_for(limits: &Limits, fields: &FieldNames) -> Rc<Engine> {
     ENGINE.with(|slot| {
         let mut slot = slot.borrow_mut();
         match &*slot {
-            Some((l, engine)) if l == limits => engine.clone(),
+            Some((l, f, engine)) if l == limits && f == fields => engine.clone(),
             _ => {
-                let engine = Rc::new(build_engine(limits));
-                *slot = Some((*limits, engine.clone()));
+                let engine = Rc::new(runtime_engine(limits, fields));
+                *slot = Some((*limits, fields.clone(), engine.clone()));
                 engine
             }
         }
     })
+}
+
+/// A run-time engine: the sandboxed engine plus getters for the pack's field names
+/// (functions only; language options, which must match the compile engine, are equal).
+fn runtime_engine(limits: &Limits, fields: &FieldNames) -> Engine {
+    let mut engine = build_engine(limits);
+    register_field_getters(&mut engine, fields);
+    engine
 }
 
 /// Calls `entry` of `rule` with two arguments, under the pack's limits and deadline.
@@ -132,18 +142,18 @@ fn engine_for(limits: &Limits) -> Rc<Engine> {
 /// if a limit hit has to be located.
 pub fn call_rule(
     rule: &CompiledRule,
-    limits: &Limits,
+    (limits, fields): (&Limits, &FieldNames),
     entry: &str,
     first: &Dynamic,
     ctx: &Dynamic,
 ) -> Result<Dynamic, RuleError> {
-    let engine = engine_for(limits);
+    let engine = engine_for(limits, fields);
     let result = with_deadline(limits.timeout(), || {
         invoke(&engine, rule, entry, first.clone(), ctx.clone())
     });
     result.map_err(|err| {
         let location = if err.is_system_exception() || is_deadline(&err) {
-            locate_limit_hit(rule, limits, entry, first.clone(), ctx.clone())
+            locate_limit_hit(rule, (limits, fields), entry, first.clone(), ctx.clone())
         } else {
             None
         };
@@ -180,13 +190,14 @@ type Location = (Option<String>, Position);
 /// Repeats a failed call with a stepping debugger to find the statement it stopped at.
 fn locate_limit_hit(
     rule: &CompiledRule,
-    limits: &Limits,
+    (limits, fields): (&Limits, &FieldNames),
     entry: &str,
     first: Dynamic,
     ctx: Dynamic,
 ) -> Option<Location> {
     let last: Arc<Mutex<Option<Location>>> = Arc::default();
-    let mut engine = build_engine(limits);
+    // The same functions as the failed call, so it stops at the same place.
+    let mut engine = runtime_engine(limits, fields);
     let recorder = last.clone();
     #[allow(deprecated)] // "volatile", not deprecated: see Engine::register_debugger
     engine.register_debugger(

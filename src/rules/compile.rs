@@ -11,7 +11,7 @@
 //! outside the pack is a load error, and at run time no module is ever read from disk.
 
 use super::engine::{build_engine, Limits};
-use super::json::JsonView;
+use super::json::{FieldNames, JsonView};
 use super::manifest::{referenced_file, referenced_schema, Manifest, RuleSpec, MANIFEST};
 use super::tables::Tables;
 use crate::model::Stage;
@@ -55,6 +55,8 @@ pub struct CompiledPack {
     /// Content hash of the pack and schemas it was built from.
     pub version: String,
     pub limits: Limits,
+    /// Keys of the params and table rows, read through direct getters.
+    pub field_names: FieldNames,
     /// Enabled rules, grouped by stage in pipeline order, manifest order within a stage.
     pub rules: Vec<CompiledRule>,
     pub tables: Arc<Tables>,
@@ -135,10 +137,13 @@ impl CompiledPack {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let field_names =
+            FieldNames::collect(rules.iter().map(|r| r.params.node()).chain(tables.rows()));
         Ok(CompiledPack {
             name: manifest.name,
             version: snapshot.version.clone(),
             limits,
+            field_names,
             rules,
             tables: Arc::new(tables),
             schemas: Arc::new(schemas),

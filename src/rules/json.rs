@@ -280,6 +280,75 @@ fn read_only(what: &str) -> Box<rhai::EvalAltResult> {
     .into()
 }
 
+/// Property names a pack's own data uses: the keys in its params and table rows, which
+/// scripts read as `p.name` / `row.name`. They get direct getters on `Json` views like
+/// the built-in names; without one, a read takes Rhai's slower indexer fallback (same
+/// value, about twice the cost).
+#[derive(Debug, Clone, Default)]
+pub struct FieldNames(Arc<Vec<String>>);
+
+impl PartialEq for FieldNames {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl FieldNames {
+    /// A params block may hold a big map: past this many names, reads use the fallback.
+    const MAX: usize = 1_000;
+
+    /// The keys (at any depth) of `docs` that scripts can write as properties and that
+    /// have no built-in getter yet.
+    pub fn collect<'a>(docs: impl IntoIterator<Item = &'a Value>) -> Self {
+        let known: BTreeSet<&str> = known_field_names().iter().copied().collect();
+        let mut names = BTreeSet::new();
+        for doc in docs {
+            collect_keys(doc, &known, &mut names);
+        }
+        FieldNames(Arc::new(names.into_iter().take(Self::MAX).collect()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn collect_keys(value: &Value, known: &BTreeSet<&str>, names: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if is_identifier(key) && !known.contains(key.as_str()) {
+                    names.insert(key.clone());
+                }
+                collect_keys(child, known, names);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_keys(v, known, names)),
+        _ => {}
+    }
+}
+
+/// Only keys that are Rhai identifiers can be written as `x.key`.
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Registers direct getters for a pack's own field names (see [`FieldNames`]).
+pub fn register_field_getters(engine: &mut Engine, names: &FieldNames) {
+    for name in names.0.iter() {
+        let key = name.clone();
+        engine.register_get(name, move |v: &mut JsonView| v.get(&key));
+    }
+}
+
 /// Property names of the built-in schemas plus the Graph alert and evidence fields the
 /// rules commonly read (the input schema leaves most of those open).
 fn known_field_names() -> &'static [&'static str] {
@@ -358,5 +427,46 @@ impl IntoIterator for JsonView {
     type IntoIter = std::vec::IntoIter<Dynamic>;
     fn into_iter(self) -> Self::IntoIter {
         self.items().into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhai::Scope;
+
+    #[test]
+    fn pack_field_names_are_identifiers_at_any_depth_without_built_in_ones() {
+        let params = serde_json::json!({
+            "max_listed": 10,
+            "status": {"inprogress": "Active"},
+            "labels by tier": {"tier_0": "crown-jewel"},
+            "summary": [["Hosts", "evidence.deviceDnsName"]]
+        });
+        let names = FieldNames::collect([&params]);
+        // "status" and "summary" (incident fields) have built-in getters; "labels by tier"
+        // cannot be written as a property.
+        assert_eq!(*names.0, ["inprogress", "max_listed", "tier_0"]);
+    }
+
+    #[test]
+    fn a_registered_field_getter_reads_what_the_indexer_reads() {
+        let params = Arc::new(serde_json::json!({"max_listed": 10, "tiers": {"tier_0": "gold"}}));
+        let mut engine = Engine::new_raw();
+        register(&mut engine);
+        register_field_getters(&mut engine, &FieldNames::collect([&*params]));
+        let mut scope = Scope::new();
+        scope.push("p", JsonView::new(params));
+        let read = |script: &str| {
+            engine
+                .eval_with_scope::<Dynamic>(&mut scope.clone(), script)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(read("p.max_listed"), "10");
+        assert_eq!(read("p.tiers.tier_0"), read(r#"p["tiers"]["tier_0"]"#));
+        assert_eq!(read("p.tiers.tier_0"), "gold");
+        // Names the pack does not use still work, through the indexer.
+        assert_eq!(read("p.missing"), "");
     }
 }

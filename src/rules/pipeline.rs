@@ -176,7 +176,7 @@ impl CompiledPack {
         for rule in self.selected(Stage::Filter, only) {
             let out = call_rule(
                 rule,
-                &self.limits,
+                (&self.limits, &self.field_names),
                 "filter",
                 &prepared.incident,
                 &self.ctx(prepared, rule),
@@ -205,7 +205,7 @@ impl CompiledPack {
         for rule in self.selected(Stage::Map, only).filter(|r| r.defines(entry)) {
             let out = call_rule(
                 rule,
-                &self.limits,
+                (&self.limits, &self.field_names),
                 entry,
                 &prepared.incident,
                 &self.ctx(prepared, rule),
@@ -250,7 +250,7 @@ impl CompiledPack {
         for rule in self.selected(Stage::Enrich, only) {
             let out = call_rule(
                 rule,
-                &self.limits,
+                (&self.limits, &self.field_names),
                 "enrich",
                 &target,
                 &self.ctx(prepared, rule),
@@ -321,7 +321,7 @@ impl CompiledPack {
         for rule in self.selected(Stage::Direction, only) {
             let out = call_rule(
                 rule,
-                &self.limits,
+                (&self.limits, &self.field_names),
                 "direction",
                 &change,
                 &self.ctx(&prepared, rule),

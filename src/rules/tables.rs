@@ -44,6 +44,13 @@ impl Tables {
         self.0.get(name)
     }
 
+    /// Every row of every table.
+    pub fn rows(&self) -> impl Iterator<Item = &Value> {
+        self.0
+            .values()
+            .flat_map(|t| t.rows.values().map(|row| &**row))
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
