@@ -4,7 +4,7 @@
 
 use rulebridge::model::Side;
 use rulebridge::packtest::{run_pack_tests, summary};
-use rulebridge::rules::{CompiledPack, RunOptions, Verdict};
+use rulebridge::rules::{CompiledPack, RuleErrorKind, RunOptions, Verdict};
 use rulebridge::schema::{self, SchemaSet};
 use rulebridge::snapshot::PackSnapshot;
 use serde_json::{json, Value};
@@ -150,6 +150,21 @@ fn the_alert_fixture_as_an_incident_alert_feeds_the_entity_summary() {
     let description = body["properties"]["description"].as_str().unwrap();
     assert!(description.contains("Alerts (1): "), "{description}");
     assert!(description.contains("Accounts: "), "{description}");
+}
+
+#[test]
+fn an_alert_passed_off_as_an_incident_is_rejected_at_its_odata_type() {
+    // An alert has an id, a status and a severity too; only its type tells it apart.
+    let alert = fixture("microsoft-graph-docs-contrib--v1.0--security-alert-get--response.json");
+    let err = pack()
+        .run_pipeline(Arc::new(alert), Side::Defender, &opts(false))
+        .expect_err("an alert is not an incident");
+    assert_eq!(err.kind, RuleErrorKind::InvalidInput);
+    assert_eq!(err.pointer.as_deref(), Some("/@odata.type"));
+    for accepted in ["#microsoft.graph.security.incident", "microsoft.graph.security.incident"] {
+        let incident = json!({"@odata.type": accepted, "id": "5", "status": "active", "severity": "low"});
+        synced(&pack(), incident, Side::Defender);
+    }
 }
 
 #[test]

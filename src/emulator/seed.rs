@@ -152,10 +152,9 @@ fn check_incident(item: Value) -> Result<Value, String> {
     // Refuse look-alikes explicitly: both have string ids, and seeding one would put
     // nonsense on the Graph side without any error.
     if let Some(t) = map.get("@odata.type").and_then(Value::as_str) {
-        if !t
-            .trim_start_matches('#')
-            .eq_ignore_ascii_case("microsoft.graph.security.incident")
-        {
+        // The same rule as schemas/defender-incident.schema.json: what is seeded must be
+        // what the sync accepts.
+        if t.strip_prefix('#').unwrap_or(t) != "microsoft.graph.security.incident" {
             return Err(format!(
                 "this is a {t}, not a microsoft.graph.security.incident"
             ));
