@@ -43,27 +43,14 @@ impl PackSnapshot {
         let label = display_dir(rules_dir);
         let mut problems = Vec::new();
         let files = read_tree(rules_dir, &label, &mut problems);
-        let (schemas_label, schemas) = match schemas_dir {
-            Some(dir) => {
-                let schemas_label = display_dir(dir);
-                let all = read_tree(dir, &schemas_label, &mut problems);
-                let schemas = all
-                    .into_iter()
-                    .filter(|(name, _)| !name.contains('/'))
-                    .collect();
-                (schemas_label, schemas)
+        let (schemas_label, schemas) = match read_schemas(schemas_dir) {
+            Ok(schemas) if problems.is_empty() => schemas,
+            Ok(_) => return Err(problems),
+            Err(mut more) => {
+                problems.append(&mut more);
+                return Err(problems);
             }
-            None => (
-                "<built-in schemas>".to_string(),
-                schema::BUILT_IN
-                    .iter()
-                    .map(|(n, s)| (n.to_string(), s.as_bytes().to_vec()))
-                    .collect(),
-            ),
         };
-        if !problems.is_empty() {
-            return Err(problems);
-        }
         Ok(PackSnapshot::from_parts(
             label,
             files,
@@ -113,6 +100,33 @@ impl PackSnapshot {
                 )
             })
         })
+    }
+}
+
+/// Relative path → content.
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// The schemas in `schemas_dir` (top level only), or else the ones built into the binary.
+fn read_schemas(
+    schemas_dir: Option<&Path>,
+) -> Result<(String, Files), Vec<Problem>> {
+    let Some(dir) = schemas_dir else {
+        let built_in = schema::BUILT_IN
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.as_bytes().to_vec()))
+            .collect();
+        return Ok(("<built-in schemas>".to_string(), built_in));
+    };
+    let label = display_dir(dir);
+    let mut problems = Vec::new();
+    let schemas = read_tree(dir, &label, &mut problems)
+        .into_iter()
+        .filter(|(name, _)| !name.contains('/'))
+        .collect();
+    if problems.is_empty() {
+        Ok((label, schemas))
+    } else {
+        Err(problems)
     }
 }
 
@@ -247,6 +261,27 @@ pub fn confine(rel: &str) -> Result<String, String> {
 /// The default rule pack folder: `rules/` under the current directory.
 pub fn default_rules_dir() -> PathBuf {
     PathBuf::from("rules")
+}
+
+/// How the default pack built into the binary is named in messages.
+pub const BUILT_IN_PACK_LABEL: &str = "<built-in default pack>";
+
+impl PackSnapshot {
+    /// The default pack built into the binary (the project's `rules/` at build time),
+    /// judged by `schemas_dir` or else the built-in schemas.
+    pub fn built_in(schemas_dir: Option<&Path>) -> Result<PackSnapshot, Vec<Problem>> {
+        let files = crate::default_pack::DEFAULT_PACK
+            .iter()
+            .map(|(rel, bytes)| (rel.to_string(), bytes.to_vec()))
+            .collect();
+        let (schemas_label, schemas) = read_schemas(schemas_dir)?;
+        Ok(PackSnapshot::from_parts(
+            BUILT_IN_PACK_LABEL.to_string(),
+            files,
+            schemas_label,
+            schemas,
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -181,3 +181,75 @@ fn an_imported_library_function_runs() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body["properties"]["title"], "QUIET");
 }
+
+/// The commands run from a folder with no `rules/`: the default pack built into the
+/// binary is used, and says so where it matters.
+fn rulebridge_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_a_rules_folder_the_built_in_default_pack_is_used() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let here = rulebridge(&["check"]);
+    let there = rulebridge_in(elsewhere.path(), &["check"]);
+    assert_eq!(there.status.code(), Some(0), "{}", stderr(&there));
+    // Same pack version: the binary carries exactly the project's rules/ and schemas/.
+    assert_eq!(stdout(&there), stdout(&here));
+
+    let tested = rulebridge_in(elsewhere.path(), &["test"]);
+    assert_eq!(tested.status.code(), Some(0), "{}", stdout(&tested));
+    assert!(
+        stdout(&tested).contains(" passed, 0 failed"),
+        "{}",
+        stdout(&tested)
+    );
+
+    let input = std::env::current_dir()
+        .unwrap()
+        .join("rules/samples/graph-incident-29.json");
+    let evaluated = rulebridge_in(
+        elsewhere.path(),
+        &["eval", "--input", input.to_str().unwrap()],
+    );
+    assert_eq!(evaluated.status.code(), Some(0), "{}", stderr(&evaluated));
+    assert!(
+        stdout(&evaluated).contains("\"properties\""),
+        "{}",
+        stdout(&evaluated)
+    );
+
+    // There is no folder to watch: a clear error, not a watch on nothing.
+    let watched = rulebridge_in(elsewhere.path(), &["check", "--watch"]);
+    assert_eq!(watched.status.code(), Some(1));
+    assert!(
+        stderr(&watched).contains("pass --rules DIR"),
+        "{}",
+        stderr(&watched)
+    );
+
+    // An explicit --rules that does not exist is an error, never the built-in pack.
+    let missing = rulebridge_in(elsewhere.path(), &["check", "--rules", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stdout(&missing).contains("nope: cannot open"),
+        "{}",
+        stdout(&missing)
+    );
+}
+
+#[test]
+fn eval_points_into_an_azure_rest_api_example_file() {
+    let example = "tests/fixtures/microsoft/azure-rest-api-specs--securityinsights--stable-2024-03-01--examples--incidents--GetIncidentById.json";
+    let out = rulebridge(&["eval", "--to", "defender", "--input", example]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("responses.<status>.body"),
+        "{}",
+        stderr(&out)
+    );
+}

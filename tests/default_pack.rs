@@ -161,8 +161,12 @@ fn an_alert_passed_off_as_an_incident_is_rejected_at_its_odata_type() {
         .expect_err("an alert is not an incident");
     assert_eq!(err.kind, RuleErrorKind::InvalidInput);
     assert_eq!(err.pointer.as_deref(), Some("/@odata.type"));
-    for accepted in ["#microsoft.graph.security.incident", "microsoft.graph.security.incident"] {
-        let incident = json!({"@odata.type": accepted, "id": "5", "status": "active", "severity": "low"});
+    for accepted in [
+        "#microsoft.graph.security.incident",
+        "microsoft.graph.security.incident",
+    ] {
+        let incident =
+            json!({"@odata.type": accepted, "id": "5", "status": "active", "severity": "low"});
         synced(&pack(), incident, Side::Defender);
     }
 }

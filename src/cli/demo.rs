@@ -6,6 +6,7 @@
 use super::PackArgs;
 use crate::emulator::analysts;
 use crate::metrics;
+use crate::snapshot::BUILT_IN_PACK_LABEL;
 use crate::testbed::{Testbed, TestbedOptions};
 use anyhow::Context;
 use clap::Args;
@@ -88,15 +89,24 @@ async fn demo(
         "emulator on http://{}: {} Defender incidents; rule pack {pack_version}; analysts {} edits/s for {} s",
         tb.emulator.addr, args.incidents, args.analysts, args.duration
     ));
-    // Rules hot-reload here as in `run`: edit the pack while the demo runs.
-    let reloading = crate::service::Reloading::start(
-        args.pack.rules.clone(),
-        args.pack.schemas_dir(),
-        &crate::config::ReloadConfig::default(),
-        &tb.syncer,
-        tb.metrics.clone(),
-    )?;
-    if !args.json {
+    // Rules hot-reload here as in `run`: edit the pack while the demo runs. The pack
+    // built into the binary has no folder to edit, so it is not watched.
+    let reloading = match args.pack.rules_dir() {
+        Some(rules) => Some(crate::service::Reloading::start(
+            rules,
+            args.pack.schemas_dir(),
+            &crate::config::ReloadConfig::default(),
+            &tb.syncer,
+            tb.metrics.clone(),
+        )?),
+        None => {
+            log(format!(
+                "rules: the {BUILT_IN_PACK_LABEL} (no rules/ here; pass --rules DIR to edit rules live)"
+            ));
+            None
+        }
+    };
+    if let (Some(reloading), false) = (&reloading, args.json) {
         reloading
             .reloader
             .on_outcome(Box::new(|outcome| match outcome {
@@ -126,7 +136,7 @@ async fn demo(
         progress.show(&tb, started, cycles, &log);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = reloading.swapped() => { tb.syncer.retry_dead_letters().await?; }
+            _ = swapped(reloading.as_ref()) => { tb.syncer.retry_dead_letters().await?; }
         }
     }
     analysts.abort();
@@ -287,5 +297,13 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Resolves when the watched pack was swapped; never, without a watched pack.
+async fn swapped(reloading: Option<&crate::service::Reloading>) {
+    match reloading {
+        Some(reloading) => reloading.swapped().await,
+        None => std::future::pending().await,
     }
 }

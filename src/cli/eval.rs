@@ -49,7 +49,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             }
             bail!(
                 "the rule pack at {} does not load ({} problems)",
-                args.pack.rules.display(),
+                args.pack.rules_label(),
                 problems.len()
             );
         }
@@ -63,6 +63,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let doc: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", args.input.display()))?;
     let incidents = match doc {
+        // Azure's REST API example files wrap the payload: say where it is.
+        Value::Object(map) if map.contains_key("responses") && map.contains_key("parameters") => {
+            bail!(
+                "{} is an Azure REST API example file, not a payload; its responses.<status>.body is one",
+                args.input.display()
+            )
+        }
         Value::Object(mut map) if map.get("value").is_some_and(Value::is_array) => {
             match map.remove("value") {
                 Some(Value::Array(items)) => items,

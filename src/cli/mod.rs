@@ -11,7 +11,7 @@ use crate::packtest;
 use crate::problem::Problem;
 use crate::reload;
 use crate::rules::CompiledPack;
-use crate::snapshot::{default_rules_dir, PackSnapshot};
+use crate::snapshot::{default_rules_dir, PackSnapshot, BUILT_IN_PACK_LABEL};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,9 +52,9 @@ enum Command {
 /// Where the rule pack and the schemas it is judged by are.
 #[derive(Args, Clone)]
 pub struct PackArgs {
-    /// Rule pack folder.
-    #[arg(long, value_name = "DIR", default_value_os_t = default_rules_dir())]
-    pub(crate) rules: PathBuf,
+    /// Rule pack folder [default: rules/ if it exists, else the default pack built into rulebridge]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) rules: Option<PathBuf>,
     /// Schemas folder [default: schemas/ if it exists, else the schemas built into rulebridge]
     #[arg(long, value_name = "DIR")]
     pub(crate) schemas: Option<PathBuf>,
@@ -80,10 +80,36 @@ impl PackArgs {
         })
     }
 
-    /// Reads and builds the pack, or prints its problems.
+    /// The pack folder, or `None` for the default pack built into the binary (no
+    /// `--rules` and no `rules/` here). A `rules/` that exists is always used, broken or
+    /// not: falling back silently would run rules the user did not write.
+    pub(crate) fn rules_dir(&self) -> Option<PathBuf> {
+        self.rules.clone().or_else(|| {
+            let local = default_rules_dir();
+            local.exists().then_some(local)
+        })
+    }
+
+    /// The pack as messages name it.
+    pub(crate) fn rules_label(&self) -> String {
+        self.rules_dir().map_or_else(
+            || BUILT_IN_PACK_LABEL.to_string(),
+            |dir| dir.display().to_string(),
+        )
+    }
+
+    /// Captures the pack's files (from its folder, or the built-in default pack).
+    pub fn snapshot(&self) -> Result<PackSnapshot, Vec<Problem>> {
+        let schemas = self.schemas_dir();
+        match self.rules_dir() {
+            Some(dir) => PackSnapshot::read(&dir, schemas.as_deref()),
+            None => PackSnapshot::built_in(schemas.as_deref()),
+        }
+    }
+
+    /// Reads and builds the pack, or returns its problems.
     pub fn load(&self) -> Result<CompiledPack, Vec<Problem>> {
-        let snapshot = PackSnapshot::read(&self.rules, self.schemas_dir().as_deref())?;
-        CompiledPack::build(snapshot)
+        CompiledPack::build(self.snapshot()?)
     }
 }
 
@@ -190,7 +216,12 @@ fn print_tests(pack: &CompiledPack) -> bool {
 /// `check --watch`: check and test now, then again after every settled save, through
 /// the same watcher as hot reload (so what an author sees is what a reload would do).
 fn check_watch(args: &PackArgs) -> anyhow::Result<ExitCode> {
-    let mut dirs = vec![args.rules.clone()];
+    let Some(rules) = args.rules_dir() else {
+        anyhow::bail!(
+            "check --watch watches a rule pack folder, and there is no rules/ here: pass --rules DIR"
+        );
+    };
+    let mut dirs = vec![rules];
     dirs.extend(args.schemas_dir());
     let shown = dirs
         .iter()
@@ -201,7 +232,7 @@ fn check_watch(args: &PackArgs) -> anyhow::Result<ExitCode> {
     let mut last: Option<String> = None;
     let mut first = true;
     let _watcher = reload::watch_paths(&dirs, reload::WatchOptions::default(), move || {
-        let snapshot = PackSnapshot::read(&args.rules, args.schemas_dir().as_deref());
+        let snapshot = args.snapshot();
         let version = snapshot.as_ref().ok().map(|s| s.version.clone());
         // Saving without changing anything (or a touch) has nothing new to report.
         if version.is_some() && version == last {

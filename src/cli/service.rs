@@ -51,10 +51,13 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn pack_args(config: &Config, args: &RunArgs) -> PackArgs {
     PackArgs {
-        rules: args
-            .rules
-            .clone()
-            .unwrap_or_else(|| config.sync.rules.clone()),
+        // A service always runs a pack folder (the config names one): that is what it
+        // hot-reloads.
+        rules: Some(
+            args.rules
+                .clone()
+                .unwrap_or_else(|| config.sync.rules.clone()),
+        ),
         schemas: args.schemas.clone().or_else(|| config.sync.schemas.clone()),
     }
 }
@@ -112,7 +115,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         // Inside the runtime: the reload hooks wake the poll loop through tokio.
         let reloading = service::Reloading::start(
-            pack_args.rules.clone(),
+            pack_args
+                .rules_dir()
+                .expect("pack_args always names a folder"),
             pack_args.schemas_dir(),
             &config.reload,
             &syncer,
