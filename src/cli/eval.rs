@@ -130,10 +130,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn incident_id(incident: &Value) -> String {
-    incident
-        .get("id")
-        .or_else(|| incident.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("(no id)")
-        .to_string()
+    match incident.get("id").or_else(|| incident.get("name")) {
+        Some(Value::String(id)) => id.clone(),
+        // A malformed id is still how the user finds the incident in the file.
+        Some(other) if !other.is_null() => other.to_string(),
+        _ => "(no id)".to_string(),
+    }
 }
