@@ -107,9 +107,7 @@ impl PackSnapshot {
 type Files = BTreeMap<String, Vec<u8>>;
 
 /// The schemas in `schemas_dir` (top level only), or else the ones built into the binary.
-fn read_schemas(
-    schemas_dir: Option<&Path>,
-) -> Result<(String, Files), Vec<Problem>> {
+fn read_schemas(schemas_dir: Option<&Path>) -> Result<(String, Files), Vec<Problem>> {
     let Some(dir) = schemas_dir else {
         let built_in = schema::BUILT_IN
             .iter()

@@ -118,14 +118,19 @@ thread_local! {
 fn engine_for(limits: &Limits, fields: &FieldNames) -> Rc<Engine> {
     ENGINE.with(|slot| {
         let mut slot = slot.borrow_mut();
-        match &*slot {
-            Some((l, f, engine)) if l == limits && f == fields => engine.clone(),
-            _ => {
-                let engine = Rc::new(runtime_engine(limits, fields));
-                *slot = Some((*limits, fields.clone(), engine.clone()));
-                engine
+        if let Some((l, f, engine)) = slot.as_mut() {
+            if l == limits && f == fields {
+                // The same names from a newer pack: keep its copy, so that the next
+                // comparison is a pointer comparison again.
+                if !f.is_same(fields) {
+                    *f = fields.clone();
+                }
+                return engine.clone();
             }
         }
+        let engine = Rc::new(runtime_engine(limits, fields));
+        *slot = Some((*limits, fields.clone(), engine.clone()));
+        engine
     })
 }
 

@@ -289,7 +289,7 @@ pub struct FieldNames(Arc<Vec<String>>);
 
 impl PartialEq for FieldNames {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        self.is_same(other) || self.0 == other.0
     }
 }
 
@@ -306,6 +306,11 @@ impl FieldNames {
             collect_keys(doc, &known, &mut names);
         }
         FieldNames(Arc::new(names.into_iter().take(Self::MAX).collect()))
+    }
+
+    /// The very same list (not merely equal names).
+    pub fn is_same(&self, other: &FieldNames) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     pub fn len(&self) -> usize {
