@@ -15,30 +15,18 @@ pub fn default_pack(pack: &CompiledPack, i: &Value) -> Option<Value> {
     // Same guarantees as the rule pipeline: input and output are schema-checked.
     assert!(pack.schemas.check(schema::DEFENDER_INCIDENT, i).is_empty());
     let text = |v: &Value| v.as_str().map(str::to_string);
-    let key = |v: &Value| v.as_str().map(natives::enum_key).unwrap_or_default();
     let id = i["id"].as_str().unwrap_or("");
     let status_key = key(&i["status"]);
     let alerts = i["alerts"].as_array();
 
-    // filter: skip-noise (the bench runs with `linked`, so redirected incidents stay)
-    if key(&i["severity"]) == "informational" && alerts.is_some_and(|a| a.is_empty()) {
+    // filter: skip-noise
+    if skipped_as_noise(i) {
         return None;
     }
 
     // map: microsoft-standard
-    let status = match status_key.as_str() {
-        "active" => "New",
-        "inprogress" | "awaitingaction" => "Active",
-        "resolved" | "redirected" => "Closed",
-        _ => "Active",
-    };
-    let mut severity = match key(&i["severity"]).as_str() {
-        "high" => "High",
-        "medium" => "Medium",
-        "low" => "Low",
-        "informational" => "Informational",
-        _ => "Medium",
-    };
+    let status = status_of(&status_key);
+    let mut severity = severity_of(i);
     let mut p = serde_json::Map::new();
     let title = text(&i["displayName"])
         .filter(|t| !t.is_empty())
@@ -53,14 +41,7 @@ pub fn default_pack(pack: &CompiledPack, i: &Value) -> Option<Value> {
         a => json!({"assignedTo": a, "ownerType": "User"}),
     };
     p.insert("owner".into(), owner);
-    let class_key = key(&i["classification"]);
-    let class = match class_key.as_str() {
-        "truepositive" => Some(("TruePositive", "SuspiciousActivity")),
-        "informationalexpectedactivity" => Some(("BenignPositive", "SuspiciousButExpected")),
-        "falsepositive" => Some(("FalsePositive", "IncorrectAlertLogic")),
-        _ => None,
-    };
-    if let Some((class, mut reason)) = class {
+    if let Some((class, mut reason)) = class_of(i) {
         if class == "FalsePositive" {
             if let "notenoughdatatovalidate" | "insufficientdata" =
                 key(&i["determination"]).as_str()
@@ -84,25 +65,7 @@ pub fn default_pack(pack: &CompiledPack, i: &Value) -> Option<Value> {
     if let Some(note) = i["resolvingComment"].as_str().filter(|n| !n.is_empty()) {
         p.insert("classificationComment".into(), json!(note));
     }
-    let tags = if i["customTags"].is_null() {
-        &i["tags"]
-    } else {
-        &i["customTags"]
-    };
-    let mut labels: Vec<String> = Vec::new();
-    let add_label = |labels: &mut Vec<String>, name: &str| {
-        if !name.is_empty() && !labels.iter().any(|l| l == name) {
-            labels.push(name.to_string());
-        }
-    };
-    for tag in tags
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        add_label(&mut labels, tag);
-    }
+    let mut labels = tag_labels(i);
     add_label(&mut labels, &format!("defender-xdr:{id}"));
     let redirect_id = i["redirectIncidentId"].as_str();
     if status_key == "redirected" {
@@ -201,20 +164,7 @@ pub fn default_pack(pack: &CompiledPack, i: &Value) -> Option<Value> {
         severity = "High"; // raise_severity_to: High is the top, so this never lowers
     }
     p.insert("severity".into(), json!(severity));
-    let labels: Vec<Value> = labels
-        .into_iter()
-        .map(|l| json!({"labelName": l}))
-        .collect();
-    p.insert("labels".into(), Value::Array(labels));
-
-    let body = json!({"properties": p});
-    assert!(
-        pack.schemas
-            .check(schema::SENTINEL_INCIDENT, &body)
-            .is_empty(),
-        "{body}"
-    );
-    Some(body)
+    Some(checked_body(pack, p, labels))
 }
 
 /// Distinct strings at `path` below `node`, arrays flattened at every level.
@@ -253,79 +203,118 @@ fn listed(items: &[&str]) -> String {
 /// benches/packs/comparable (skip-noise, core-fields) by hand.
 pub fn core_fields(pack: &CompiledPack, i: &Value) -> Option<Value> {
     assert!(pack.schemas.check(schema::DEFENDER_INCIDENT, i).is_empty());
-    let key = |v: &Value| v.as_str().map(natives::enum_key).unwrap_or_default();
     let id = i["id"].as_str().unwrap_or("");
-    if key(&i["severity"]) == "informational"
-        && i["alerts"].as_array().is_some_and(|a| a.is_empty())
-    {
+    if skipped_as_noise(i) {
         return None;
     }
-    let status = match key(&i["status"]).as_str() {
-        "active" => "New",
-        "inprogress" | "awaitingaction" => "Active",
-        "resolved" | "redirected" => "Closed",
-        _ => "Active",
-    };
-    let severity = match key(&i["severity"]).as_str() {
-        "high" => "High",
-        "medium" => "Medium",
-        "low" => "Low",
-        "informational" => "Informational",
-        _ => "Medium",
-    };
+    let status = status_of(&key(&i["status"]));
     let mut p = serde_json::Map::new();
     let title = i["displayName"].as_str().map_or_else(
         || format!("Microsoft Defender XDR incident {id}"),
         str::to_string,
     );
     p.insert("title".into(), json!(title));
-    p.insert("severity".into(), json!(severity));
+    p.insert("severity".into(), json!(severity_of(i)));
     p.insert("status".into(), json!(status));
     let owner = match i["assignedTo"].as_str().unwrap_or("") {
         "" => Value::Null,
         a => json!({"assignedTo": a, "ownerType": "User"}),
     };
     p.insert("owner".into(), owner);
-    let class = match key(&i["classification"]).as_str() {
-        "truepositive" => Some(("TruePositive", "SuspiciousActivity")),
-        "informationalexpectedactivity" => Some(("BenignPositive", "SuspiciousButExpected")),
-        "falsepositive" => Some(("FalsePositive", "IncorrectAlertLogic")),
-        _ => None,
-    };
-    if let Some((class, reason)) = class {
+    if let Some((class, reason)) = class_of(i) {
         p.insert("classification".into(), json!(class));
         p.insert("classificationReason".into(), json!(reason));
     } else if status == "Closed" {
         p.insert("classification".into(), json!("Undetermined"));
     }
-    let tags = if i["customTags"].is_null() {
-        &i["tags"]
-    } else {
-        &i["customTags"]
-    };
-    let mut labels: Vec<String> = Vec::new();
-    let link = format!("defender-xdr:{id}");
-    for tag in tags
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .chain([link.as_str()])
-    {
-        if !tag.is_empty() && !labels.iter().any(|l| l == tag) {
-            labels.push(tag.to_string());
-        }
-    }
-    let labels: Vec<Value> = labels
-        .into_iter()
-        .map(|l| json!({"labelName": l}))
-        .collect();
-    p.insert("labels".into(), Value::Array(labels));
+    let mut labels = tag_labels(i);
+    add_label(&mut labels, &format!("defender-xdr:{id}"));
     let created = i["createdDateTime"]
         .as_str()
         .and_then(natives::parse_time)
         .map(natives::format_time);
     p.insert("firstActivityTimeUtc".into(), json!(created));
+    Some(checked_body(pack, p, labels))
+}
+
+/// The pack's `enum_key`: lower-case, no separators.
+fn key(v: &Value) -> String {
+    v.as_str().map(natives::enum_key).unwrap_or_default()
+}
+
+/// skip-noise, as the bench runs it (`linked`, so redirected incidents stay).
+fn skipped_as_noise(i: &Value) -> bool {
+    key(&i["severity"]) == "informational" && i["alerts"].as_array().is_some_and(|a| a.is_empty())
+}
+
+/// The `status` table with its `unknown_status`.
+fn status_of(status_key: &str) -> &'static str {
+    match status_key {
+        "active" => "New",
+        "inprogress" | "awaitingaction" => "Active",
+        "resolved" | "redirected" => "Closed",
+        _ => "Active",
+    }
+}
+
+/// The `severity` table with its `unknown_severity`.
+fn severity_of(i: &Value) -> &'static str {
+    match key(&i["severity"]).as_str() {
+        "high" => "High",
+        "medium" => "Medium",
+        "low" => "Low",
+        "informational" => "Informational",
+        _ => "Medium",
+    }
+}
+
+/// The `classification` and `reason` tables.
+fn class_of(i: &Value) -> Option<(&'static str, &'static str)> {
+    match key(&i["classification"]).as_str() {
+        "truepositive" => Some(("TruePositive", "SuspiciousActivity")),
+        "informationalexpectedactivity" => Some(("BenignPositive", "SuspiciousButExpected")),
+        "falsepositive" => Some(("FalsePositive", "IncorrectAlertLogic")),
+        _ => None,
+    }
+}
+
+/// `as_labels(customTags ?? tags)`: the tag names, without empties or repeats.
+fn tag_labels(i: &Value) -> Vec<String> {
+    let tags = if i["customTags"].is_null() {
+        &i["tags"]
+    } else {
+        &i["customTags"]
+    };
+    let mut labels = Vec::new();
+    for tag in tags
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        add_label(&mut labels, tag);
+    }
+    labels
+}
+
+fn add_label(labels: &mut Vec<String>, name: &str) {
+    if !name.is_empty() && !labels.iter().any(|l| l == name) {
+        labels.push(name.to_string());
+    }
+}
+
+/// `{"properties": p}` with `labels` as Sentinel labels, checked against its schema as
+/// the pipeline checks its output.
+fn checked_body(
+    pack: &CompiledPack,
+    mut p: serde_json::Map<String, Value>,
+    labels: Vec<String>,
+) -> Value {
+    let labels = labels
+        .into_iter()
+        .map(|l| json!({"labelName": l}))
+        .collect();
+    p.insert("labels".into(), Value::Array(labels));
     let body = json!({"properties": p});
     assert!(
         pack.schemas
@@ -333,5 +322,5 @@ pub fn core_fields(pack: &CompiledPack, i: &Value) -> Option<Value> {
             .is_empty(),
         "{body}"
     );
-    Some(body)
+    body
 }
