@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// How the default pack built into the binary is named in messages.
+pub const BUILT_IN_PACK_LABEL: &str = "<built-in default pack>";
+
 /// A pack larger than this is refused: a rule pack is text, not a data store.
 const MAX_PACK_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -53,6 +56,22 @@ impl PackSnapshot {
         };
         Ok(PackSnapshot::from_parts(
             label,
+            files,
+            schemas_label,
+            schemas,
+        ))
+    }
+
+    /// The default pack built into the binary (the project's `rules/` at build time),
+    /// judged by `schemas_dir` or else the built-in schemas.
+    pub fn built_in(schemas_dir: Option<&Path>) -> Result<PackSnapshot, Vec<Problem>> {
+        let files = crate::default_pack::DEFAULT_PACK
+            .iter()
+            .map(|(rel, bytes)| (rel.to_string(), bytes.to_vec()))
+            .collect();
+        let (schemas_label, schemas) = read_schemas(schemas_dir)?;
+        Ok(PackSnapshot::from_parts(
+            BUILT_IN_PACK_LABEL.to_string(),
             files,
             schemas_label,
             schemas,
@@ -259,27 +278,6 @@ pub fn confine(rel: &str) -> Result<String, String> {
 /// The default rule pack folder: `rules/` under the current directory.
 pub fn default_rules_dir() -> PathBuf {
     PathBuf::from("rules")
-}
-
-/// How the default pack built into the binary is named in messages.
-pub const BUILT_IN_PACK_LABEL: &str = "<built-in default pack>";
-
-impl PackSnapshot {
-    /// The default pack built into the binary (the project's `rules/` at build time),
-    /// judged by `schemas_dir` or else the built-in schemas.
-    pub fn built_in(schemas_dir: Option<&Path>) -> Result<PackSnapshot, Vec<Problem>> {
-        let files = crate::default_pack::DEFAULT_PACK
-            .iter()
-            .map(|(rel, bytes)| (rel.to_string(), bytes.to_vec()))
-            .collect();
-        let (schemas_label, schemas) = read_schemas(schemas_dir)?;
-        Ok(PackSnapshot::from_parts(
-            BUILT_IN_PACK_LABEL.to_string(),
-            files,
-            schemas_label,
-            schemas,
-        ))
-    }
 }
 
 #[cfg(test)]
