@@ -6,10 +6,7 @@ use common::copy_dir;
 use std::process::{Command, Output};
 
 fn rulebridge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-        .args(args)
-        .output()
-        .unwrap()
+    rulebridge_in(std::path::Path::new("."), args)
 }
 
 fn stdout(o: &Output) -> String {
