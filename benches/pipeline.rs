@@ -152,6 +152,7 @@ fn main() {
     let opts = RunOptions {
         sync_time: "2026-03-05T00:00:00Z".into(),
         linked: true,
+        twin: rulebridge::rules::Twin::Rulebridge,
         explain: false,
     };
     let set = incidents(512);

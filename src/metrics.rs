@@ -28,6 +28,14 @@ pub const PACK_INFO: &str = "rulebridge_pack_info";
 pub const RELOADS: &str = "rulebridge_reloads_total";
 /// HTTP calls to one API, per `side`.
 pub const API_CALLS: &str = "rulebridge_api_calls_total";
+/// 1 while Graph's `$expand=alerts` + `$filter` fails and alerts are read per incident.
+pub const EXPAND_FALLBACK: &str = "rulebridge_graph_expand_fallback";
+/// Time windows of a poll, per `side` and `result` = listed|split|walked.
+pub const POLL_WINDOWS: &str = "rulebridge_poll_windows_total";
+/// The backfill's progress through its time range, 0 to 1 (1 when none is running).
+pub const BACKFILL_PROGRESS: &str = "rulebridge_backfill_progress";
+/// The last `x-ms-ratelimit-remaining-*` an API sent, per `side`.
+pub const RATELIMIT_REMAINING: &str = "rulebridge_ratelimit_remaining";
 
 /// Upper bounds of the histogram buckets, in seconds; `+Inf` is implied.
 pub const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -113,11 +121,32 @@ impl Metrics {
             ),
             (RELOADS, Kind::Counter, "Rule pack reloads, by result."),
             (API_CALLS, Kind::Counter, "HTTP calls to one API."),
+            (
+                EXPAND_FALLBACK,
+                Kind::Gauge,
+                "1 while Graph fails $expand=alerts with $filter and alerts are read per incident.",
+            ),
+            (
+                POLL_WINDOWS,
+                Kind::Counter,
+                "Time windows a poll listed, split (over a page) or walked page by page.",
+            ),
+            (
+                BACKFILL_PROGRESS,
+                Kind::Gauge,
+                "Progress of the backfill through its time range (1 when none runs).",
+            ),
+            (
+                RATELIMIT_REMAINING,
+                Kind::Gauge,
+                "The last x-ms-ratelimit-remaining-* value an API sent.",
+            ),
         ] {
             metrics.describe(name, kind, help);
         }
         // Zero until the state says otherwise, so an alert on it works from the start.
         metrics.set_gauge(DEAD_LETTERS, &[], 0.0);
+        metrics.set_gauge(EXPAND_FALLBACK, &[], 0.0);
         metrics
     }
 
@@ -476,6 +505,10 @@ mod tests {
             PACK_INFO,
             RELOADS,
             API_CALLS,
+            EXPAND_FALLBACK,
+            POLL_WINDOWS,
+            BACKFILL_PROGRESS,
+            RATELIMIT_REMAINING,
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

@@ -90,6 +90,10 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
             .unwrap_or(DEFAULT_SYNC_TIME)
             .to_string(),
         linked: spec["ctx"]["linked"].as_bool().unwrap_or(false),
+        twin: match spec["ctx"]["twin"].as_str() {
+            Some("connector") => crate::rules::Twin::Connector,
+            _ => crate::rules::Twin::Rulebridge,
+        },
         explain: false,
     };
     let input = Arc::new(resolve_input(pack, &spec["input"])?);

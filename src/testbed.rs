@@ -263,6 +263,7 @@ pub fn consistency(
         let opts = RunOptions {
             sync_time: chrono::Utc::now().to_rfc3339(),
             linked,
+            twin: crate::rules::Twin::Rulebridge,
             explain: false,
         };
         let view = match pack.run_pipeline(Arc::new(incident.clone()), Side::Defender, &opts) {

@@ -20,6 +20,7 @@ fn opts(linked: bool) -> RunOptions {
     RunOptions {
         sync_time: "2026-01-01T00:00:00Z".into(),
         linked,
+        twin: rulebridge::rules::Twin::Rulebridge,
         explain: true,
     }
 }

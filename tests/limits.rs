@@ -23,6 +23,7 @@ fn opts() -> RunOptions {
     RunOptions {
         sync_time: "2026-01-01T00:00:00Z".into(),
         linked: false,
+        twin: rulebridge::rules::Twin::Rulebridge,
         explain: false,
     }
 }

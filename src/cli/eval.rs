@@ -29,6 +29,9 @@ pub struct EvalArgs {
     /// Treat the incident as already linked to its twin (`ctx.linked`).
     #[arg(long)]
     linked: bool,
+    /// Who made the twin (`ctx.twin`): rulebridge, or Microsoft's Defender XDR connector.
+    #[arg(long, value_parser = ["rulebridge", "connector"], default_value = "rulebridge")]
+    twin: String,
     /// The sync time rules see (`ctx.sync_time`) [default: now]
     #[arg(long, value_name = "RFC3339")]
     sync_time: Option<String>,
@@ -95,6 +98,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         sync_time,
         linked: args.linked,
+        twin: if args.twin == "connector" {
+            crate::rules::Twin::Connector
+        } else {
+            crate::rules::Twin::Rulebridge
+        },
         explain: args.explain,
     };
 

@@ -1,8 +1,14 @@
-//! Microsoft Graph security incidents: incremental listing by `lastUpdateDateTime`
-//! (ascending, at most 50 per page, following `@odata.nextLink` — never a deep `$skip`),
-//! get, PATCH of changed properties only, and comment POST.
+//! Microsoft Graph security incidents: listing by `lastUpdateDateTime` windows (at most
+//! 50 per page), get, PATCH of changed properties only, and comment POST.
+//!
+//! The listing promises neither order nor stable pages: Graph ignores `$orderby` on
+//! incidents and its `@odata.nextLink`s are `$skip` offsets over a live set
+//! (`reference/observed-behaviour.md`), so callers bound every query by a time window and
+//! trust only a window that fits in one page (`sync::poll`). Every request says
+//! `Prefer: include-unknown-enum-members`: without it, newer members (`awaitingAction`,
+//! alerts' `serviceSource` `microsoftSentinel`) come back as `unknownFutureValue`.
 
-use super::http::{Api, ClientError, Idempotent, Pages};
+use super::http::{Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -15,39 +21,86 @@ pub struct GraphClient {
     base_url: String,
 }
 
+/// An OData date-time literal in a URL query (`+` would read as a space).
+fn literal(stamp: &str) -> String {
+    stamp.replace('+', "%2B")
+}
+
 impl GraphClient {
     pub fn new(api: Api, base_url: impl Into<String>) -> Self {
         GraphClient {
-            api,
+            api: api.with_header("prefer", "include-unknown-enum-members"),
             base_url: base_url.into().trim_end_matches('/').to_string(),
         }
     }
 
+    /// The request machinery (service clock, cancellation, rate-limit state).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     /// Every incident changed at or after `since` (all incidents when `None`), with
-    /// alerts, oldest change first. Pages are requested one after another.
+    /// alerts, following every `nextLink`. For tools and tests on a quiet tenant: over a
+    /// live set, offset pages may skip or repeat items.
     pub async fn list_changed(&self, since: Option<&str>) -> Result<Vec<Value>, ClientError> {
-        let url = self.changed_url(since);
+        let url = self.window_url(since, None, true, false);
         self.api
             .list_all("graph list incidents", url, "@odata.nextLink")
             .await
     }
 
-    /// The same listing as [`Self::list_changed`], one page at a time.
-    pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
+    /// The first page of the incidents with `from <= lastUpdateDateTime < until`, with
+    /// the service's count of them.
+    pub async fn window(
+        &self,
+        from: Option<&str>,
+        until: Option<&str>,
+        expand_alerts: bool,
+    ) -> Result<Page, ClientError> {
+        let url = self.window_url(from, until, expand_alerts, true);
+        self.api
+            .page("graph list incidents", &url, "@odata.nextLink")
+            .await
+    }
+
+    /// Every page of a window, following `nextLink` (for a window too narrow to split).
+    pub fn window_pages(
+        &self,
+        from: Option<&str>,
+        until: Option<&str>,
+        expand_alerts: bool,
+    ) -> Pages<'_> {
         self.api.pages(
             "graph list incidents",
-            self.changed_url(since),
+            self.window_url(from, until, expand_alerts, false),
             "@odata.nextLink",
         )
     }
 
-    fn changed_url(&self, since: Option<&str>) -> String {
-        let mut url = format!("{}/security/incidents?$orderby=lastUpdateDateTime%20asc&$top={PAGE_SIZE}&$expand=alerts", self.base_url);
-        if let Some(since) = since {
-            url.push_str(&format!(
-                "&$filter=lastUpdateDateTime%20ge%20{}",
-                since.replace('+', "%2B")
-            ));
+    fn window_url(
+        &self,
+        from: Option<&str>,
+        until: Option<&str>,
+        expand_alerts: bool,
+        count: bool,
+    ) -> String {
+        let mut url = format!("{}/security/incidents?$top={PAGE_SIZE}", self.base_url);
+        if expand_alerts {
+            url.push_str("&$expand=alerts");
+        }
+        if count {
+            url.push_str("&$count=true");
+        }
+        let clauses: Vec<String> = [
+            from.map(|f| format!("lastUpdateDateTime%20ge%20{}", literal(f))),
+            until.map(|u| format!("lastUpdateDateTime%20lt%20{}", literal(u))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !clauses.is_empty() {
+            url.push_str("&$filter=");
+            url.push_str(&clauses.join("%20and%20"));
         }
         url
     }

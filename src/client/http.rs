@@ -1,6 +1,9 @@
-//! The request loop both API clients share: bearer token, per-API rate limit, timeout,
-//! retries that honour `Retry-After` (else exponential backoff with jitter, bounded),
-//! and errors that carry the service's code and message but never a token or secret.
+//! The request loop both API clients share: bearer token, per-API rate limit (adapted to
+//! the `x-ms-ratelimit-remaining-*` headers the services send), timeout, retries that
+//! honour `Retry-After` in both its forms (else exponential backoff with jitter,
+//! bounded), the service's clock (from `Date`), and errors that carry the service's code
+//! and message but never a token or secret. Every wait ends at once when the API is
+//! cancelled (shutdown): a retry sleep must never hold a stopping process for minutes.
 
 use super::auth::TokenSource;
 use reqwest::{Method, StatusCode};
@@ -30,7 +33,13 @@ pub enum ClientError {
         operation: String,
         attempts: u32,
         last: String,
+        /// The HTTP status of the last attempt, when it got one.
+        last_status: Option<u16>,
     },
+    /// The process is stopping: a wait (throttling, a retry delay) was cut short and
+    /// the request was not (re)sent.
+    #[error("{operation}: cancelled (shutting down)")]
+    Cancelled { operation: String },
     /// A non-idempotent request failed in a way that leaves unknown whether the
     /// service applied it; the caller must check before repeating it.
     #[error("{operation}: outcome unknown: {last}")]
@@ -79,6 +88,20 @@ impl RateLimiter {
         }
     }
 
+    /// Caps the tokens on hand to what the service says is left, less `reserve`: the
+    /// service's count covers every client of the same principal (other replicas, other
+    /// tools), ours only this process. Below zero, the next request waits for refills.
+    pub async fn observe_remaining(&self, remaining: u64, reserve: u64) {
+        let mut state = self.state.lock().await;
+        let allowed = remaining as f64 - reserve as f64;
+        if state.0 > allowed {
+            // Never more than a burst's worth in debt: a wildly low header must slow the
+            // client down, not stop it for minutes.
+            state.0 = allowed.max(-self.burst);
+        }
+    }
+
+    /// Waits for a token.
     pub async fn acquire(&self) {
         loop {
             let wait = {
@@ -106,7 +129,20 @@ pub struct Api {
     pub limiter: RateLimiter,
     pub retry: RetryPolicy,
     jitter: std::sync::Mutex<u64>,
+    /// Headers sent with every request of this API (Graph's `Prefer`).
+    headers: reqwest::header::HeaderMap,
+    /// The service's clock minus ours, from the last response's `Date` header.
+    clock_offset: std::sync::Mutex<Option<chrono::TimeDelta>>,
+    /// Set once by [`Api::cancel`]; every wait selects on it.
+    cancelled: tokio::sync::watch::Sender<bool>,
+    /// The last `x-ms-ratelimit-remaining-*` value seen (for status and metrics).
+    remaining: std::sync::atomic::AtomicI64,
 }
+
+/// Requests the service still allows in its current window below which the client
+/// slows down: ARM's buckets refill within seconds, so a small reserve is enough to
+/// leave room for other clients of the same principal without provoking a 429.
+const REMAINING_RESERVE: u64 = 10;
 
 /// Whether repeating a request is safe when its outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +169,94 @@ impl Api {
             limiter,
             retry,
             jitter: std::sync::Mutex::new(seed),
+            headers: reqwest::header::HeaderMap::new(),
+            clock_offset: std::sync::Mutex::new(None),
+            cancelled: tokio::sync::watch::channel(false).0,
+            remaining: std::sync::atomic::AtomicI64::new(-1),
+        }
+    }
+
+    /// Sends `name: value` with every request.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.insert(
+            name,
+            reqwest::header::HeaderValue::from_static(value),
+        );
+        self
+    }
+
+    /// Ends every current and future wait of this API: requests not yet sent fail with
+    /// [`ClientError::Cancelled`]. A request already on the wire is not interrupted.
+    pub fn cancel(&self) {
+        self.cancelled.send_replace(true);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.cancelled.borrow()
+    }
+
+    /// Sleeps `delay`, or less if the API is cancelled meanwhile (then `Err`).
+    async fn wait(&self, operation: &str, delay: Duration) -> Result<(), ClientError> {
+        let mut cancelled = self.cancelled.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = cancelled.wait_for(|c| *c) => Err(ClientError::Cancelled { operation: operation.into() }),
+        }
+    }
+
+    /// The limiter's token, unless the API is cancelled first.
+    async fn acquire(&self, operation: &str) -> Result<(), ClientError> {
+        let mut cancelled = self.cancelled.subscribe();
+        if *cancelled.borrow() {
+            return Err(ClientError::Cancelled {
+                operation: operation.into(),
+            });
+        }
+        tokio::select! {
+            _ = self.limiter.acquire() => Ok(()),
+            _ = cancelled.wait_for(|c| *c) => Err(ClientError::Cancelled { operation: operation.into() }),
+        }
+    }
+
+    /// The service's current time as its last response's `Date` header implied it, or
+    /// `None` before any response. `Date` has whole seconds and is stamped before the
+    /// response reached us, so this errs early, never late: a window that ends here
+    /// never reaches past what the service had already stamped.
+    pub fn service_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let offset = *self.clock_offset.lock().unwrap_or_else(|p| p.into_inner());
+        offset.map(|o| chrono::Utc::now() + o)
+    }
+
+    /// The last `x-ms-ratelimit-remaining-*` the service sent, if any.
+    pub fn remaining_requests(&self) -> Option<u64> {
+        u64::try_from(self.remaining.load(std::sync::atomic::Ordering::Relaxed)).ok()
+    }
+
+    /// Learns from a response's headers: the service's clock and its rate-limit count.
+    async fn observe(&self, headers: &reqwest::header::HeaderMap) {
+        if let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+        {
+            *self.clock_offset.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(date - chrono::Utc::now());
+        }
+        // ARM sends one per kind of request (reads, writes, deletes, resource-requests):
+        // the smallest is the one about to bite.
+        let remaining = headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-ms-ratelimit-remaining-"))
+            .filter_map(|(_, v)| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .min();
+        if let Some(remaining) = remaining {
+            self.remaining.store(
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.limiter
+                .observe_remaining(remaining, REMAINING_RESERVE)
+                .await;
         }
     }
 
@@ -150,33 +274,38 @@ impl Api {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
+            self.acquire(operation).await?;
             let token = self.tokens.token().await?;
             let mut request = self
                 .http
                 .request(method.clone(), url)
+                .headers(self.headers.clone())
                 .bearer_auth(&token)
                 .timeout(self.retry.timeout);
             if let Some(body) = body {
                 request = request.json(body);
             }
-            // (why it failed, may it be repeated, server-requested delay)
-            let failure: (String, bool, Option<Duration>) = match request.send().await {
+            // (why it failed, may it be repeated, server-requested delay, status)
+            let failure: (String, bool, Option<Duration>, Option<u16>) = match request
+                .send()
+                .await
+            {
                 Err(e) => (
                     transport(&e),
                     idempotent == Idempotent::Yes || e.is_connect(),
                     None,
+                    None,
                 ),
                 Ok(response) => {
                     let status = response.status();
+                    self.observe(response.headers()).await;
                     let retry_after = response
                         .headers()
-                        .get("retry-after")
+                        .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                        .and_then(parse_retry_after);
                     match response.bytes().await {
-                        Err(e) => (transport(&e), idempotent == Idempotent::Yes, None),
+                        Err(e) => (transport(&e), idempotent == Idempotent::Yes, None, None),
                         Ok(bytes) => {
                             let json: Value = if bytes.is_empty() {
                                 Value::Null
@@ -208,11 +337,13 @@ impl Api {
                                     format!("HTTP {} {code}", status.as_u16()),
                                     true,
                                     retry_after,
+                                    Some(status.as_u16()),
                                 ),
                                 500..=599 => (
                                     format!("HTTP {} {code}", status.as_u16()),
                                     idempotent == Idempotent::Yes,
                                     retry_after,
+                                    Some(status.as_u16()),
                                 ),
                                 s => {
                                     return Err(ClientError::Permanent {
@@ -227,7 +358,7 @@ impl Api {
                     }
                 }
             };
-            let (last, repeatable, server_delay) = failure;
+            let (last, repeatable, server_delay, last_status) = failure;
             if !repeatable {
                 return Err(ClientError::Ambiguous {
                     operation: operation.into(),
@@ -239,13 +370,14 @@ impl Api {
                     operation: operation.into(),
                     attempts: attempt,
                     last,
+                    last_status,
                 });
             }
             let delay = server_delay
                 .unwrap_or_else(|| self.backoff(attempt))
                 .min(self.retry.max_delay);
             tracing::debug!(operation, attempt, ?delay, "retrying after {last}");
-            tokio::time::sleep(delay).await;
+            self.wait(operation, delay).await?;
         }
     }
 
@@ -314,6 +446,57 @@ impl Api {
     }
 }
 
+/// One page of a listing: its items, the link to the next page (passed on opaque) and
+/// the total the service counted, when asked (`$count=true`).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub next: Option<String>,
+    pub count: Option<u64>,
+}
+
+impl Api {
+    /// GETs one page of a listing at `url`.
+    pub async fn page(
+        &self,
+        operation: &str,
+        url: &str,
+        next_field: &str,
+    ) -> Result<Page, ClientError> {
+        let (_, mut body) = self
+            .send(operation, Method::GET, url, None, Idempotent::Yes)
+            .await?;
+        let items = match body.get_mut("value").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        Ok(Page {
+            items,
+            next: body[next_field].as_str().map(str::to_string),
+            count: body["@odata.count"].as_u64(),
+        })
+    }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110 10.2.3), as a delay from now
+/// (a date in the past is no delay).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(value)?;
+    Some((at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// An HTTP-date in its preferred IMF-fixdate form (`Sun, 06 Nov 1994 08:49:37 GMT`);
+/// the obsolete forms are not sent by Microsoft's front ends and are not accepted.
+pub fn parse_http_date(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::NaiveDateTime::parse_from_str(value.trim(), "%a, %d %b %Y %H:%M:%S GMT")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 /// Describes a transport failure without the URL's query or any header (no secrets).
 fn transport(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -363,6 +546,47 @@ impl Pages<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        let in_a_minute = (chrono::Utc::now() + chrono::TimeDelta::seconds(61))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let delay = parse_retry_after(&in_a_minute).expect("an IMF-fixdate parses");
+        assert!(
+            (Duration::from_secs(58)..=Duration::from_secs(61)).contains(&delay),
+            "{delay:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past is no delay"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").map(|t| t.timestamp()),
+            Some(784_111_777)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_low_remaining_count_slows_the_limiter_down() {
+        let limiter = RateLimiter::new(20.0, 50);
+        // The service says 12 requests are left; with a reserve of 10, two go at once
+        // and the third waits for a refill (1/20 s).
+        limiter.observe_remaining(12, 10).await;
+        let started = Instant::now();
+        for _ in 0..4 {
+            limiter.acquire().await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[tokio::test]
     async fn the_limiter_holds_the_sustained_rate_after_a_burst() {

@@ -12,7 +12,7 @@ pub mod sentinel;
 
 pub use auth::{Credentials, Secret, TokenSource};
 pub use graph::GraphClient;
-pub use http::{Api, ClientError, Pages, RateLimiter, RetryPolicy};
+pub use http::{Api, ClientError, Page, Pages, RateLimiter, RetryPolicy};
 pub use sentinel::SentinelClient;
 
 /// Scopes of the two APIs (client-credentials flow).

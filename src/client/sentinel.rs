@@ -1,17 +1,30 @@
-//! Microsoft Sentinel incidents (ARM): incremental listing by
-//! `properties/lastModifiedTimeUtc` (following the opaque `nextLink`), get, PUT with the
-//! etag (a 409 is [`ClientError::Conflict`]: re-read and re-plan, never overwrite), and
-//! comments.
+//! Microsoft Sentinel incidents (ARM): listing by `properties/lastModifiedTimeUtc`
+//! windows (`$top=1000`; without it ARM pages 50 at a time), following the opaque
+//! `nextLink`, get, PUT with the etag (a 409 is [`ClientError::Conflict`]: re-read and
+//! re-plan, never overwrite), comments (every page), and the lookup of an incident
+//! Microsoft's own Defender XDR connector made for a Defender id.
 
-use super::http::{Api, ClientError, Idempotent, Pages};
+use super::http::{Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Value};
+
+/// ARM's maximum `$top` for incidents (without it a page holds 50).
+pub const PAGE_SIZE: usize = 1000;
+
+/// `providerName`s of incidents Microsoft's Defender XDR connector creates: the current
+/// name and the one before the 2024 rename. Their `providerIncidentId` is the Defender
+/// incident id.
+pub const CONNECTOR_PROVIDERS: [&str; 2] = ["Microsoft XDR", "Microsoft 365 Defender"];
 
 pub struct SentinelClient {
     api: Api,
     /// `…/providers/Microsoft.SecurityInsights/incidents` without the query.
     collection: String,
     api_version: String,
+}
+
+fn literal(stamp: &str) -> String {
+    stamp.replace('+', "%2B")
 }
 
 impl SentinelClient {
@@ -32,6 +45,11 @@ impl SentinelClient {
         })
     }
 
+    /// The request machinery (service clock, cancellation, rate-limit state).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     fn url(&self, suffix: &str) -> String {
         format!(
             "{}{suffix}?api-version={}",
@@ -39,38 +57,71 @@ impl SentinelClient {
         )
     }
 
-    /// Every incident modified at or after `since` (all when `None`), oldest first.
+    /// Every incident modified at or after `since` (all when `None`), following every
+    /// `nextLink`. For tools and tests: over a live set, pages may skip or repeat.
     pub async fn list_changed(&self, since: Option<&str>) -> Result<Vec<Value>, ClientError> {
         self.api
             .list_all(
                 "sentinel list incidents",
-                self.changed_url(since),
+                self.window_url(since, None),
                 "nextLink",
             )
             .await
     }
 
-    /// The same listing as [`Self::list_changed`], one page at a time.
-    pub fn changed_pages(&self, since: Option<&str>) -> Pages<'_> {
+    /// The first page of the incidents with `from <= lastModifiedTimeUtc < until`.
+    pub async fn window(&self, from: Option<&str>, until: Option<&str>) -> Result<Page, ClientError> {
+        self.api
+            .page("sentinel list incidents", &self.window_url(from, until), "nextLink")
+            .await
+    }
+
+    /// Every page of a window, following `nextLink`.
+    pub fn window_pages(&self, from: Option<&str>, until: Option<&str>) -> Pages<'_> {
         self.api.pages(
             "sentinel list incidents",
-            self.changed_url(since),
+            self.window_url(from, until),
             "nextLink",
         )
     }
 
-    fn changed_url(&self, since: Option<&str>) -> String {
-        let mut url = format!(
-            "{}&$orderby=properties/lastModifiedTimeUtc%20asc",
-            self.url("")
-        );
-        if let Some(since) = since {
-            url.push_str(&format!(
-                "&$filter=properties/lastModifiedTimeUtc%20ge%20{}",
-                since.replace('+', "%2B")
-            ));
+    fn window_url(&self, from: Option<&str>, until: Option<&str>) -> String {
+        let mut url = format!("{}&$top={PAGE_SIZE}", self.url(""));
+        let clauses: Vec<String> = [
+            from.map(|f| format!("properties/lastModifiedTimeUtc%20ge%20{}", literal(f))),
+            until.map(|u| format!("properties/lastModifiedTimeUtc%20lt%20{}", literal(u))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !clauses.is_empty() {
+            url.push_str("&$filter=");
+            url.push_str(&clauses.join("%20and%20"));
         }
         url
+    }
+
+    /// The incident Microsoft's Defender XDR connector made for `defender_id`, if any
+    /// (found by `providerIncidentId`; other providers reuse the property for their own
+    /// numbers, so the provider name must match too).
+    pub async fn connector_twin(&self, defender_id: &str) -> Result<Option<Value>, ClientError> {
+        let quoted = defender_id.replace('\'', "''");
+        let url = format!(
+            "{}&$filter=properties/providerIncidentId%20eq%20'{}'",
+            self.url(""),
+            urlencode(&quoted)
+        );
+        let found = self
+            .api
+            .list_all("sentinel find connector incident", url, "nextLink")
+            .await?;
+        Ok(found.into_iter().find(|incident| {
+            let p = &incident["properties"];
+            p["providerIncidentId"].as_str() == Some(defender_id)
+                && p["providerName"]
+                    .as_str()
+                    .is_some_and(|n| CONNECTOR_PROVIDERS.iter().any(|c| c.eq_ignore_ascii_case(n)))
+        }))
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ClientError> {
@@ -127,17 +178,28 @@ impl SentinelClient {
         Ok(resource)
     }
 
+    /// Every comment of incident `name`, following `nextLink` (ARM pages comments).
     pub async fn list_comments(&self, name: &str) -> Result<Vec<Value>, ClientError> {
-        let (_, body) = self
-            .api
-            .send(
+        self.api
+            .list_all(
                 "sentinel list comments",
-                Method::GET,
-                &self.url(&format!("/{name}/comments")),
-                None,
-                Idempotent::Yes,
+                self.url(&format!("/{name}/comments")),
+                "nextLink",
             )
-            .await?;
-        Ok(body["value"].as_array().cloned().unwrap_or_default())
+            .await
     }
+}
+
+/// Percent-encodes what may not appear raw in a query value.
+fn urlencode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'\'' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

@@ -52,6 +52,7 @@ pub fn shadow(
     let opts = RunOptions {
         sync_time: sync_time.to_string(),
         linked: true,
+        twin: crate::rules::Twin::Rulebridge,
         explain: false,
     };
     let mut report = ShadowReport {

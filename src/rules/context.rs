@@ -14,6 +14,7 @@
 //! | `ctx.source`, `ctx.target` | `"defender"` / `"sentinel"` |
 //! | `ctx.incident` | the source incident (a `Json` view) |
 //! | `ctx.linked` | whether the incident is already linked to its twin |
+//! | `ctx.twin` | who made the twin: `"rulebridge"`, or `"connector"` (Microsoft's Defender XDR connector, which already syncs status, owner and classification) |
 //! | `ctx.rule` | the name of the running rule |
 //! | `ctx.lookup(table, key)` | the table row for `key`, or `()` |
 //! | `ctx.in_table(table, key)` | whether `key` is in `table` |
@@ -32,6 +33,27 @@ pub struct CallEnv {
     pub source: Side,
     pub incident: JsonView,
     pub linked: bool,
+    pub twin: Twin,
+}
+
+/// Who made an incident's Sentinel twin (`ctx.twin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Twin {
+    /// rulebridge did (or will): its deterministic id.
+    #[default]
+    Rulebridge,
+    /// Microsoft's Defender XDR connector did; rulebridge linked to it instead of
+    /// creating a second one.
+    Connector,
+}
+
+impl Twin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Twin::Rulebridge => "rulebridge",
+            Twin::Connector => "connector",
+        }
+    }
 }
 
 /// `ctx` as scripts see it: the incident-wide environment plus the running rule.
@@ -82,6 +104,7 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_get("incident", |c: &mut Ctx| c.env.incident.clone());
     engine.register_get("linked", |c: &mut Ctx| c.env.linked);
+    engine.register_get("twin", |c: &mut Ctx| ImmutableString::from(c.env.twin.name()));
     engine.register_get("rule", |c: &mut Ctx| c.rule.clone());
     engine.register_fn("lookup", |c: &mut Ctx, table: &str, key: &str| {
         c.lookup(table, key)

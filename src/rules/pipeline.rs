@@ -7,7 +7,7 @@
 
 use super::call::{call_rule, RuleError, RuleErrorKind};
 use super::compile::{CompiledPack, CompiledRule};
-use super::context::{CallEnv, Ctx};
+use super::context::{CallEnv, Ctx, Twin};
 use super::json::{dynamic_to_value, JsonView};
 use crate::model::{FieldChange, Flow, Side, Stage};
 use crate::schema;
@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub sync_time: String,
     /// Whether the incident is already linked to its twin (`ctx.linked`).
     pub linked: bool,
+    /// Who made the twin (`ctx.twin`).
+    pub twin: Twin,
     /// Keep the document after every rule (for `eval --explain` and test diffs).
     pub explain: bool,
 }
@@ -98,6 +100,7 @@ impl CompiledPack {
                 source,
                 incident: view,
                 linked: opts.linked,
+                twin: opts.twin,
             }),
         }
     }

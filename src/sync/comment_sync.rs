@@ -73,7 +73,7 @@ impl Syncer {
                 .iter()
                 .map(|c| Value::String(c.message.clone()))
                 .collect();
-            let decision = match self.decide_comments(pack, d, Side::Defender, texts) {
+            let decision = match self.decide_comments(pack, d, link, Side::Defender, texts) {
                 Ok(decision) => decision,
                 Err(e) => {
                     return self
@@ -120,7 +120,7 @@ impl Syncer {
                 .iter()
                 .map(|c| Value::String(c.text.clone()))
                 .collect();
-            let decision = match self.decide_comments(pack, d, Side::Sentinel, texts) {
+            let decision = match self.decide_comments(pack, d, link, Side::Sentinel, texts) {
                 Ok(decision) => decision,
                 Err(e) => {
                     return self
@@ -221,6 +221,7 @@ impl Syncer {
         &self,
         pack: &CompiledPack,
         d: &Value,
+        link: &Link,
         from: Side,
         texts: Vec<Value>,
     ) -> Result<Decided, RuleError> {
@@ -245,7 +246,7 @@ impl Syncer {
             defender,
             sentinel,
         };
-        let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(true))?;
+        let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(Some(link)))?;
         Ok(Decided {
             flow: decision.flow,
             rule: decision.rule,

@@ -13,8 +13,7 @@ use crate::metrics::{self, Metrics};
 use crate::model::Side;
 use crate::rules::PackHandle;
 use crate::state::StateStore;
-use chrono::{DateTime, SecondsFormat, Utc};
-use futures_util::stream::{self, StreamExt};
+use chrono::{SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -30,8 +29,15 @@ pub struct SyncOptions {
     pub overlap_secs: i64,
     /// Linked incidents fully reconciled per cycle (comments, missed changes).
     pub sweep_batch: usize,
-    /// On the first poll, only incidents changed since then.
+    /// Where the first poll of each side starts; `None`: the moment of the first start
+    /// (stored in the state), as Microsoft's connector does.
     pub start_from: Option<String>,
+    /// Also sync Defender incidents changed this long before the first start (or before
+    /// now, if less), paced behind the polls; `None`: no history.
+    pub backfill: Option<TimeDelta>,
+    /// Time windows a cycle's backfill step processes at most (each holds at most one
+    /// page), so polls keep their place in the API budget.
+    pub backfill_windows_per_cycle: usize,
     /// How long a comment POST whose outcome is unknown is given to show up in Defender
     /// before it is sent again (a service may process a request after the client gave
     /// up on it). Longer than the client's request timeout.
@@ -47,6 +53,8 @@ impl SyncOptions {
             overlap_secs: 5,
             sweep_batch: 20,
             start_from: None,
+            backfill: None,
+            backfill_windows_per_cycle: 4,
             comment_retry_grace: std::time::Duration::from_secs(60),
         }
     }
@@ -69,6 +77,8 @@ pub struct Stats {
     pub conflicts_skipped: u64,
     pub conflicts_merged: u64,
     pub filtered: u64,
+    /// Defender incidents linked to the twin Microsoft's connector had made.
+    pub linked_to_connector: u64,
     pub dead_lettered: u64,
     pub etag_retries: u64,
     pub transient_failures: u64,
@@ -97,10 +107,9 @@ pub struct Syncer {
     recent_capacity: usize,
     /// When each outbox comment was last POSTed by this process.
     pub(super) outbox_attempts: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Whether Graph listings expand alerts (see `poll`).
+    pub(super) expand: Mutex<super::poll::ExpandState>,
 }
-
-/// Incidents of one page synced at the same time (a page holds 50 on Graph).
-const PAGE_CONCURRENCY: usize = 8;
 
 pub(super) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -114,23 +123,6 @@ pub(super) fn defender_stamp(incident: &Value) -> Option<&str> {
 /// Sentinel's change stamp of an incident.
 pub(super) fn sentinel_stamp(resource: &Value) -> Option<&str> {
     resource["properties"]["lastModifiedTimeUtc"].as_str()
-}
-
-fn minus_secs(stamp: &str, secs: i64) -> String {
-    match DateTime::parse_from_rfc3339(stamp) {
-        Ok(t) => (t.with_timezone(&Utc) - chrono::Duration::seconds(secs))
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-        Err(_) => stamp.to_string(),
-    }
-}
-
-/// The later of two RFC 3339 stamps (by time, not by text: services differ in precision).
-fn later(a: Option<String>, b: &str) -> Option<String> {
-    let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok();
-    match a {
-        Some(a) if parse(&a) >= parse(b) => Some(a),
-        _ => Some(b.to_string()),
-    }
 }
 
 impl Syncer {
@@ -154,6 +146,7 @@ impl Syncer {
             recent: Mutex::new(VecDeque::new()),
             recent_capacity: 100,
             outbox_attempts: Mutex::new(std::collections::HashMap::new()),
+            expand: Mutex::new(super::poll::ExpandState::default()),
         }
     }
 
@@ -189,6 +182,9 @@ impl Syncer {
     /// finished and committed, nothing after it is started, cursors stay consistent.
     pub fn request_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // A throttled or backing-off request must not hold the stop for minutes.
+        self.graph.api().cancel();
+        self.sentinel.api().cancel();
     }
 
     pub fn stopping(&self) -> bool {
@@ -211,110 +207,19 @@ impl Syncer {
         &self.pack
     }
 
-    /// One cycle: poll Defender, poll Sentinel, sweep a batch of links.
+    /// One cycle: poll Defender, poll Sentinel, sweep a batch of links, then a step of
+    /// the backfill (if one runs) — the order in which they draw on the API budget.
     pub async fn cycle(&self) -> Result<[PassReport; 3], SyncError> {
         let defender = self.poll(Side::Defender).await?;
         let sentinel = self.poll(Side::Sentinel).await?;
-        let sweep = self.sweep(self.opts.sweep_batch).await?;
+        let mut sweep = self.sweep(self.opts.sweep_batch).await?;
+        if defender.interrupted.is_none() && !self.stopping() {
+            let backfill = self.backfill_step().await?;
+            sweep.seen += backfill.seen;
+            sweep.written += backfill.written;
+            sweep.interrupted = sweep.interrupted.or(backfill.interrupted);
+        }
         Ok([defender, sentinel, sweep])
-    }
-
-    /// Reads every incident of `side` changed since its cursor (minus the overlap),
-    /// oldest first, a page at a time, and syncs each; the cursor is committed after
-    /// every page. Only state errors are returned as errors; API trouble ends the pass
-    /// early and is reported in it.
-    pub async fn poll(&self, side: Side) -> Result<PassReport, SyncError> {
-        let cursor = self.state.cursor(side)?;
-        let since = match &cursor {
-            Some(c) => Some(minus_secs(c, self.opts.overlap_secs)),
-            None => self.opts.start_from.clone(),
-        };
-        let started = now_rfc3339();
-        let mut pages = match side {
-            Side::Defender => self.graph.changed_pages(since.as_deref()),
-            Side::Sentinel => self.sentinel.changed_pages(since.as_deref()),
-        };
-        let mut report = PassReport::default();
-        let mut position = cursor.clone();
-        'pages: while !self.stopping() {
-            let page = match pages.next_page().await {
-                Ok(Some(page)) => {
-                    self.metrics
-                        .inc(metrics::API_CALLS, &[("side", side.name())]);
-                    page
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
-                    report.interrupted = Some(e.to_string());
-                    break;
-                }
-            };
-            let stamps: Vec<Option<String>> = page
-                .iter()
-                .map(|incident| {
-                    match side {
-                        Side::Defender => defender_stamp(incident),
-                        Side::Sentinel => sentinel_stamp(incident),
-                    }
-                    .map(str::to_string)
-                })
-                .collect();
-            // A few incidents of the page at a time: they are distinct incidents, so
-            // their syncs are independent; results come back in page order.
-            let outcomes: Vec<Option<Result<Outcome, SyncError>>> = stream::iter(page)
-                .map(|incident| async move {
-                    if self.stopping() {
-                        return None;
-                    }
-                    Some(match side {
-                        Side::Defender => self.from_defender(incident, false).await,
-                        Side::Sentinel => self.from_sentinel(incident, false).await,
-                    })
-                })
-                .buffered(PAGE_CONCURRENCY)
-                .collect()
-                .await;
-            for (stamp, outcome) in stamps.into_iter().zip(outcomes) {
-                match outcome {
-                    None => {
-                        report.interrupted = Some("shutting down".into());
-                        break 'pages;
-                    }
-                    Some(Ok(outcome)) => {
-                        report.seen += 1;
-                        report.written += outcome.writes();
-                    }
-                    Some(Err(SyncError::Transient(e))) => {
-                        report.interrupted = Some(e.to_string());
-                        break 'pages;
-                    }
-                    Some(Err(e)) => return Err(e),
-                }
-                if let Some(stamp) = stamp {
-                    position = later(position, &stamp);
-                }
-            }
-            if position != cursor {
-                if let Some(p) = &position {
-                    self.state.set_cursor(side, p)?;
-                }
-            }
-        }
-        if report.interrupted.is_none() && self.stopping() {
-            report.interrupted = Some("shutting down".into());
-        }
-        let result = if report.interrupted.is_some() {
-            "interrupted"
-        } else {
-            "ok"
-        };
-        self.metrics
-            .inc(metrics::POLLS, &[("side", side.name()), ("result", result)]);
-        if report.interrupted.is_none() {
-            self.state.record_poll(side, &started)?;
-        }
-        Ok(report)
     }
 
     /// Fully reconciles up to `batch` links, least recently swept first: both sides are
@@ -401,5 +306,13 @@ impl Syncer {
             error,
             ClientError::Permanent { .. } | ClientError::NotFound { .. }
         )
+    }
+
+    /// The Graph listing currently reads alerts per incident (see `poll`).
+    pub fn expand_fallback(&self) -> bool {
+        self.expand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_fallback()
     }
 }

@@ -5,16 +5,23 @@
 //!   properties behind each synced field, comment identity). Pure.
 //! - `plan`: 3-way change detection, the planner and the bases to store. Pure.
 //! - `comments`: which comments to copy, crash-safe without markers. Pure.
-//! - `engine`: polls with cursors, the reconcile sweep, dead-letter retries (async edge).
+//! - `engine`: the cycle, the reconcile sweep, dead-letter retries (async edge).
+//! - `poll`: incremental polls in time windows that each fit in one page, robust to
+//!   ignored `$orderby`, offset pages over a live set and future-dated stamps; Graph's
+//!   `$expand` fallback (async edge).
+//! - `backfill`: history before the first start, window by window behind the polls.
 //! - `reconcile`: one incident's create or reconcile, writes and commit (async edge).
 //! - `comment_sync`: one incident's comment copies through the outbox (async edge).
 
+mod backfill;
 mod comment_sync;
 pub mod comments;
 mod engine;
+pub mod poll;
 pub mod fields;
 pub mod plan;
 mod reconcile;
 
+pub use backfill::BackfillStatus;
 pub use engine::{PassReport, Stats, SyncOptions, Syncer};
 pub use reconcile::{Outcome, SyncError};

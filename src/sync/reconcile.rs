@@ -13,7 +13,7 @@ use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Vi
 use crate::client::ClientError;
 use crate::metrics;
 use crate::model::{FieldChange, Flow, Side};
-use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
+use crate::rules::{CompiledPack, RuleError, RunOptions, Twin, Verdict};
 use crate::state::{AuditRow, Commit, DeadLetter, Fields, Link, StateError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -81,11 +81,26 @@ fn lag_secs(changed_at: Option<&str>) -> Option<f64> {
 }
 
 impl Syncer {
-    pub(super) fn options(&self, linked: bool) -> RunOptions {
+    /// What the rules are told about this incident's link (`ctx.linked`, `ctx.twin`).
+    pub(super) fn options(&self, link: Option<&Link>) -> RunOptions {
         RunOptions {
             sync_time: now_rfc3339(),
-            linked,
+            linked: link.is_some_and(|l| l.created),
+            twin: link.map_or(Twin::Rulebridge, |l| self.twin_of(l)),
             explain: false,
+        }
+    }
+
+    /// A link whose Sentinel name is not rulebridge's deterministic one points at an
+    /// incident Microsoft's connector made (rulebridge never creates under another name).
+    pub(super) fn twin_of(&self, link: &Link) -> Twin {
+        if link
+            .sentinel_id
+            .eq_ignore_ascii_case(&sentinel_id(&self.opts.tenant, &link.defender_id))
+        {
+            Twin::Rulebridge
+        } else {
+            Twin::Connector
         }
     }
 
@@ -214,10 +229,10 @@ impl Syncer {
         &self,
         pack: &CompiledPack,
         d: &Value,
-        linked: bool,
+        link: Option<&Link>,
     ) -> Result<Step<Fields>, SyncError> {
         let id = d["id"].as_str().unwrap_or("");
-        match pack.run_pipeline(Arc::new(d.clone()), Side::Defender, &self.options(linked)) {
+        match pack.run_pipeline(Arc::new(d.clone()), Side::Defender, &self.options(link)) {
             Ok(outcome) => match outcome.verdict {
                 Verdict::Synced { body } => Ok(Step::Go(properties(&body))),
                 Verdict::Filtered { rule } => {
@@ -242,11 +257,28 @@ impl Syncer {
         d: Value,
     ) -> Result<Outcome, SyncError> {
         let id = d["id"].as_str().unwrap_or("").to_string();
-        let view = match self.render_defender(pack, &d, false)? {
+        let view = match self.render_defender(pack, &d, None)? {
             Step::Go(view) => view,
             Step::Stop(outcome) => return Ok(outcome),
         };
+        if raised_by_sentinel(&d) {
+            // In the unified portal Sentinel's own incidents are listed by Graph too:
+            // a twin of one would be listed again, and twinned again, without end. A
+            // hard rule, not policy (the default pack's filter says the same).
+            tracing::debug!(incident = %id, "raised by Sentinel itself; never twinned");
+            self.count(|s| s.filtered += 1);
+            return Ok(Outcome::Filtered);
+        }
         let sid = sentinel_id(&self.opts.tenant, &id);
+        if pending.is_none() {
+            // Microsoft's Defender XDR connector is usually on already: its incident is
+            // the twin, and a second one would split the analysts' work.
+            match self.sentinel.connector_twin(&id).await {
+                Ok(Some(s)) => return self.adopt_connector_twin(pack, d, s).await,
+                Ok(None) => {}
+                Err(e) => return self.client_failure(pack, Side::Defender, &id, e),
+            }
+        }
         if let Some(pending) = pending {
             // A create was sent before a crash: if it landed, adopt the twin with no
             // bases, so every difference is a conflict the rules settle by time.
@@ -337,6 +369,63 @@ impl Syncer {
         })
     }
 
+    /// Links a Defender incident to the Sentinel incident Microsoft's connector made for
+    /// it, with no bases: every difference is then a conflict the direction rules settle
+    /// (the default pack leaves the connector's fields to the connector).
+    async fn adopt_connector_twin(
+        &self,
+        pack: &CompiledPack,
+        d: Value,
+        s: Value,
+    ) -> Result<Outcome, SyncError> {
+        let id = d["id"].as_str().unwrap_or("").to_string();
+        let Some(name) = s["name"].as_str().map(str::to_string) else {
+            let failure = Failure {
+                kind: "rejected",
+                reason: "Sentinel listed a connector incident without a name".into(),
+                rule: None,
+            };
+            return self.dead_letter(pack, Side::Defender, &id, failure);
+        };
+        let now = now_rfc3339();
+        let link = Link {
+            defender_id: id.clone(),
+            sentinel_id: name.clone(),
+            created: true,
+            defender_version: None,
+            sentinel_version: None,
+            base_defender: Fields::new(),
+            base_sentinel: Fields::new(),
+            synced_at: Some(now.clone()),
+            swept_at: None,
+        };
+        let audit = AuditRow {
+            id: 0,
+            at: now,
+            defender_id: id.clone(),
+            sentinel_id: name.clone(),
+            side: Side::Sentinel,
+            action: "link".into(),
+            field: None,
+            old: Value::Null,
+            new: serde_json::json!({
+                "providerName": s["properties"]["providerName"],
+                "providerIncidentId": s["properties"]["providerIncidentId"],
+            }),
+            rule: None,
+            pack_version: pack.version.clone(),
+        };
+        self.state.commit(&Commit {
+            link: Some(link.clone()),
+            audit: vec![audit],
+            comments: Vec::new(),
+            resolved: vec![(Side::Defender, id.clone())],
+        })?;
+        tracing::info!(incident = %id, sentinel = %name, "linked to the Sentinel incident Microsoft's connector made");
+        self.count(|st| st.linked_to_connector += 1);
+        self.reconcile(pack, link, d, s, None).await
+    }
+
     /// Compares both sides with their bases and writes what the rules decide. `s_comments`
     /// are the Sentinel comments when already known.
     async fn reconcile(
@@ -348,7 +437,7 @@ impl Syncer {
         s_comments: Option<Vec<Value>>,
     ) -> Result<Outcome, SyncError> {
         let id = link.defender_id.clone();
-        let dview = match self.render_defender(pack, &d, true)? {
+        let dview = match self.render_defender(pack, &d, Some(&link))? {
             Step::Go(view) => view,
             Step::Stop(outcome) => return Ok(outcome),
         };
@@ -363,7 +452,7 @@ impl Syncer {
                 sentinel_changed_at: sentinel_stamp(&s),
             };
             let changes = detect(&views, &link.base_defender, &link.base_sentinel);
-            let decisions = match self.decide_all(pack, &changes, &d) {
+            let decisions = match self.decide_all(pack, &changes, &d, &link) {
                 Ok(decisions) => decisions,
                 Err(e) => return self.dead_letter(pack, Side::Defender, &id, e.into()),
             };
@@ -396,7 +485,7 @@ impl Syncer {
                 .iter()
                 .any(|x| matches!(x.flow, Flow::ToDefender | Flow::Merge))
             {
-                match pack.run_pipeline(Arc::new(s_planned), Side::Sentinel, &self.options(true)) {
+                match pack.run_pipeline(Arc::new(s_planned), Side::Sentinel, &self.options(Some(&link))) {
                     Ok(outcome) => match outcome.verdict {
                         Verdict::Synced { body } => body.as_object().cloned(),
                         Verdict::Filtered { .. } => None,
@@ -464,7 +553,7 @@ impl Syncer {
                         self.metrics
                             .inc(metrics::WRITES, &[("side", "defender"), ("result", "ok")]);
                         let merged = merge(&d, &response);
-                        if let Step::Go(view) = self.render_defender(pack, &merged, true)? {
+                        if let Step::Go(view) = self.render_defender(pack, &merged, Some(&link))? {
                             // The new version may be skipped by the next poll only if it
                             // is provably ours alone: nobody else changed the incident, and
                             // our write changed no field we did not write (a derived
@@ -663,9 +752,10 @@ impl Syncer {
         pack: &CompiledPack,
         changes: &[FieldChange],
         d: &Value,
+        link: &Link,
     ) -> Result<Vec<Decided>, RuleError> {
         let incident = Arc::new(d.clone());
-        let opts = self.options(true);
+        let opts = self.options(Some(link));
         changes
             .iter()
             .map(|change| {
@@ -677,6 +767,19 @@ impl Syncer {
             })
             .collect()
     }
+}
+
+/// Whether every alert of a Defender incident came from Sentinel (the unified portal
+/// lists Sentinel's own incidents in Graph). An incident without alerts is not.
+fn raised_by_sentinel(d: &Value) -> bool {
+    d["alerts"].as_array().is_some_and(|alerts| {
+        !alerts.is_empty()
+            && alerts.iter().all(|a| {
+                a["serviceSource"]
+                    .as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("microsoftSentinel"))
+            })
+    })
 }
 
 /// The names of the map rules, for a create's audit row.

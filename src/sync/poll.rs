@@ -1,0 +1,589 @@
+//! Incremental polls that depend on neither the order nor the stability of the
+//! services' pages.
+//!
+//! Graph ignores `$orderby` on incidents and pages by `$skip` offsets over a live set;
+//! ARM's order and skip tokens are not promised either (`reference/observed-behaviour.md`).
+//! So a poll never trusts a page that has a next page. It reads a time window
+//! `[cursor − overlap, now by the service's clock)`; a window whose first page holds all
+//! of it (no `nextLink`) is one consistent answer, and anything bigger is split into
+//! narrower windows (by the service's `@odata.count` when it gives one, else in halves)
+//! until each fits. Windows are processed oldest first and the cursor moves to a
+//! window's end only after every incident in it is committed, so a pass cut off after
+//! any request loses nothing. Stamps at or after the window's end (changes made during
+//! the pass, and future-dated or skewed stamps) are read by a tail listing that never
+//! moves the cursor: a stamp from next year cannot blind the poll to today's changes.
+//!
+//! Graph can fail `$expand=alerts` together with `$filter` on large tenants (HTTP 500 on
+//! every request). Then the poll lists without `$expand` and reads alerts per incident,
+//! only for incidents that changed since their last sync; the switch is logged once,
+//! shown as a metric and in `status`, and the expanded query is tried again hourly.
+
+use super::engine::{PassReport, Syncer};
+use super::reconcile::{Outcome, SyncError};
+use crate::client::{ClientError, Page, Pages};
+use crate::metrics;
+use crate::model::Side;
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Incidents of one page synced at the same time (a page holds 50 on Graph).
+const PAGE_CONCURRENCY: usize = 8;
+
+/// How long Graph's plain listing stands in for the expanded one before the expanded
+/// query is tried again (the 500 is a property of the tenant's size, so rarely gone).
+const EXPAND_RETRY: Duration = Duration::from_secs(3600);
+
+/// Windows never split below this: the services stamp with 100 ns resolution.
+const MIN_WINDOW: TimeDelta = TimeDelta::microseconds(1);
+
+/// At most this many narrower windows from one split: a count from a live set is only
+/// a hint, and a wrong one costs a request per part.
+const MAX_PARTS: i64 = 32;
+
+/// Meta keys in the state store.
+pub(super) const META_FIRST_START: &str = "poll.first_start";
+pub(super) const META_EXPAND_FALLBACK: &str = "graph.expand_fallback_since";
+pub(super) const META_BACKFILL: &str = "backfill.defender";
+
+/// A time in the form both services write and parse: UTC, at most 7 fractional digits
+/// (.NET's resolution; a 9-digit literal is not a valid OData date-time there).
+pub fn format_stamp(t: DateTime<Utc>) -> String {
+    let ticks = t.nanosecond().min(999_999_999) / 100;
+    format!("{}.{ticks:07}Z", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+pub fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Where a walk over windows records how far it got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Progress {
+    /// The side's poll cursor.
+    Cursor(Side),
+    /// The Defender backfill's `done_to`.
+    Backfill,
+}
+
+/// The Graph listing mode: with alerts expanded, or without them since `since`.
+#[derive(Debug, Default)]
+pub(super) struct ExpandState {
+    fallback_since: Option<Instant>,
+}
+
+impl ExpandState {
+    pub(super) fn is_fallback(&self) -> bool {
+        self.fallback_since.is_some()
+    }
+}
+
+impl Syncer {
+    /// Reads every incident of `side` changed since its cursor (minus the overlap) in
+    /// windows that each fit in one page, and syncs each. Only state errors are returned
+    /// as errors; API trouble ends the pass early and is reported in it.
+    pub async fn poll(&self, side: Side) -> Result<PassReport, SyncError> {
+        let started = super::engine::now_rfc3339();
+        let mut report = PassReport::default();
+        let until = self.service_now(side, &mut report).await;
+        if let Some(until) = until {
+            let from = match self.state.cursor(side)? {
+                Some(c) => parse_stamp(&c)
+                    .map(|c| c - TimeDelta::seconds(self.opts.overlap_secs))
+                    .unwrap_or(until),
+                None => self.first_start(side, until)?,
+            };
+            let reached = self
+                .walk_windows(side, from, until, None, Progress::Cursor(side), &mut report)
+                .await?;
+            if reached == Some(until) && report.interrupted.is_none() {
+                self.tail(side, until, &mut report).await?;
+            }
+        }
+        if report.interrupted.is_none() && self.stopping() {
+            report.interrupted = Some("shutting down".into());
+        }
+        let result = if report.interrupted.is_some() {
+            "interrupted"
+        } else {
+            "ok"
+        };
+        self.metrics
+            .inc(metrics::POLLS, &[("side", side.name()), ("result", result)]);
+        self.record_remaining(side);
+        if report.interrupted.is_none() {
+            self.state.record_poll(side, &started)?;
+        }
+        Ok(report)
+    }
+
+    /// Where a side's first poll starts: `sync.start_from` when configured, else the
+    /// moment rulebridge first polled it (stored, so a restart does not move it), as
+    /// Microsoft's connector starts from the moment it is connected. History is a
+    /// backfill, asked for explicitly.
+    pub(super) fn first_start(&self, side: Side, now: DateTime<Utc>) -> Result<DateTime<Utc>, SyncError> {
+        if let Some(from) = self.opts.start_from.as_deref().and_then(parse_stamp) {
+            return Ok(from);
+        }
+        let key = format!("{META_FIRST_START}.{}", side.name());
+        if let Some(stored) = self.state.meta(&key)?.as_deref().and_then(parse_stamp) {
+            return Ok(stored);
+        }
+        self.state.set_meta(&key, &format_stamp(now))?;
+        tracing::info!(
+            side = side.name(),
+            from = %format_stamp(now),
+            "first start: syncing changes from now on (history only by an explicit backfill)"
+        );
+        Ok(now)
+    }
+
+    /// The service's clock, learned from a response's `Date` header; one small request
+    /// when this process has not heard from the service yet. Never ahead of the
+    /// service: a window must not end past what it has stamped.
+    pub(super) async fn service_now(&self, side: Side, report: &mut PassReport) -> Option<DateTime<Utc>> {
+        let api = match side {
+            Side::Defender => self.graph.api(),
+            Side::Sentinel => self.sentinel.api(),
+        };
+        if api.service_now().is_none() {
+            let probe = match side {
+                Side::Defender => self.graph.window(None, None, false).await,
+                Side::Sentinel => self.sentinel.window(None, None).await,
+            };
+            self.count_call(side);
+            if let Err(e) = probe {
+                tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
+                report.interrupted = Some(e.to_string());
+                return None;
+            }
+        }
+        // Without a Date header (a proxy stripped it), our own clock, a second early.
+        let now = api
+            .service_now()
+            .unwrap_or_else(|| Utc::now() - TimeDelta::seconds(1));
+        parse_stamp(&format_stamp(now))
+    }
+
+    /// Syncs every incident changed in `[from, until)`, window by window, oldest first,
+    /// recording progress after each window; stops after `max_windows` windows when
+    /// given. Returns how far it got.
+    pub(super) async fn walk_windows(
+        &self,
+        side: Side,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        max_windows: Option<usize>,
+        progress: Progress,
+        report: &mut PassReport,
+    ) -> Result<Option<DateTime<Utc>>, SyncError> {
+        let mut reached = None;
+        let mut windows = vec![(from, until)];
+        let mut done = 0;
+        while let Some((a, b)) = windows.pop() {
+            if self.stopping() || max_windows.is_some_and(|max| done >= max) {
+                break;
+            }
+            let page = match self.list_window(side, Some(a), Some(b)).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.interrupt(side, report, e);
+                    break;
+                }
+            };
+            let items = if page.next.is_none() {
+                self.count_window(side, "listed");
+                page.items
+            } else if b - a > MIN_WINDOW {
+                self.count_window(side, "split");
+                windows.extend(split(a, b, page.count, page_size(side)).into_iter().rev());
+                continue;
+            } else {
+                self.count_window(side, "walked");
+                match self.walk_narrow(side, a, b).await {
+                    Ok(items) => items,
+                    Err(e) => {
+                        self.interrupt(side, report, e);
+                        break;
+                    }
+                }
+            };
+            if !self.sync_items(side, items, report).await? {
+                break;
+            }
+            match progress {
+                Progress::Cursor(side) => self.state.set_cursor(side, &format_stamp(b))?,
+                Progress::Backfill => self.record_backfill_progress(b)?,
+            }
+            reached = Some(b);
+            done += 1;
+        }
+        Ok(reached)
+    }
+
+    /// Incidents stamped at or after `until`: changed during this pass, or stamped in
+    /// the future. Synced, but the cursor stays: their stamps say nothing about what
+    /// else has been read.
+    async fn tail(
+        &self,
+        side: Side,
+        until: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), SyncError> {
+        let from = format_stamp(until);
+        let mut pages = self.pages(side, Some(&from), None);
+        let mut seen = HashSet::new();
+        loop {
+            let page = match pages.next_page().await {
+                Ok(Some(page)) => page,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.interrupt(side, report, e);
+                    return Ok(());
+                }
+            };
+            self.count_call(side);
+            // Offset pages over a live set may repeat an item: once is enough.
+            let fresh: Vec<Value> = page
+                .into_iter()
+                .filter(|i| seen.insert(incident_key(side, i)))
+                .collect();
+            let skewed = fresh
+                .iter()
+                .filter(|i| {
+                    stamp(side, i)
+                        .and_then(parse_stamp)
+                        .is_some_and(|t| t > until + TimeDelta::minutes(5))
+                })
+                .count();
+            if skewed > 0 {
+                tracing::warn!(
+                    side = side.name(),
+                    incidents = skewed,
+                    "incidents stamped more than 5 minutes in the future (clock skew at the service?); synced without moving the cursor"
+                );
+            }
+            if !self.sync_items(side, fresh, report).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A window too narrow to split that still spans more than a page: its offset
+    /// pages are walked until a walk finds nothing new (items that changed meanwhile
+    /// leave the window, which can shift later pages past unread items).
+    async fn walk_narrow(
+        &self,
+        side: Side,
+        a: DateTime<Utc>,
+        b: DateTime<Utc>,
+    ) -> Result<Vec<Value>, ClientError> {
+        let (from, until) = (format_stamp(a), format_stamp(b));
+        let mut seen = HashSet::new();
+        let mut items = Vec::new();
+        for _ in 0..5 {
+            let mut fresh = 0;
+            let mut pages = self.pages(side, Some(&from), Some(&until));
+            while let Some(page) = pages.next_page().await? {
+                self.count_call(side);
+                for item in page {
+                    if seen.insert(incident_key(side, &item)) {
+                        fresh += 1;
+                        items.push(item);
+                    }
+                }
+            }
+            if fresh == 0 {
+                break;
+            }
+        }
+        Ok(items)
+    }
+
+    /// The first page of a window. On Graph, the expanded listing while it works; when
+    /// it fails with a server error and the plain one succeeds, the plain one from then
+    /// on (tried again after [`EXPAND_RETRY`]).
+    async fn list_window(
+        &self,
+        side: Side,
+        a: Option<DateTime<Utc>>,
+        b: Option<DateTime<Utc>>,
+    ) -> Result<Page, ClientError> {
+        let (from, until) = (a.map(format_stamp), b.map(format_stamp));
+        let (from, until) = (from.as_deref(), until.as_deref());
+        if side == Side::Sentinel {
+            self.count_call(side);
+            return self.sentinel.window(from, until).await;
+        }
+        let expand = self.expand_alerts();
+        self.count_call(side);
+        let result = self.graph.window(from, until, expand).await;
+        match result {
+            Err(ClientError::Exhausted {
+                last_status: Some(500 | 502 | 504),
+                ..
+            }) if expand => {
+                self.count_call(side);
+                let plain = self.graph.window(from, until, false).await?;
+                self.enter_expand_fallback();
+                Ok(plain)
+            }
+            Ok(page) if expand => {
+                self.leave_expand_fallback();
+                Ok(page)
+            }
+            other => other,
+        }
+    }
+
+    /// Every page of a listing (offsets): for the tail and narrow windows.
+    fn pages(&self, side: Side, from: Option<&str>, until: Option<&str>) -> Pages<'_> {
+        match side {
+            Side::Defender => self.graph.window_pages(from, until, self.expand_alerts()),
+            Side::Sentinel => self.sentinel.window_pages(from, until),
+        }
+    }
+
+    /// Whether Graph listings should expand alerts now.
+    fn expand_alerts(&self) -> bool {
+        let state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .fallback_since
+            .is_none_or(|since| since.elapsed() >= EXPAND_RETRY)
+    }
+
+    /// Status only (the meta key is for `status`): a failure to record it is logged.
+    fn enter_expand_fallback(&self) {
+        let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
+        let first = state.fallback_since.is_none();
+        state.fallback_since = Some(Instant::now());
+        drop(state);
+        if first {
+            tracing::warn!(
+                "Graph fails $expand=alerts together with $filter (a known limit of large tenants); listing without $expand and reading alerts per changed incident, retrying the expanded listing hourly"
+            );
+            self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 1.0);
+            self.note_expand_fallback(&super::engine::now_rfc3339());
+        }
+    }
+
+    fn note_expand_fallback(&self, since: &str) {
+        if let Err(e) = self.state.set_meta(META_EXPAND_FALLBACK, since) {
+            tracing::warn!(error = %e, "could not record Graph's listing mode for status");
+        }
+    }
+
+    fn leave_expand_fallback(&self) {
+        let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
+        if state.fallback_since.take().is_some() {
+            drop(state);
+            tracing::info!("Graph accepts $expand=alerts with $filter again");
+            self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 0.0);
+            self.note_expand_fallback("");
+        }
+    }
+
+    /// Syncs the incidents of one page, a few at a time; `false` when the pass must
+    /// stop (a transient failure or shutdown), with the reason in the report.
+    async fn sync_items(
+        &self,
+        side: Side,
+        items: Vec<Value>,
+        report: &mut PassReport,
+    ) -> Result<bool, SyncError> {
+        let outcomes: Vec<Option<Result<Outcome, SyncError>>> = stream::iter(items)
+            .map(|incident| async move {
+                if self.stopping() {
+                    return None;
+                }
+                Some(match side {
+                    Side::Defender => self.from_defender_listed(incident).await,
+                    Side::Sentinel => self.from_sentinel(incident, false).await,
+                })
+            })
+            .buffered(PAGE_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome {
+                None => {
+                    report.interrupted = Some("shutting down".into());
+                    return Ok(false);
+                }
+                Some(Ok(outcome)) => {
+                    report.seen += 1;
+                    report.written += outcome.writes();
+                }
+                Some(Err(SyncError::Transient(e))) => {
+                    report.interrupted = Some(e.to_string());
+                    return Ok(false);
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// A Defender incident as listed: without alerts when the listing could not expand
+    /// them, so they are read here, but only when the incident changed since its last
+    /// sync (an unchanged one needs no rule run, so no alerts).
+    async fn from_defender_listed(&self, d: Value) -> Result<Outcome, SyncError> {
+        if d.get("alerts").is_some() {
+            return self.from_defender(d, false).await;
+        }
+        let Some(id) = d["id"].as_str() else {
+            return self.from_defender(d, false).await;
+        };
+        if let Some(link) = self.state.link(id)? {
+            if link.created && link.defender_version.as_deref() == stamp(Side::Defender, &d) {
+                self.count(|s| s.incidents_seen += 1);
+                return Ok(Outcome::Unchanged);
+            }
+        }
+        self.count_call(Side::Defender);
+        match self.graph.get(id).await {
+            Ok(Some(full)) => self.from_defender(full, false).await,
+            // Deleted between the listing and now: nothing to sync.
+            Ok(None) => Ok(Outcome::Gone),
+            Err(e) => Err(SyncError::Transient(e)),
+        }
+    }
+
+    fn interrupt(&self, side: Side, report: &mut PassReport, e: ClientError) {
+        tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
+        report.interrupted = Some(e.to_string());
+    }
+
+    pub(super) fn count_call(&self, side: Side) {
+        self.metrics
+            .inc(metrics::API_CALLS, &[("side", side.name())]);
+    }
+
+    fn count_window(&self, side: Side, result: &str) {
+        self.metrics.inc(
+            metrics::POLL_WINDOWS,
+            &[("side", side.name()), ("result", result)],
+        );
+    }
+
+    fn record_remaining(&self, side: Side) {
+        let api = match side {
+            Side::Defender => self.graph.api(),
+            Side::Sentinel => self.sentinel.api(),
+        };
+        if let Some(remaining) = api.remaining_requests() {
+            self.metrics.set_gauge(
+                metrics::RATELIMIT_REMAINING,
+                &[("side", side.name())],
+                remaining as f64,
+            );
+        }
+    }
+}
+
+fn page_size(side: Side) -> usize {
+    match side {
+        Side::Defender => crate::client::graph::PAGE_SIZE,
+        Side::Sentinel => crate::client::sentinel::PAGE_SIZE,
+    }
+}
+
+fn stamp(side: Side, incident: &Value) -> Option<&str> {
+    match side {
+        Side::Defender => super::engine::defender_stamp(incident),
+        Side::Sentinel => super::engine::sentinel_stamp(incident),
+    }
+}
+
+fn incident_key(side: Side, incident: &Value) -> String {
+    let key = match side {
+        Side::Defender => &incident["id"],
+        Side::Sentinel => &incident["name"],
+    };
+    key.as_str().unwrap_or("").to_ascii_lowercase()
+}
+
+/// `[a, b)` cut into equal parts: enough for `count` items to fit three quarters of a
+/// page each if they were spread evenly (they rarely are; a part still over a page is
+/// split again), in halves without a count. Bounds are on the services' 100 ns grid.
+pub fn split(
+    a: DateTime<Utc>,
+    b: DateTime<Utc>,
+    count: Option<u64>,
+    page: usize,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let per_part = (page as u64 * 3 / 4).max(1);
+    let parts = count
+        .map_or(2, |c| c.div_ceil(per_part) as i64)
+        .clamp(2, MAX_PARTS);
+    let span = (b - a).num_nanoseconds().unwrap_or(i64::MAX) / 100;
+    let parts = parts.min(span.max(1));
+    let mut bounds: Vec<DateTime<Utc>> = (0..=parts)
+        .map(|i| {
+            if i == parts {
+                b
+            } else {
+                // i * span / parts in 100 ns ticks, without overflow for long spans.
+                let ticks = (i128::from(i) * i128::from(span) / i128::from(parts)) as i64;
+                a + TimeDelta::nanoseconds(ticks.saturating_mul(100))
+            }
+        })
+        .collect();
+    bounds.dedup();
+    bounds.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_stamp(s).unwrap()
+    }
+
+    #[test]
+    fn stamps_have_seven_fractional_digits() {
+        assert_eq!(
+            format_stamp(t("2026-01-02T03:04:05.123456789Z")),
+            "2026-01-02T03:04:05.1234567Z"
+        );
+        assert_eq!(
+            format_stamp(t("2026-01-02T03:04:05Z")),
+            "2026-01-02T03:04:05.0000000Z"
+        );
+        assert_eq!(
+            format_stamp(t("2026-01-02T04:04:05+01:00")),
+            "2026-01-02T03:04:05.0000000Z"
+        );
+    }
+
+    #[test]
+    fn a_split_covers_the_window_without_gaps_or_overlaps() {
+        let (a, b) = (t("2026-01-01T00:00:00Z"), t("2026-01-01T01:00:00Z"));
+        for count in [None, Some(51), Some(120), Some(10_000)] {
+            let parts = split(a, b, count, 50);
+            assert!(parts.len() >= 2 && parts.len() <= MAX_PARTS as usize);
+            assert_eq!(parts.first().unwrap().0, a);
+            assert_eq!(parts.last().unwrap().1, b);
+            for w in parts.windows(2) {
+                assert_eq!(w[0].1, w[1].0, "{count:?}");
+                assert!(w[0].0 < w[0].1);
+            }
+        }
+        // 120 items at 37 per part: 4 parts.
+        assert_eq!(split(a, b, Some(120), 50).len(), 4);
+    }
+
+    #[test]
+    fn a_window_of_a_few_ticks_splits_into_at_most_that_many_parts() {
+        let a = t("2026-01-01T00:00:00Z");
+        let b = a + TimeDelta::nanoseconds(300);
+        let parts = split(a, b, Some(10_000), 50);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|(x, y)| x < y));
+    }
+}
