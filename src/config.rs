@@ -162,8 +162,10 @@ pub struct SyncConfig {
     pub rules: PathBuf,
     /// `None`: the schemas built into the binary.
     pub schemas: Option<PathBuf>,
-    /// RFC 3339 (checked by the schema); `None` syncs everything on the first run.
+    /// RFC 3339 (checked by the schema); `None`: from the first start on.
     pub start_from: Option<String>,
+    /// History to sync besides: `30d`, `12h`, `90m` (checked by the schema).
+    pub backfill: Option<String>,
 }
 
 impl Default for SyncConfig {
@@ -176,6 +178,7 @@ impl Default for SyncConfig {
             rules: "rules".into(),
             schemas: None,
             start_from: None,
+            backfill: None,
         }
     }
 }
@@ -188,6 +191,26 @@ impl SyncConfig {
     pub fn overlap(&self) -> Duration {
         Duration::from_secs(self.overlap_secs)
     }
+
+    /// `backfill` as a span of time.
+    pub fn backfill_span(&self) -> Result<Option<chrono::TimeDelta>, String> {
+        self.backfill.as_deref().map(parse_span).transpose()
+    }
+}
+
+/// `30d`, `12h`, `90m`: a whole number of days, hours or minutes.
+pub fn parse_span(text: &str) -> Result<chrono::TimeDelta, String> {
+    let text = text.trim();
+    let bad = || format!("'{text}' is not a span like 30d, 12h or 90m");
+    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let span = match unit {
+        "d" => chrono::TimeDelta::try_days(n),
+        "h" => chrono::TimeDelta::try_hours(n),
+        "m" => chrono::TimeDelta::try_minutes(n),
+        _ => None,
+    };
+    span.filter(|s| *s > chrono::TimeDelta::zero()).ok_or_else(bad)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -538,6 +561,7 @@ workspace = "ws-1"
         assert_eq!(c.sync.state, Path::new("rulebridge.db"));
         assert_eq!(c.sync.rules, Path::new("rules"));
         assert_eq!((c.sync.schemas, c.sync.start_from), (None, None));
+        assert_eq!(c.sync.backfill, None);
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9464");
         assert!(c.reload.watch && !c.reload.polling && !c.reload.shadow);
         assert_eq!(

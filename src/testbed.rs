@@ -45,6 +45,11 @@ pub struct TestbedOptions {
     pub state_path: PathBuf,
     pub sweep_batch: usize,
     pub retry: RetryPolicy,
+    /// Where the first polls start. The seed is the tenant's history, which tests and
+    /// the demo sync whole, so the default reaches back before any seeded stamp; `None`
+    /// is the product's default (the first start).
+    pub start_from: Option<String>,
+    pub backfill: Option<chrono::TimeDelta>,
 }
 
 impl TestbedOptions {
@@ -61,6 +66,8 @@ impl TestbedOptions {
                 max_delay: Duration::from_millis(500),
                 timeout: Duration::from_secs(5),
             },
+            start_from: Some("2000-01-01T00:00:00Z".into()),
+            backfill: None,
         }
     }
 }
@@ -154,6 +161,8 @@ impl Testbed {
                 sweep_batch: options.sweep_batch,
                 // Longer than the slowest emulated response the tests inject.
                 comment_retry_grace: std::time::Duration::from_millis(1500),
+                start_from: options.start_from.clone(),
+                backfill: options.backfill,
                 ..SyncOptions::new(info.tenant_id.clone())
             },
         ))

@@ -14,7 +14,9 @@ fn rulebridge(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn write_config(dir: &Path, info: &EmulatorInfo, extra: &str) -> String {
+/// A config for the emulator at `info`; `sync_extra` lines go into `[sync]`, `extra`
+/// at the end.
+fn write_config(dir: &Path, info: &EmulatorInfo, sync_extra: &str, extra: &str) -> String {
     let root = std::env::current_dir().unwrap();
     std::fs::write(dir.join("secret"), &info.client_secret).unwrap();
     let path = dir.join("rulebridge.toml");
@@ -37,6 +39,7 @@ client_secret_file = "secret"
 poll_interval_secs = 5
 state = "state.db"
 rules = "{}"
+{sync_extra}
 [server]
 listen = "127.0.0.1:0"
 {extra}"#,
@@ -61,7 +64,8 @@ async fn run_until_sigterm_then_status_and_explain_show_what_happened() {
     emulator.store().seed_many(seed::generate(40, 3)).unwrap();
     let info = emulator.info();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &info, "");
+    // The seed is history from before the first start: asked for as a backfill.
+    let config = write_config(dir.path(), &info, "backfill = \"3650d\"", "");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
         .args(["run", "--config", &config])
@@ -195,13 +199,13 @@ fn a_config_with_an_unknown_key_or_a_secret_is_refused_with_its_pointer() {
         client_id: "c".into(),
         client_secret: "s3cr3t-value".into(),
     };
-    let config = write_config(dir.path(), &info, "[reload]\nwatch = true\nbogus = 1\n");
+    let config = write_config(dir.path(), &info, "", "[reload]\nwatch = true\nbogus = 1\n");
     let out = rulebridge(&["run", "--config", &config]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/reload") && err.contains("bogus"), "{err}");
 
-    let config = write_config(dir.path(), &info, "");
+    let config = write_config(dir.path(), &info, "", "");
     let with_secret = std::fs::read_to_string(&config).unwrap().replace(
         "client_secret_file = \"secret\"",
         "client_secret = \"s3cr3t-value\"",

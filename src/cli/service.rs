@@ -24,6 +24,14 @@ pub struct RunArgs {
     /// Schemas folder [default: the config's sync.schemas, else the built-in schemas]
     #[arg(long, value_name = "DIR")]
     pub schemas: Option<PathBuf>,
+    /// Also sync Defender incidents changed this long before the first start (30d, 12h,
+    /// 90m) [default: the config's sync.backfill]
+    #[arg(long, value_name = "SPAN", value_parser = parse_backfill)]
+    pub backfill: Option<String>,
+}
+
+fn parse_backfill(text: &str) -> Result<String, String> {
+    crate::config::parse_span(text).map(|_| text.trim().to_string())
 }
 
 #[derive(Args)]
@@ -93,7 +101,10 @@ pub(super) async fn shutdown_signal() {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args.config)?;
+    let mut config = load_config(&args.config)?;
+    if let Some(span) = &args.backfill {
+        config.sync.backfill = Some(span.clone());
+    }
     let pack = match pack_args(&config, args).load() {
         Ok(pack) => pack,
         Err(problems) => {
@@ -166,8 +177,15 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let letters = state.dead_letters()?;
     let meta = |k: &str| state.meta(k).ok().flatten();
     let side = |s: crate::model::Side| -> anyhow::Result<serde_json::Value> {
-        Ok(json!({ "cursor": state.cursor(s)?, "last_poll": state.last_poll(s)? }))
+        Ok(json!({
+            "cursor": state.cursor(s)?,
+            "last_poll": state.last_poll(s)?,
+            "first_start": meta(&format!("{}.{}", crate::sync::poll::META_FIRST_START, s.name())),
+        }))
     };
+    let expand_fallback_since = meta(crate::sync::poll::META_EXPAND_FALLBACK).filter(|s| !s.is_empty());
+    let backfill = meta(crate::sync::poll::META_BACKFILL)
+        .and_then(|j| serde_json::from_str::<crate::sync::BackfillStatus>(&j).ok());
     let report = json!({
         "state": config.sync.state,
         "links": counts.links,
@@ -184,6 +202,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "last_failed_problems": meta("reload_problems"),
             "last_shadow": meta("last_shadow").and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()),
         },
+        "graph_listing": {
+            "expand_alerts": expand_fallback_since.is_none(),
+            "alerts_per_incident_since": expand_fallback_since,
+        },
+        "backfill": backfill.as_ref().map(|b| json!({
+            "from": b.from, "to": b.to, "done_to": b.done_to, "progress": b.progress(),
+        })),
         "dead_letters": letters,
     });
     if args.json {
@@ -205,6 +230,20 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "{name:<14} cursor {}, last poll {}",
             s["cursor"].as_str().unwrap_or("none"),
             s["last_poll"].as_str().unwrap_or("never")
+        );
+    }
+    if let Some(since) = &expand_fallback_since {
+        println!(
+            "graph listing  without $expand since {since} (Graph failed $expand=alerts with $filter; alerts read per changed incident, expanded listing retried hourly)"
+        );
+    }
+    if let Some(b) = &backfill {
+        println!(
+            "backfill       {:.0}% of {} .. {} (through {})",
+            b.progress() * 100.0,
+            b.from,
+            b.to,
+            b.done_to
         );
     }
     println!(

@@ -109,6 +109,8 @@ pub struct Syncer {
     pub(super) outbox_attempts: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Whether Graph listings expand alerts (see `poll`).
     pub(super) expand: Mutex<super::poll::ExpandState>,
+    /// Sentinel refused the connector-twin lookup once (logged once).
+    pub(super) connector_lookup_refused: AtomicBool,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -147,6 +149,7 @@ impl Syncer {
             recent_capacity: 100,
             outbox_attempts: Mutex::new(std::collections::HashMap::new()),
             expand: Mutex::new(super::poll::ExpandState::default()),
+            connector_lookup_refused: AtomicBool::new(false),
         }
     }
 

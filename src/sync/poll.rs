@@ -44,9 +44,9 @@ const MIN_WINDOW: TimeDelta = TimeDelta::microseconds(1);
 const MAX_PARTS: i64 = 32;
 
 /// Meta keys in the state store.
-pub(super) const META_FIRST_START: &str = "poll.first_start";
-pub(super) const META_EXPAND_FALLBACK: &str = "graph.expand_fallback_since";
-pub(super) const META_BACKFILL: &str = "backfill.defender";
+pub const META_FIRST_START: &str = "poll.first_start";
+pub const META_EXPAND_FALLBACK: &str = "graph.expand_fallback_since";
+pub const META_BACKFILL: &str = "backfill.defender";
 
 /// A time in the form both services write and parse: UTC, at most 7 fractional digits
 /// (.NET's resolution; a 9-digit literal is not a valid OData date-time there).

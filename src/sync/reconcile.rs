@@ -276,6 +276,14 @@ impl Syncer {
             match self.sentinel.connector_twin(&id).await {
                 Ok(Some(s)) => return self.adopt_connector_twin(pack, d, s).await,
                 Ok(None) => {}
+                // The service refuses the lookup itself (an api-version or gateway that
+                // does not filter on providerIncidentId): stopping every create would
+                // lose more than a possible second incident, so create, and say so.
+                Err(ClientError::Permanent { status, message, .. }) => {
+                    if !self.connector_lookup_refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::error!(status, %message, "Sentinel refuses to look incidents up by providerIncidentId: incidents Microsoft's connector made cannot be found, so twins are created beside them");
+                    }
+                }
                 Err(e) => return self.client_failure(pack, Side::Defender, &id, e),
             }
         }
