@@ -37,6 +37,8 @@ pub const DEFAULT_PACK: &[(&str, &[u8])] = pack_files![
     "tests/direction-labels-conflict-merged.json",
     "tests/direction-one-side-changed.json",
     "tests/direction-unsynced-field-skipped.json",
+    "tests/emoji-alert-titles-clipped.json",
+    "tests/emoji-description-clipped.json",
     "tests/false-positive-not-enough-data.json",
     "tests/graph-expand-alerts.json",
     "tests/graph-incident-29-exact.json",

@@ -202,9 +202,9 @@ fn hundreds_of_alerts_and_a_huge_description_stay_within_sentinel_limits() {
     let body = synced(&pack(), incident, Side::Defender);
     let description = body["properties"]["description"].as_str().unwrap();
     assert!(
-        description.chars().count() <= 5000,
+        description.encode_utf16().count() <= 5000,
         "{}",
-        description.chars().count()
+        description.encode_utf16().count()
     );
     assert!(description.starts_with("Microsoft Defender XDR incident 1000"));
     assert_eq!(
@@ -258,4 +258,118 @@ fn explain_records_which_rule_changed_which_fields() {
         "Low"
     );
     assert_eq!(outcome.pack_version, pack.version);
+}
+
+fn utf16_units(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+#[test]
+fn an_emoji_description_is_clipped_in_utf16_units_and_not_dead_lettered() {
+    // 4,999 emoji: 4,999 characters, so it passes a code-point limit of 5,000, but
+    // 9,998 UTF-16 code units, which Sentinel (.NET) refuses with a 400.
+    let pack = pack();
+    let own = "😀".repeat(4_999);
+    let incident = json!({"id": "903", "status": "active", "severity": "low", "displayName": "Emoji", "description": own});
+    let body = synced(&pack, incident, Side::Defender);
+    let description = body["properties"]["description"].as_str().unwrap();
+    assert!(
+        utf16_units(description) <= 5000,
+        "{}",
+        utf16_units(description)
+    );
+    assert!(description.starts_with("Microsoft Defender XDR incident 903\n\n😀😀"));
+    assert!(
+        description.ends_with("😀…"),
+        "clipped whole, with the marker"
+    );
+    assert_eq!(
+        pack.schemas.check(schema::SENTINEL_INCIDENT, &body),
+        vec![],
+        "the body must pass the UTF-16 limit"
+    );
+    // The same text in Sentinel's description and a Defender summary of alerts with
+    // emoji titles: every part clipped, the whole within the limit.
+    let alerts: Vec<Value> = (0..10)
+        .map(|i| json!({"id": format!("da{i}"), "title": format!("{i} {}", "🔥".repeat(400))}))
+        .collect();
+    let incident = json!({"id": "904", "status": "active", "severity": "low", "summary": "😀".repeat(3_000), "alerts": alerts});
+    let body = synced(&pack, incident, Side::Defender);
+    let description = body["properties"]["description"].as_str().unwrap();
+    assert!(
+        utf16_units(description) <= 5000,
+        "{}",
+        utf16_units(description)
+    );
+    assert!(
+        utf16_units(description) >= 4990,
+        "the budget is used, not wasted"
+    );
+    assert_eq!(pack.schemas.check(schema::SENTINEL_INCIDENT, &body), vec![]);
+}
+
+fn put_body(description: &str) -> Value {
+    json!({"properties": {"title": "t", "severity": "Low", "status": "New", "description": description}})
+}
+
+#[test]
+fn the_schema_counts_a_description_in_utf16_units() {
+    let schemas = SchemaSet::built_in();
+    // 2,600 emoji: within 5,000 code points, 5,200 UTF-16 code units.
+    let got = schemas.check(schema::SENTINEL_INCIDENT, &put_body(&"😀".repeat(2_600)));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].pointer, "/properties/description");
+    let message = &got[0].message;
+    assert!(
+        message.contains("5200 UTF-16 code units") && message.contains("limit of 5000"),
+        "{message}"
+    );
+    // The value is quoted, but only its start: a message is a log line, not a dump.
+    assert!(message.starts_with("\"😀😀"), "{message}");
+    assert!(message.chars().count() < 200, "{}", message.chars().count());
+
+    // Exactly at the limit is fine, one unit over is not, whatever the characters.
+    for (ok, text) in [
+        (true, "😀".repeat(2_500)),
+        (true, "x".repeat(5_000)),
+        (true, "漢".repeat(5_000)),
+        (false, format!("{}😀", "x".repeat(4_999))),
+        (false, "x".repeat(5_001)),
+    ] {
+        let violations = schemas.check(schema::SENTINEL_INCIDENT, &put_body(&text));
+        assert_eq!(
+            violations.is_empty(),
+            ok,
+            "{} units: {violations:?}",
+            utf16_units(&text)
+        );
+    }
+}
+
+#[test]
+fn comment_bodies_are_limited_in_utf16_units_on_both_sides() {
+    let schemas = SchemaSet::built_in();
+    let def = |schema: &str, def: &str| {
+        schemas
+            .compile(
+                &json!({"$ref": format!("https://rulebridge.dev/schemas/{schema}#/$defs/{def}")}),
+            )
+            .unwrap()
+    };
+    let sentinel = def(schema::SENTINEL_INCIDENT, "comment");
+    let graph = def(schema::DEFENDER_UPDATE, "comment");
+    let within = "😀".repeat(15_000); // 30,000 units
+    let over = format!("{within}!");
+    assert!(sentinel.is_valid(&json!({"properties": {"message": within}})));
+    assert!(graph.is_valid(&json!({"comment": within})));
+    let got = schema::violations(&sentinel, &json!({"properties": {"message": over}}));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].pointer, "/properties/message");
+    assert!(
+        got[0].message.contains("30001 UTF-16 code units"),
+        "{}",
+        got[0].message
+    );
+    let got = schema::violations(&graph, &json!({"comment": over}));
+    assert_eq!(got[0].pointer, "/comment");
 }

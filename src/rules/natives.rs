@@ -10,7 +10,7 @@
 //! | `earliest(list)`, `latest(list)` | the earliest / latest RFC 3339 timestamp in a list (others ignored) |
 //! | `timestamp(s)` | `s` as an RFC 3339 UTC timestamp, or `()` if it is not one |
 //! | `enum_key(s)` | `s` lower-cased without separators, for case-insensitive enum lookups |
-//! | `clip(s, n)` | `s` cut to at most `n` characters, ending in `…` when cut |
+//! | `clip(s, n)` | `s` cut to at most `n` UTF-16 code units (as Microsoft's .NET services count), ending in `…` when cut; never inside a surrogate pair or before a combining mark |
 //! | `distinct(list)` | the list without repeated values, first occurrence kept |
 //! | `summarize(list, n)` | up to `n` items joined with `, `, plus `(+k more)` |
 //! | `summary_lines(view, spec, n)` | one `Label: a, b (+k more)` line per `[label, path, fallback path…]` of `spec` whose values are not empty |
@@ -19,6 +19,7 @@
 //! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first |
 
 use super::json::JsonView;
+use crate::schema::utf16;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rhai::{Array, Dynamic, Engine, ImmutableString};
 use serde_json::Value;
@@ -174,21 +175,16 @@ pub fn enum_key(s: &str) -> String {
         .collect()
 }
 
-/// Whether `s` has at most `max` characters; a string with at most `max` bytes does.
+/// Whether `s` has at most `max` UTF-16 code units.
 fn fits(s: &str, max: usize) -> bool {
-    s.len() <= max || s.chars().count() <= max
+    utf16::fits(s, max)
 }
 
+/// `s` cut to at most `max` UTF-16 code units, the `…` marker included. Units, not
+/// characters: the services' limits (a Sentinel description's 5,000) are .NET string
+/// lengths, where an emoji counts 2. See [`utf16::clip`] for where a cut may fall.
 pub fn clip(s: &str, max: usize) -> String {
-    if fits(s, max) {
-        return s.to_string();
-    }
-    if max == 0 {
-        return String::new();
-    }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
+    utf16::clip(s, max)
 }
 
 /// `spec` is an array of `[label, path, fallback path, …]`: the first path with values wins.
@@ -354,11 +350,76 @@ mod tests {
         assert_eq!(extreme(&list, false).to_string(), "2021-04-26T06:45:50Z");
     }
 
+    fn units(s: &str) -> usize {
+        s.encode_utf16().count()
+    }
+
     #[test]
-    fn clip_counts_characters_and_marks_the_cut() {
+    fn clip_counts_utf16_units_and_marks_the_cut() {
         assert_eq!(clip("héllo", 5), "héllo");
         assert_eq!(clip("héllo wörld", 5), "héll…");
-        assert_eq!(clip("héllo", 5).chars().count(), 5);
+        assert_eq!(units(&clip("héllo wörld", 5)), 5);
+        assert_eq!(clip("abc", 0), "");
+        assert_eq!(clip("abc", 1), "…");
+        assert_eq!(clip("", 0), "");
+    }
+
+    #[test]
+    fn clip_never_splits_a_surrogate_pair() {
+        // 😀 is outside the BMP: 2 UTF-16 units, 1 character, 4 UTF-8 bytes.
+        let emoji = "😀".repeat(10); // 20 units
+        assert_eq!(clip(&emoji, 20), emoji);
+        // 19 units: 9 emoji (18) + the marker (1).
+        assert_eq!(clip(&emoji, 19), format!("{}…", "😀".repeat(9)));
+        // 18 units: 9 emoji would leave no room for the marker; 8 emoji + … = 17.
+        assert_eq!(clip(&emoji, 18), format!("{}…", "😀".repeat(8)));
+        assert_eq!(clip("😀", 1), "…");
+        // Mixed text: every clip of every length stays within the limit and is whole.
+        let mixed = "a😀b𝄞c漢字😀😀x";
+        for max in 0..=units(mixed) + 1 {
+            let out = clip(mixed, max);
+            assert!(units(&out) <= max, "{max}: {out}");
+            let prefix = out.trim_end_matches('…');
+            assert!(mixed.starts_with(prefix), "{max}: {out}");
+        }
+    }
+
+    #[test]
+    fn clip_counts_cjk_as_one_unit_and_supplementary_ideographs_as_two() {
+        let bmp = "漢字仮名交じり文"; // 8 BMP characters: 8 units, 24 bytes
+        assert_eq!(clip(bmp, 8), bmp);
+        assert_eq!(clip(bmp, 5), "漢字仮名…");
+        let rare = "𠀀𠀁𠀂"; // CJK Extension B: 2 units each
+        assert_eq!(clip(rare, 6), rare);
+        assert_eq!(clip(rare, 5), "𠀀𠀁…");
+        assert_eq!(clip(rare, 4), "𠀀…");
+    }
+
+    #[test]
+    fn clip_keeps_combining_marks_and_emoji_sequences_with_their_base() {
+        // "e" + combining acute: cutting between them would drop the accent silently.
+        let accented = "cafe\u{301} noir";
+        assert_eq!(clip(accented, 5), "caf…");
+        assert_eq!(clip(accented, 6), "cafe\u{301}…");
+        // A family (man ZWJ woman ZWJ girl, 8 units) is kept whole or dropped whole.
+        let family = "ok 👨\u{200D}👩\u{200D}👧 fine";
+        for max in 4..=11 {
+            assert_eq!(clip(family, max), "ok …", "{max}");
+        }
+        assert_eq!(clip(family, 12), "ok 👨\u{200D}👩\u{200D}👧…");
+        // Skin tone and emoji presentation selectors stay with their base.
+        assert_eq!(clip("hi 👍🏽!", 6), "hi …");
+        assert_eq!(clip("hi ❤\u{FE0F}!", 5), "hi …");
+        assert_eq!(clip("hi ❤\u{FE0F}!!", 6), "hi ❤\u{FE0F}…");
+    }
+
+    #[test]
+    fn the_native_returns_a_fitting_string_as_it_is() {
+        let engine = crate::rules::engine::build_engine(&Default::default());
+        let out: String = engine.eval(r#"clip("😀😀😀", 6)"#).unwrap();
+        assert_eq!(out, "😀😀😀");
+        let out: String = engine.eval(r#"clip("😀😀😀", 5)"#).unwrap();
+        assert_eq!(out, "😀😀…");
     }
 
     #[test]
