@@ -48,7 +48,7 @@ pub fn make_sentinel_sourced(incident: &mut Value, rng: &mut SplitMix64) {
         return;
     };
     let alerts = map.entry("alerts").or_insert_with(|| json!([]));
-    if !alerts.as_array().is_some_and(|a| !a.is_empty()) {
+    if alerts.as_array().is_none_or(|a| a.is_empty()) {
         *alerts = json!([{ "@odata.type": "#microsoft.graph.security.alert",
             "id": format!("sn{}", rng.hex(32)), "incidentId": id, "status": "new",
             "severity": "medium", "category": "Discovery", "mitreTechniques": [], "evidence": [] }]);
@@ -147,6 +147,7 @@ impl Store {
             .iter()
             .map(|a| product_name(a["serviceSource"].as_str().unwrap_or("")))
             .collect();
+        products.sort_unstable();
         products.dedup();
         let mut tactics: Vec<&str> = alerts
             .iter()

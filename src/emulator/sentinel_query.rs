@@ -131,13 +131,17 @@ pub fn parse_orderby(order: Option<&str>, default: Order) -> Result<Order, ApiEr
     Ok(Order { field, desc })
 }
 
+/// How incidents sort: the ordered stamp (none when ordering by number), the number,
+/// the name.
+type SortKey = (Option<DateTime<Utc>>, i64, String);
+
 /// The incidents that match, in `order` (ties broken by number, then name).
 pub fn select<'a>(
     incidents: impl Iterator<Item = &'a Value>,
     clauses: &[Clause],
     order: Order,
 ) -> Vec<Value> {
-    let mut keyed: Vec<((Option<DateTime<Utc>>, i64, String), &Value)> = incidents
+    let mut keyed: Vec<(SortKey, &Value)> = incidents
         .filter(|i| matches(i, clauses))
         .map(|i| {
             let number = i["properties"]["incidentNumber"].as_i64().unwrap_or(0);

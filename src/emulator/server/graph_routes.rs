@@ -115,15 +115,14 @@ pub(super) async fn graph_list(
         .get("$orderby")
         .map(|o| parse_orderby(o))
         .transpose()?;
-    if observed && expand && query.contains_key("$filter") {
-        if state.config.observed.expand_filter_fails(store.graph.len()) {
-            // elastic/integrations#18144: every such request on a large tenant.
-            return Err(ApiError::new(
-                500,
-                "InternalServerError",
-                "An internal server error occurred while processing the request.",
-            ));
-        }
+    let expand_filter = observed && expand && query.contains_key("$filter");
+    if expand_filter && state.config.observed.expand_filter_fails(store.graph.len()) {
+        // elastic/integrations#18144: every such request on a large tenant.
+        return Err(ApiError::new(
+            500,
+            "InternalServerError",
+            "An internal server error occurred while processing the request.",
+        ));
     }
     let mut items: Vec<Value> = store
         .graph
