@@ -11,7 +11,7 @@ use crate::client::{
     ARM_SCOPE, GRAPH_SCOPE,
 };
 use crate::emulator::faults::FaultRule;
-use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo};
+use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo, Observed, Profile};
 use crate::metrics::Metrics;
 use crate::model::Side;
 use crate::rules::{CompiledPack, PackHandle, RunOptions, Verdict};
@@ -50,6 +50,11 @@ pub struct TestbedOptions {
     /// is the product's default (the first start).
     pub start_from: Option<String>,
     pub backfill: Option<chrono::TimeDelta>,
+    /// How the emulator behaves: as the services are observed to (the default) or as
+    /// the docs read (`Profile::Strict`).
+    pub profile: Profile,
+    /// The observed behaviour's knobs (throttling, page sizes, seeding rates).
+    pub observed: Observed,
 }
 
 impl TestbedOptions {
@@ -60,6 +65,8 @@ impl TestbedOptions {
             faults: Vec::new(),
             state_path,
             sweep_batch: 50,
+            profile: Profile::default(),
+            observed: Observed::default(),
             retry: RetryPolicy {
                 max_attempts: 8,
                 base_delay: Duration::from_millis(10),
@@ -119,6 +126,8 @@ impl Testbed {
     ) -> Result<Testbed, TestbedError> {
         let config = EmulatorConfig {
             faults: options.faults.clone(),
+            profile: options.profile,
+            observed: options.observed.clone(),
             ..EmulatorConfig::default()
         };
         let emulator = Emulator::start("127.0.0.1:0".parse().expect("literal"), config)

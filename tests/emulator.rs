@@ -1,5 +1,7 @@
 //! The emulator's own rules, over real HTTP on 127.0.0.1: tokens, Graph list / paging /
-//! PATCH / comments, Sentinel PUT with etags and closing rules, comments, delete.
+//! PATCH / comments, Sentinel PUT with etags and closing rules, comments, delete. These
+//! hold in both profiles unless a test says otherwise; the observed profile's own
+//! behaviour is tested in `emulator_observed.rs`.
 
 use reqwest::{Client, StatusCode};
 use rulebridge::emulator::{Emulator, EmulatorConfig, EmulatorInfo};
@@ -7,7 +9,11 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 
 async fn start() -> (Emulator, EmulatorInfo, Client) {
-    let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+    start_with(EmulatorConfig::default()).await
+}
+
+async fn start_with(config: EmulatorConfig) -> (Emulator, EmulatorInfo, Client) {
+    let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
     let info = emulator.info();
@@ -115,9 +121,11 @@ async fn graph_refuses_top_above_50_and_unknown_filters() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
+/// Strict profile: walks are served from a snapshot and `$orderby` is honoured. (The
+/// observed profile pages over the live set; see `emulator_observed.rs`.)
 #[tokio::test]
 async fn graph_paging_returns_every_incident_once_while_incidents_are_updated() {
-    let (emulator, info, client) = start().await;
+    let (emulator, info, client) = start_with(EmulatorConfig::strict()).await;
     seed_graph(&emulator, 180);
     let token = token(&client, &info, "https://graph.microsoft.com/.default").await;
     let mut url = format!("{}/security/incidents?$filter=lastUpdateDateTime ge 2000-01-01T00:00:00Z&$orderby=lastUpdateDateTime asc&$top=50&$expand=alerts", info.graph_base_url);

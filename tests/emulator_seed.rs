@@ -666,6 +666,10 @@ fn emulate_help_names_every_flag_and_a_bad_seed_file_fails_before_listening() {
         "--random-seed",
         "--analysts",
         "--faults",
+        "--profile",
+        "--connector-incidents",
+        "--sentinel-incidents-in-graph",
+        "--graph-expand-filter-limit",
         "127.0.0.1:8943",
         "[default: 200]",
     ] {

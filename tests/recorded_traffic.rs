@@ -528,7 +528,7 @@ async fn a_50_item_page_and_its_next_link_are_followed_exactly() {
     // The same listing one page at a time.
     let server = Server::start(vec![first.clone(), second]).await;
     let client = server.client(&first);
-    let mut pages = client.changed_pages(None);
+    let mut pages = client.window_pages(None, None);
     assert_eq!(pages.next_page().await.unwrap().unwrap().len(), 50);
     assert_eq!(pages.next_page().await.unwrap().unwrap().len(), 3);
     assert_eq!(pages.next_page().await.unwrap(), None);
@@ -669,6 +669,7 @@ fn real_incidents_map_to_valid_defender_patch_bodies() {
     let opts = RunOptions {
         sync_time: "2026-01-01T00:00:00Z".into(),
         linked: true,
+        twin: rulebridge::rules::Twin::Rulebridge,
         explain: false,
     };
     let mut synced = 0;

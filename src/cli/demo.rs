@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// Fault injection, as for `rulebridge emulate --faults`.
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// The emulator's behaviour, as for `rulebridge emulate --profile`.
+    #[arg(long, value_name = "PROFILE", default_value = "observed")]
+    pub profile: crate::emulator::Profile,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +82,7 @@ async fn demo(
     let mut options = TestbedOptions::new(args.incidents, state_path);
     options.seed = args.random_seed;
     options.faults = faults;
+    options.profile = args.profile;
     let tb = Testbed::start(pack, options).await?;
     let log = |line: String| {
         if !args.json {

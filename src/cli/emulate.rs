@@ -1,9 +1,10 @@
 //! `rulebridge emulate`: runs the local Graph + Sentinel emulator in the foreground,
 //! seeded from files and/or the built-in generator, optionally with emulated analysts
-//! and injected faults, until Ctrl-C. The first line on stdout is the same JSON as
+//! and injected faults, until Ctrl-C. It behaves as the real services are observed to
+//! (`--profile observed`, the default) or as the docs read (`--profile strict`). The first line on stdout is the same JSON as
 //! `GET /_emulator/info`, so a script can start it and read where to connect.
 
-use crate::emulator::{analysts, seed, Emulator, EmulatorConfig};
+use crate::emulator::{analysts, seed, Emulator, EmulatorConfig, Profile};
 use anyhow::Context;
 use clap::Args;
 use std::io::Write;
@@ -34,13 +35,47 @@ pub struct EmulateArgs {
     /// 429:2@graph-list=0.1,503@any=0.05,slow:1500@sentinel-put=0.2,drop@graph-patch=0.01,etag-race@sentinel-put=0.1
     #[arg(long, value_name = "SPEC")]
     pub faults: Option<String>,
+    /// observed: as Microsoft's services behave on real tenants (ignored $orderby,
+    /// offset paging over the live set, throttling, lowercased names...); strict: the
+    /// tidy reading of the docs.
+    #[arg(long, value_name = "PROFILE", default_value = "observed")]
+    pub profile: Profile,
+    /// Share (0-1) of seeded Defender incidents that Microsoft's Defender XDR connector
+    /// has already copied to Sentinel (providerName "Microsoft XDR").
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub connector_incidents: f64,
+    /// Share (0-1) of seeded Defender incidents that came from Sentinel, as the unified
+    /// portal lists them (alerts from serviceSource microsoftSentinel).
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    pub sentinel_incidents_in_graph: f64,
+    /// Graph answers $expand=alerts together with $filter with HTTP 500 when the tenant
+    /// holds more incidents than this (observed profile; 0 = never).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub graph_expand_filter_limit: usize,
 }
 
 pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     if !(args.analysts.is_finite() && args.analysts >= 0.0) {
         anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
     }
-    let mut config = EmulatorConfig::default();
+    for (flag, rate) in [
+        ("--connector-incidents", args.connector_incidents),
+        (
+            "--sentinel-incidents-in-graph",
+            args.sentinel_incidents_in_graph,
+        ),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            anyhow::bail!("{flag} must be a share between 0 and 1, got {rate}");
+        }
+    }
+    let mut config = EmulatorConfig {
+        profile: args.profile,
+        ..EmulatorConfig::default()
+    };
+    config.observed.connector_incidents = args.connector_incidents;
+    config.observed.sentinel_incidents_in_graph = args.sentinel_incidents_in_graph;
+    config.observed.graph_expand_filter_limit = Some(args.graph_expand_filter_limit);
     if let Some(spec) = &args.faults {
         config.faults = crate::emulator::faults::parse_spec(spec)
             .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
@@ -78,8 +113,9 @@ async fn serve(
     stdout.flush()?;
     drop(stdout);
     eprintln!(
-        "emulator on http://{}: {generated} generated + {files} seeded Graph incidents; analysts {}; Ctrl-C stops",
+        "emulator on http://{} ({} profile): {generated} generated + {files} seeded Graph incidents; analysts {}; Ctrl-C stops",
         emulator.addr,
+        emulator.profile(),
         if args.analysts > 0.0 {
             format!("{} edits/s", args.analysts)
         } else {

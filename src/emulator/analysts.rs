@@ -10,7 +10,7 @@
 use super::graph;
 use super::rng::SplitMix64;
 use super::seed::ANALYSTS;
-use super::sentinel::WRITABLE;
+use super::sentinel::{MAX_COMMENTS, WRITABLE};
 use super::store::{ApiError, Store};
 use crate::model::Side;
 use serde::{Deserialize, Serialize};
@@ -271,7 +271,24 @@ impl Analysts {
             "Active" => vec![(Assign, 2), (Close, 3), (Tag, 2), (Comment, 3)],
             _ => vec![(Assign, 1), (Tag, 2), (Comment, 4)],
         };
-        let kind = *self.rng.weighted(&options);
+        let mut kind = *self.rng.weighted(&options);
+        let labels = props
+            .get("labels")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let have = |t: &str| labels.iter().any(|l| l["labelName"] == t);
+        if kind == Tag && NEW_TAGS.iter().all(|t| have(t)) {
+            kind = Comment;
+        }
+        // The service refuses a 101st comment: a full incident gets assigned instead.
+        let full = store
+            .sentinel_comments
+            .get(&name)
+            .is_some_and(|c| c.len() >= MAX_COMMENTS);
+        if full && matches!(kind, Untag | Comment) {
+            kind = Assign;
+        }
         let detail = match kind {
             Assign => {
                 let current = props
@@ -301,21 +318,14 @@ impl Analysts {
                 format!("status=Closed classification={class} classificationReason={reason}")
             }
             Tag => {
-                let labels = props
-                    .get("labels")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let have = |t: &str| labels.iter().any(|l| l["labelName"] == t);
-                match NEW_TAGS.iter().find(|t| !have(t)) {
-                    Some(new) => {
-                        let mut labels = labels.clone();
-                        labels.push(json!({ "labelName": new, "labelType": "User" }));
-                        props.insert("labels".into(), json!(labels));
-                        format!("+label {new}")
-                    }
-                    None => return self.sentinel_comment(store, &base_id, name),
-                }
+                let new = NEW_TAGS
+                    .iter()
+                    .find(|t| !have(t))
+                    .expect("checked above: some tag is new");
+                let mut labels = labels.clone();
+                labels.push(json!({ "labelName": new, "labelType": "User" }));
+                props.insert("labels".into(), json!(labels));
+                format!("+label {new}")
             }
             Untag | Comment => return self.sentinel_comment(store, &base_id, name),
         };

@@ -5,7 +5,9 @@
 //!
 //! Faults are rules `kind@endpoint`, each firing either with a probability per request
 //! (`--faults 429@graph-list=0.1,drop@any=0.01`) or for the next N matching requests
-//! (the control API, `POST /_emulator/faults`, which tests use).
+//! (the control API, `POST /_emulator/faults`, which tests use). A 429 may carry its
+//! `Retry-After` in seconds (`429:N`) or as an HTTP date (`429date:N`, RFC 7231
+//! IMF-fixdate, which ARM documents as possible).
 
 use super::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ pub enum Endpoint {
     GraphGet,
     GraphPatch,
     GraphComment,
+    /// `/v1.0/security/alerts_v2`.
+    GraphAlerts,
     SentinelList,
     SentinelGet,
     SentinelPut,
@@ -35,6 +39,9 @@ impl Endpoint {
         }
         if path.ends_with("/oauth2/v2.0/token") {
             return Some(Endpoint::Token);
+        }
+        if path.starts_with("/v1.0/security/alerts_v2") {
+            return Some(Endpoint::GraphAlerts);
         }
         if let Some(rest) = path.strip_prefix("/v1.0/security/incidents") {
             return Some(
@@ -68,7 +75,7 @@ impl Endpoint {
 
     fn parse(s: &str) -> Result<Endpoint, String> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-            format!("unknown endpoint '{s}' (any, token, graph-list, graph-get, graph-patch, graph-comment, sentinel-list, sentinel-get, sentinel-put, sentinel-delete, sentinel-comment)")
+            format!("unknown endpoint '{s}' (any, token, graph-list, graph-get, graph-patch, graph-comment, graph-alerts, sentinel-list, sentinel-get, sentinel-put, sentinel-delete, sentinel-comment)")
         })
     }
 }
@@ -79,6 +86,8 @@ impl Endpoint {
 pub enum FaultKind {
     /// 429 with `Retry-After: seconds`.
     Throttle { retry_after: u64 },
+    /// 429 with `Retry-After` as an HTTP date `retry_after` seconds ahead.
+    ThrottleDate { retry_after: u64 },
     /// 500 or 503.
     ServerError { status: u16 },
     /// The response is delayed by this many milliseconds.
@@ -104,7 +113,8 @@ pub struct FaultRule {
 
 /// Parses `--faults`: comma-separated `kind[:param]@endpoint=rate`, e.g.
 /// `429:2@graph-list=0.1,503@any=0.05,slow:1500@sentinel-put=0.2,drop@graph-patch=0.01,etag-race@sentinel-put=0.1`
-/// (`429:N` sets Retry-After to N seconds, default 1; `slow:MS` the delay, default 2000).
+/// (`429:N` sets Retry-After to N seconds, default 1; `429date:N` sends it as the HTTP
+/// date N seconds ahead; `slow:MS` the delay, default 2000).
 pub fn parse_spec(spec: &str) -> Result<Vec<FaultRule>, String> {
     spec.split(',')
         .map(str::trim)
@@ -140,6 +150,9 @@ fn parse_one(item: &str) -> Result<FaultRule, String> {
         "429" => FaultKind::Throttle {
             retry_after: param.unwrap_or(1),
         },
+        "429date" => FaultKind::ThrottleDate {
+            retry_after: param.unwrap_or(1),
+        },
         "500" | "503" => FaultKind::ServerError {
             status: kind.parse().expect("matched digits"),
         },
@@ -150,7 +163,7 @@ fn parse_one(item: &str) -> Result<FaultRule, String> {
         "etag-race" => FaultKind::EtagRace,
         other => {
             return Err(format!(
-                "'{item}': unknown fault '{other}' (429, 500, 503, slow, drop, etag-race)"
+                "'{item}': unknown fault '{other}' (429, 429date, 500, 503, slow, drop, etag-race)"
             ))
         }
     };
@@ -221,6 +234,10 @@ mod tests {
         assert_eq!(rules[1].endpoint, Endpoint::Any);
         assert_eq!(rules[2].kind, FaultKind::Slow { delay_ms: 1500 });
         assert_eq!(rules[4].kind, FaultKind::EtagRace);
+        assert_eq!(
+            parse_spec("429date:3@sentinel-put=1").unwrap()[0].kind,
+            FaultKind::ThrottleDate { retry_after: 3 }
+        );
         assert!(parse_spec("418@any=0.1")
             .unwrap_err()
             .contains("unknown fault"));
@@ -281,5 +298,9 @@ mod tests {
             Some(Endpoint::SentinelComment)
         );
         assert_eq!(Endpoint::of("GET", "/_emulator/info"), None);
+        assert_eq!(
+            Endpoint::of("GET", "/v1.0/security/alerts_v2"),
+            Some(Endpoint::GraphAlerts)
+        );
     }
 }

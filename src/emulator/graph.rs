@@ -210,6 +210,19 @@ pub fn render(incident: &Value, expand_alerts: bool) -> Value {
     out
 }
 
+/// [`render`], with newer enum members hidden when `hide_newer` (observed profile,
+/// no `Prefer: include-unknown-enum-members`).
+pub fn render_for(incident: &Value, expand_alerts: bool, hide_newer: bool) -> Value {
+    let mut out = render(incident, expand_alerts);
+    if hide_newer {
+        super::evolvable::hide_incident(&mut out);
+    }
+    out
+}
+
+/// Graph's limit of a comment, in UTF-16 code units (the service is .NET).
+pub const MAX_COMMENT: usize = 30_000;
+
 impl Store {
     /// Applies a checked PATCH: bumps `lastUpdateDateTime`, sets `lastModifiedBy`.
     pub fn graph_patch(
@@ -249,6 +262,11 @@ impl Store {
         let Some(text) = text else {
             return Err(ApiError::bad_request("'comment' is required"));
         };
+        if text.encode_utf16().count() > MAX_COMMENT {
+            return Err(ApiError::bad_request(format!(
+                "'comment' must not exceed {MAX_COMMENT} characters"
+            )));
+        }
         let now = self.tick();
         let map = self.graph_incident_mut(id)?;
         let comments = map.entry("comments").or_insert_with(|| json!([]));

@@ -1,12 +1,27 @@
 //! The Sentinel incidents API (Microsoft.SecurityInsights, api-version 2024-03-01), as
 //! the emulator models it: create-or-update by PUT with a caller-chosen id and etags,
 //! the required fields and enums of the OpenAPI spec, and the closing rules the service
-//! enforces (observed in public integrations).
+//! enforces (observed in public integrations). Resources are shaped as the store's
+//! profile says (`arm` holds the observed shapes). Lengths are counted in UTF-16 code
+//! units, as the .NET service counts them.
 
+use super::arm;
 use super::store::{ApiError, Store};
 use serde_json::{json, Map, Value};
 
 pub const MAX_TOP: usize = 1000;
+/// Page size of a list without `$top` in the observed profile (msticpy#569).
+pub const DEFAULT_TOP: usize = 50;
+/// Documented limit of `description`, in UTF-16 code units.
+pub const MAX_DESCRIPTION: usize = 5000;
+/// `title` has no documented limit (the spec has no maxLength, the limits page none).
+/// The emulator picks 256 UTF-16 units, stricter than the 1,000 sometimes quoted, so a
+/// client that clips to this passes whatever the real limit is.
+pub const MAX_TITLE: usize = 256;
+/// Documented limit of a comment's `message`, in UTF-16 code units.
+pub const MAX_COMMENT: usize = 30_000;
+/// Documented limit of comments per incident (Sentinel service limits).
+pub const MAX_COMMENTS: usize = 100;
 
 const SEVERITY: [&str; 4] = ["High", "Medium", "Low", "Informational"];
 const STATUS: [&str; 3] = ["New", "Active", "Closed"];
@@ -77,6 +92,11 @@ pub fn check_put(body: &Value) -> Result<Map<String, Value>, ApiError> {
         ));
     };
     match props.get("title") {
+        Some(Value::String(t)) if t.encode_utf16().count() > MAX_TITLE => {
+            return Err(ApiError::bad_request(format!(
+                "The title must not exceed {MAX_TITLE} characters."
+            )))
+        }
         Some(Value::String(t)) if !t.is_empty() => {}
         _ => return Err(ApiError::bad_request("The title field is required.")),
     }
@@ -85,11 +105,12 @@ pub fn check_put(body: &Value) -> Result<Map<String, Value>, ApiError> {
     enum_field(props, "classification", &CLASSIFICATION, false)?;
     enum_field(props, "classificationReason", &REASON, false)?;
     if let Some(description) = props.get("description").and_then(Value::as_str) {
-        // Documented limit; the service counts characters (UTF-16 units, unconfirmed).
-        if description.encode_utf16().count() > 5000 {
-            return Err(ApiError::bad_request(
-                "The description must not exceed 5000 characters.",
-            ));
+        // Documented limit; the service counts .NET characters: UTF-16 units (very
+        // likely, unconfirmed), so an emoji counts twice.
+        if description.encode_utf16().count() > MAX_DESCRIPTION {
+            return Err(ApiError::bad_request(format!(
+                "The description must not exceed {MAX_DESCRIPTION} characters."
+            )));
         }
     }
     match props.get("labels") {
@@ -180,11 +201,13 @@ impl Store {
         body: &Value,
         if_match: Option<&str>,
     ) -> Result<(bool, Value), ApiError> {
-        let props = check_put(body)?;
-        let now = self.tick();
-        let etag = format!("\"{}\"", self.next_id(""));
-        let existing = self.sentinel.get(name);
-        if let (Some(current), Some(sent)) = (existing, if_match) {
+        let mut props = check_put(body)?;
+        let observed = self.profile.is_observed();
+        if observed {
+            arm::shape_writable(&mut props);
+        }
+        let name = self.sentinel_key(name);
+        if let (Some(current), Some(sent)) = (self.sentinel.get(&name), if_match) {
             if current["etag"].as_str() != Some(sent) {
                 return Err(ApiError::new(
                     409,
@@ -193,14 +216,20 @@ impl Store {
                 ));
             }
         }
-        let created = existing.is_none();
-        let number = self.sentinel.len() as i64 + 1;
-        let resource = match self.sentinel.get_mut(name) {
+        let now = self.tick();
+        let etag = self.new_etag();
+        let created = !self.sentinel.contains_key(&name);
+        if created {
+            self.sentinel_number += 1;
+        }
+        let number = self.sentinel_number;
+        let resource = match self.sentinel.get_mut(&name) {
             Some(resource) => {
                 let stored = resource["properties"]
                     .as_object_mut()
                     .expect("stored resources have properties");
-                // PUT replaces the writable properties; read-only ones stay.
+                // PUT replaces the writable properties; read-only ones stay. Whether an
+                // omitted one is cleared or kept is undocumented: cleared is stricter.
                 stored.retain(|k, _| !WRITABLE.contains(&k.as_str()));
                 stored.extend(props);
                 stored.insert("lastModifiedTimeUtc".into(), json!(now));
@@ -208,27 +237,43 @@ impl Store {
                 resource.clone()
             }
             None => {
+                let id = arm::incident_id(self.profile, base_id, &name);
                 let mut stored = props;
                 stored.insert("createdTimeUtc".into(), json!(now));
                 stored.insert("lastModifiedTimeUtc".into(), json!(now));
                 stored.insert("incidentNumber".into(), json!(number));
-                stored.insert("providerName".into(), json!("Azure Sentinel"));
                 stored.entry("labels").or_insert(json!([]));
+                if observed {
+                    // As recorded for API-made incidents: no providerName at all.
+                    stored.insert("additionalData".into(), arm::additional_data());
+                    stored.insert("relatedAnalyticRuleIds".into(), json!([]));
+                    stored.insert("incidentUrl".into(), json!(arm::incident_url(&id)));
+                } else {
+                    stored.insert("providerName".into(), json!("Azure Sentinel"));
+                }
                 let resource = json!({
-                    "id": format!("{base_id}/{name}"),
+                    "id": id,
                     "name": name,
-                    "type": "Microsoft.SecurityInsights/incidents",
+                    "type": arm::incident_type(self.profile),
                     "etag": etag,
                     "properties": stored,
                 });
-                self.sentinel.insert(name.to_string(), resource.clone());
+                self.sentinel.insert(name.clone(), resource.clone());
                 resource
             }
         };
         Ok((created, resource))
     }
 
-    /// PUT a comment (caller-chosen id); `message` is required and ≤ 30,000 characters.
+    /// DELETE: whether the incident existed. Its comments go with it.
+    pub fn sentinel_delete(&mut self, name: &str) -> bool {
+        let name = self.sentinel_key(name);
+        self.sentinel_comments.remove(&name);
+        self.sentinel.remove(&name).is_some()
+    }
+
+    /// PUT a comment (caller-chosen id); `message` is required and ≤ 30,000 UTF-16
+    /// units; at most 100 comments per incident.
     pub fn sentinel_comment(
         &mut self,
         base_id: &str,
@@ -236,7 +281,9 @@ impl Store {
         comment: &str,
         body: &Value,
     ) -> Result<(bool, Value), ApiError> {
-        if !self.sentinel.contains_key(incident) {
+        let incident = self.sentinel_key(incident);
+        let comment = self.sentinel_key(comment);
+        if !self.sentinel.contains_key(&incident) {
             return Err(ApiError::not_found(format!(
                 "Incident '{incident}' was not found"
             )));
@@ -247,27 +294,70 @@ impl Store {
         let Some(message) = message else {
             return Err(ApiError::bad_request("The message field is required."));
         };
-        if message.encode_utf16().count() > 30_000 {
-            return Err(ApiError::bad_request(
-                "The message must not exceed 30000 characters.",
-            ));
+        if message.encode_utf16().count() > MAX_COMMENT {
+            return Err(ApiError::bad_request(format!(
+                "The message must not exceed {MAX_COMMENT} characters."
+            )));
         }
+        let existing = self.sentinel_comments.get(&incident);
+        let created = !existing.is_some_and(|c| c.contains_key(&comment));
+        if created && existing.is_some_and(|c| c.len() >= MAX_COMMENTS) {
+            return Err(ApiError::bad_request(format!(
+                "An incident can have at most {MAX_COMMENTS} comments."
+            )));
+        }
+        let first_created = existing
+            .and_then(|c| c.get(&comment))
+            .and_then(|c| c["properties"]["createdTimeUtc"].as_str())
+            .map(str::to_string);
         let now = self.tick();
-        let etag = format!("\"{}\"", self.next_id(""));
-        let comments = self
-            .sentinel_comments
-            .entry(incident.to_string())
-            .or_default();
-        let created = !comments.contains_key(comment);
-        let resource = json!({
-            "id": format!("{base_id}/{incident}/comments/{comment}"),
-            "name": comment,
-            "type": "Microsoft.SecurityInsights/Incidents/Comments",
-            "etag": etag,
-            "properties": { "message": message, "createdTimeUtc": now, "lastModifiedTimeUtc": now,
-                            "author": { "name": "rulebridge emulator client", "userPrincipalName": null } },
-        });
-        comments.insert(comment.to_string(), resource.clone());
+        let resource = if self.profile.is_observed() {
+            // As recorded: no etag, no lastModifiedTimeUtc, an app author without email
+            // or UPN. An edit keeps the comment's creation time.
+            let created_at = first_created.unwrap_or(now);
+            json!({
+                "id": arm::comment_id(self.profile, base_id, &incident, &comment),
+                "name": comment,
+                "type": "Microsoft.SecurityInsights/Incidents/Comments",
+                "properties": { "message": message, "createdTimeUtc": created_at,
+                    "author": { "objectId": self.client_object_id(), "email": null,
+                                "name": "Comment created from external application - rulebridge",
+                                "userPrincipalName": null } },
+            })
+        } else {
+            let etag = self.new_etag();
+            json!({
+                "id": arm::comment_id(self.profile, base_id, &incident, &comment),
+                "name": comment,
+                "type": "Microsoft.SecurityInsights/Incidents/Comments",
+                "etag": etag,
+                "properties": { "message": message, "createdTimeUtc": now, "lastModifiedTimeUtc": now,
+                                "author": { "name": "rulebridge emulator client", "userPrincipalName": null } },
+            })
+        };
+        let comments = self.sentinel_comments.entry(incident.clone()).or_default();
+        comments.insert(comment, resource.clone());
+        let count = comments.len();
+        if let Some(data) = self
+            .sentinel
+            .get_mut(&incident)
+            .and_then(|i| i["properties"].get_mut("additionalData"))
+        {
+            // The count is kept current; the incident's etag and stamp are not moved
+            // (unknown: not moving them is the harder case for a poll).
+            data["commentsCount"] = json!(count);
+        }
         Ok((created, resource))
+    }
+
+    /// The app's object id as comment authors show it: stable per client id.
+    fn client_object_id(&self) -> String {
+        let hash = self
+            .client_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        super::rng::SplitMix64::new(hash).uuid()
     }
 }

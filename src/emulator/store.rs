@@ -1,7 +1,10 @@
 //! The emulator's state: both sides' incidents, comments, issued tokens, paging
 //! snapshots and a log of every request. Plain data behind one mutex; the HTTP layer
-//! (`server.rs`) only translates requests into calls on it.
+//! (`server.rs`) only translates requests into calls on it. The store knows its
+//! [`Profile`]: stamps, etags and Sentinel names are written as that profile's service
+//! writes them.
 
+use super::profile::{Observed, Profile};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -60,6 +63,44 @@ pub struct Snapshot {
 /// Walks kept at once; the oldest are evicted beyond this (their tokens then expire).
 const MAX_SNAPSHOTS: usize = 1_000;
 
+/// The resource a token was issued for (its audience), from the requested scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    Graph,
+    Arm,
+}
+
+impl Audience {
+    /// The audience of a `.default` scope, as Entra ID resolves it; `None` for a scope
+    /// of anything else (`invalid_scope`). National clouds count as their service.
+    pub fn of_scope(scope: &str) -> Option<Audience> {
+        let resource = scope
+            .split_whitespace()
+            .find_map(|s| s.strip_suffix("/.default"))?
+            .trim_end_matches('/')
+            .to_ascii_lowercase();
+        match resource.as_str() {
+            "https://graph.microsoft.com"
+            | "https://graph.microsoft.us"
+            | "https://dod-graph.microsoft.us"
+            | "00000003-0000-0000-c000-000000000000" => Some(Audience::Graph),
+            "https://management.azure.com"
+            | "https://management.core.windows.net"
+            | "https://management.usgovcloudapi.net"
+            | "https://management.chinacloudapi.cn" => Some(Audience::Arm),
+            _ => None,
+        }
+    }
+}
+
+/// A token the token endpoint issued.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub expires: DateTime<Utc>,
+    pub audience: Audience,
+}
+
 pub struct Store {
     pub tenant: String,
     pub client_id: String,
@@ -70,10 +111,19 @@ pub struct Store {
     pub sentinel: BTreeMap<String, Value>,
     /// Sentinel comments: incident name → comment name → resource.
     pub sentinel_comments: BTreeMap<String, BTreeMap<String, Value>>,
-    pub tokens: HashMap<String, DateTime<Utc>>,
+    pub tokens: HashMap<String, IssuedToken>,
     pub snapshots: HashMap<String, Snapshot>,
     pub requests: Vec<RequestRecord>,
     pub token_lifetime: Duration,
+    /// Observed (the default) or strict; see `emulator::profile`.
+    pub profile: Profile,
+    /// The observed behaviour's knobs (seeding rates, page sizes).
+    pub observed: Observed,
+    /// The Sentinel incidents collection's path (`/subscriptions/…/incidents`), for
+    /// incidents the store makes itself (connector-created ones).
+    pub sentinel_base: String,
+    /// The last Sentinel `incidentNumber` handed out: numbers only count up.
+    pub sentinel_number: i64,
     last_tick: DateTime<Utc>,
     counter: u64,
 }
@@ -91,17 +141,52 @@ impl Store {
             snapshots: HashMap::new(),
             requests: Vec::new(),
             token_lifetime: Duration::seconds(3599),
+            profile: Profile::default(),
+            observed: Observed::default(),
+            sentinel_base: super::server::sentinel_base(&super::EmulatorConfig::default()),
+            sentinel_number: 0,
             last_tick: DateTime::<Utc>::MIN_UTC,
             counter: 0,
         }
     }
 
     /// The time of a write: now, but strictly after the previous write, so two changes
-    /// within the same second (or tick) always have different, ordered stamps.
+    /// within the same second (or tick) always have different, ordered stamps. Observed:
+    /// 7 fractional digits (.NET's 100 ns ticks, as both services write them); strict:
+    /// microseconds.
     pub fn tick(&mut self) -> String {
-        let now = Utc::now().max(self.last_tick + Duration::microseconds(1));
-        self.last_tick = now;
-        now.to_rfc3339_opts(SecondsFormat::Micros, true)
+        if self.profile.is_observed() {
+            let floor = self.last_tick + Duration::nanoseconds(100);
+            let now = Utc::now();
+            let now = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos() % 100));
+            let now = now.max(floor);
+            self.last_tick = now;
+            format!(
+                "{}.{:07}Z",
+                now.format("%Y-%m-%dT%H:%M:%S"),
+                now.timestamp_subsec_nanos() / 100
+            )
+        } else {
+            let now = Utc::now().max(self.last_tick + Duration::microseconds(1));
+            self.last_tick = now;
+            now.to_rfc3339_opts(SecondsFormat::Micros, true)
+        }
+    }
+
+    /// A fresh Sentinel etag, quotes included (observed: in the recorded form).
+    pub fn new_etag(&mut self) -> String {
+        if self.profile.is_observed() {
+            self.counter += 1;
+            super::arm::etag(self.counter, Utc::now().timestamp())
+        } else {
+            format!("\"{}\"", self.next_id(""))
+        }
+    }
+
+    /// The key a Sentinel incident or comment name is stored under (observed:
+    /// lowercased, since ARM names are case-insensitive).
+    pub fn sentinel_key(&self, name: &str) -> String {
+        super::arm::name_key(self.profile, name)
     }
 
     /// A fresh opaque identifier (tokens, etags, skip tokens).
@@ -132,7 +217,8 @@ impl Store {
         }
         map.entry("status").or_insert(json!("active"));
         map.entry("severity").or_insert(json!("medium"));
-        self.graph.insert(id, incident);
+        self.graph.insert(id.clone(), incident);
+        self.apply_seed_rates(&id);
         Ok(())
     }
 

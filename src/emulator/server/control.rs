@@ -1,4 +1,5 @@
-//! The control API under `/_emulator/` (no auth, loopback): info, read-outs, faults, analysts.
+//! The control API under `/_emulator/` (no auth, loopback): info, read-outs, faults,
+//! analysts, connector-made incidents.
 
 use super::*;
 
@@ -124,4 +125,23 @@ fn analyst_edit_count(query: &HashMap<String, String>, body: &[u8]) -> Result<u6
         return Err(ApiError::bad_request("count must be at most 10000"));
     }
     Ok(count)
+}
+
+/// `POST /_emulator/connector/incidents` with `{"defenderId": "X"}`: the Sentinel
+/// incident Microsoft's Defender XDR connector makes for Graph incident X (the existing
+/// one if it made it already), as `{"name": ..., "incident": resource}`.
+pub(super) async fn control_connector_incident(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult {
+    let value = json_body(&body)?;
+    let Some(id) = value["defenderId"].as_str() else {
+        return Err(ApiError::bad_request("'defenderId' (a string) is required"));
+    };
+    let mut store = state.lock();
+    let name = store
+        .add_connector_incident(id)
+        .map_err(ApiError::not_found)?;
+    let incident = store.sentinel[&name].clone();
+    Ok(Json(json!({ "name": name, "incident": incident })).into_response())
 }

@@ -1,5 +1,6 @@
 //! The middleware that applies fault rules to requests (see `emulator::faults`).
 
+use super::throttle_layer::too_many_requests;
 use super::*;
 
 /// Applies the fault (if any) that the rules pick for this request.
@@ -18,20 +19,8 @@ pub(super) async fn inject_faults(
         .pick(endpoint);
     match fault {
         None => next.run(request).await,
-        Some(FaultKind::Throttle { retry_after }) => {
-            let body = ApiError::new(
-                429,
-                "TooManyRequests",
-                "Rate limit is exceeded. Try again later.",
-            )
-            .body();
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            response.headers_mut().insert(
-                "retry-after",
-                retry_after.to_string().parse().expect("digits"),
-            );
-            response
-        }
+        Some(FaultKind::Throttle { retry_after }) => too_many_requests(retry_after, false),
+        Some(FaultKind::ThrottleDate { retry_after }) => too_many_requests(retry_after, true),
         Some(FaultKind::ServerError { status }) => {
             let (code, message) = if status == 503 {
                 (
@@ -77,8 +66,9 @@ pub(super) async fn inject_faults(
                 .to_string();
             {
                 let mut store = state.lock();
+                let name = store.sentinel_key(&name);
                 let now = store.tick();
-                let etag = format!("\"{}\"", store.next_id(""));
+                let etag = store.new_etag();
                 if let Some(incident) = store.sentinel.get_mut(&name) {
                     incident["etag"] = json!(etag);
                     incident["properties"]["lastModifiedTimeUtc"] = json!(now);

@@ -1,73 +1,161 @@
-//! Handlers of the Graph security incidents API (`/v1.0/security/incidents`).
+//! Handlers of the Graph security API (`/v1.0/security/incidents`, `alerts_v2`).
+//!
+//! Observed profile: `$orderby` is checked but ignored (newest-created first, always),
+//! pages are `$skip` offsets over the live set, `$expand=alerts` with `$filter` fails
+//! with a 500 on tenants above `graph_expand_filter_limit`, and newer enum members hide
+//! behind `Prefer: include-unknown-enum-members`. Strict profile: `$orderby` honoured and
+//! walks served from a snapshot (`$skiptoken`).
 
 use super::*;
+use crate::emulator::evolvable;
+use crate::emulator::paging::{graph_next_link, page_at};
+
+/// Whether newer enum members are hidden from this request.
+fn hide_newer(state: &AppState, headers: &HeaderMap) -> bool {
+    let prefer = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    state.config.profile.is_observed() && !evolvable::wants_unknown_members(prefer)
+}
+
+/// `$orderby` as Graph parses it: one of the orderable properties, `asc` or `desc`.
+fn parse_orderby(order: &str) -> Result<(&str, bool), ApiError> {
+    let (field, desc) = match order.trim().split_once(' ') {
+        Some((f, dir)) if dir == "asc" || dir == "desc" => (f, dir == "desc"),
+        None => (order.trim(), false),
+        _ => return Err(ApiError::bad_request(format!("Invalid $orderby '{order}'"))),
+    };
+    if !["lastUpdateDateTime", "createdDateTime", "id"].contains(&field) {
+        return Err(ApiError::bad_request(format!(
+            "Ordering by '{field}' is not supported"
+        )));
+    }
+    Ok((field, desc))
+}
+
+fn parse_count(query: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match query.get("$count").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid value '{other}' for $count"
+        ))),
+    }
+}
+
+/// Incidents sorted by `field` (a stamp, or the id in numeric order), id breaking ties.
+fn sort(items: &mut [Value], field: &str, desc: bool) {
+    let id_key = |v: &Value| {
+        let id = v["id"].as_str().unwrap_or("");
+        (id.len(), id.to_string())
+    };
+    let key = |v: &Value| {
+        let time = (field != "id")
+            .then(|| v[field].as_str())
+            .flatten()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+        (time, id_key(v))
+    };
+    items.sort_by_cached_key(key);
+    if desc {
+        items.reverse();
+    }
+}
 
 pub(super) async fn graph_list(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, Audience::Graph)?;
     // Graph's default page size for incidents is unconfirmed; 50 is the most it allows.
     let top = top(&query, GRAPH_MAX_TOP, GRAPH_MAX_TOP)?;
+    let count = parse_count(&query)?;
+    let skip = match query.get("$skip") {
+        None => 0,
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid $skip value '{s}'")))?,
+    };
+    let observed = state.config.profile.is_observed();
+    let hide = hide_newer(&state, &headers);
     let base = format!("{}/v1.0/security/incidents", origin(&headers));
     let mut store = state.lock();
-    let (items, next) = if let Some(token) = query.get("$skiptoken") {
-        store.next_page(token, top)?
-    } else {
-        let clauses = query
-            .get("$filter")
-            .map(|f| graph::parse_filter(f))
-            .transpose()?
-            .unwrap_or_default();
-        let expand = match query.get("$expand").map(String::as_str) {
-            None => false,
-            Some("alerts") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "Could not find a property named '{other}' to expand"
-                )))
-            }
-        };
-        let mut items: Vec<Value> = store
-            .graph
-            .values()
-            .filter(|i| graph::matches(i, &clauses))
-            .map(|i| graph::render(i, expand))
-            .collect();
-        let order = query
-            .get("$orderby")
-            .map(String::as_str)
-            .unwrap_or("lastUpdateDateTime desc");
-        let (field, desc) = match order.split_once(' ') {
-            Some((f, dir)) if dir == "asc" || dir == "desc" => (f, dir == "desc"),
-            None => (order, false),
-            _ => return Err(ApiError::bad_request(format!("Invalid $orderby '{order}'"))),
-        };
-        if !["lastUpdateDateTime", "createdDateTime", "id"].contains(&field) {
-            return Err(ApiError::bad_request(format!(
-                "Ordering by '{field}' is not supported"
-            )));
+    if !observed {
+        if let Some(token) = query.get("$skiptoken") {
+            let (items, next) = store.next_page(token, top)?;
+            return Ok(list_body(
+                items,
+                None,
+                next.map(|t| format!("{base}?$top={top}&$skiptoken={t}")),
+            ));
         }
-        let key = |v: &Value| {
-            (
-                v[field]
-                    .as_str()
-                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
-                v["id"].as_str().unwrap_or("").to_string(),
-            )
-        };
-        items.sort_by_key(|a| key(a));
-        if desc {
-            items.reverse();
-        }
-        store.page(items, top)
-    };
-    let mut body = json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/incidents", "value": items });
-    if let Some(token) = next {
-        body["@odata.nextLink"] = json!(format!("{base}?$top={top}&$skiptoken={token}"));
+    } else if query.contains_key("$skiptoken") {
+        return Err(ApiError::bad_request(
+            "$skiptoken is not supported on this resource; page with $skip",
+        ));
     }
-    Ok(Json(body).into_response())
+    let clauses = query
+        .get("$filter")
+        .map(|f| graph::parse_filter(f))
+        .transpose()?
+        .unwrap_or_default();
+    let expand = match query.get("$expand").map(String::as_str) {
+        None => false,
+        Some("alerts") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Could not find a property named '{other}' to expand"
+            )))
+        }
+    };
+    // Checked in both profiles, so a bad option is a 400 whatever happens to it after.
+    let order = query
+        .get("$orderby")
+        .map(|o| parse_orderby(o))
+        .transpose()?;
+    let expand_filter = observed && expand && query.contains_key("$filter");
+    if expand_filter && state.config.observed.expand_filter_fails(store.graph.len()) {
+        // elastic/integrations#18144: every such request on a large tenant.
+        return Err(ApiError::new(
+            500,
+            "InternalServerError",
+            "An internal server error occurred while processing the request.",
+        ));
+    }
+    let mut items: Vec<Value> = store
+        .graph
+        .values()
+        .filter(|i| graph::matches(i, &clauses))
+        .map(|i| graph::render_for(i, expand, hide))
+        .collect();
+    let total = count.then_some(items.len());
+    if observed {
+        // `$orderby` is accepted and ignored (observed 2026): newest created first.
+        sort(&mut items, "createdDateTime", true);
+        let (page, next) = page_at(&items, skip, top);
+        let link = next.map(|n| graph_next_link(&base, &query, n));
+        return Ok(list_body(page, total, link));
+    }
+    let (field, desc) = order.unwrap_or(("lastUpdateDateTime", true));
+    sort(&mut items, field, desc);
+    items.drain(..skip.min(items.len()));
+    let (page, next) = store.page(items, top);
+    let link = next.map(|t| format!("{base}?$top={top}&$skiptoken={t}"));
+    Ok(list_body(page, total, link))
+}
+
+fn list_body(items: Vec<Value>, count: Option<usize>, next: Option<String>) -> Response {
+    let mut body = json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/incidents" });
+    if let Some(count) = count {
+        body["@odata.count"] = json!(count);
+    }
+    body["value"] = json!(items);
+    if let Some(next) = next {
+        body["@odata.nextLink"] = json!(next);
+    }
+    Json(body).into_response()
 }
 
 pub(super) async fn graph_get(
@@ -76,16 +164,58 @@ pub(super) async fn graph_get(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, Audience::Graph)?;
+    let hide = hide_newer(&state, &headers);
     let store = state.lock();
     let incident = store
         .graph
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("Incident {id} was not found")))?;
-    Ok(Json(graph::render(
-        incident,
-        query.get("$expand").is_some_and(|e| e == "alerts"),
-    ))
+    let expand = query.get("$expand").is_some_and(|e| e == "alerts");
+    Ok(Json(graph::render_for(incident, expand, hide)).into_response())
+}
+
+/// `GET /v1.0/security/alerts_v2[?$filter=incidentId eq 'X']`: the alerts of one
+/// incident (or of all), the other way to fetch alerts when the expanded list fails.
+pub(super) async fn graph_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authorize(&state, &headers, Audience::Graph)?;
+    let hide = hide_newer(&state, &headers);
+    let incident = match query.get("$filter") {
+        None => None,
+        Some(f) => {
+            let id = f
+                .trim()
+                .strip_prefix("incidentId eq '")
+                .and_then(|rest| rest.strip_suffix('\''))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "Unsupported $filter '{f}' (the emulator knows incidentId eq '…')"
+                    ))
+                })?;
+            Some(id.to_string())
+        }
+    };
+    let store = state.lock();
+    let alerts: Vec<Value> = store
+        .graph
+        .iter()
+        .filter(|(id, _)| incident.as_ref().is_none_or(|want| want == *id))
+        .flat_map(|(_, i)| i["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|mut alert| {
+            if hide {
+                evolvable::hide_alert(&mut alert);
+            }
+            alert
+        })
+        .collect();
+    Ok(Json(json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
+        "value": alerts,
+    }))
     .into_response())
 }
 
@@ -95,13 +225,14 @@ pub(super) async fn graph_patch(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, Audience::Graph)?;
+    let hide = hide_newer(&state, &headers);
     let body = json_body(&body)?;
     let changes = graph::check_patch(&body)?;
     let mut store = state.lock();
     let client = store.client_id.clone();
     let updated = store.graph_patch(&id, changes, &client)?;
-    Ok(Json(graph::render(&updated, false)).into_response())
+    Ok(Json(graph::render_for(&updated, false, hide)).into_response())
 }
 
 pub(super) async fn graph_comment(
@@ -110,7 +241,7 @@ pub(super) async fn graph_comment(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    authorize(&state, &headers)?;
+    authorize(&state, &headers, Audience::Graph)?;
     let body = json_body(&body)?;
     let mut store = state.lock();
     let client = store.client_id.clone();

@@ -1,11 +1,17 @@
 //! The emulator's HTTP face: one listener serving the token endpoint, the Graph and the
 //! Sentinel incidents APIs under their real paths, and a control API under `/_emulator/`.
 //! Handlers only parse requests and call into [`Store`]; every request is logged.
+//! Layers, outermost first: loopback-only control API, gzip (when the client sends
+//! `Accept-Encoding: gzip`, as both services honour), the request log, faults, and the
+//! token buckets.
 
 use super::faults::{Endpoint, FaultKind, FaultRule, Faults};
 use super::graph::{self, MAX_TOP as GRAPH_MAX_TOP};
+use super::profile::{Observed, Profile};
 use super::sentinel::MAX_TOP as SENTINEL_MAX_TOP;
+use super::store::Audience;
 use super::store::{ApiError, RequestRecord, Store};
+use super::throttle::Throttle;
 use axum::body::{to_bytes, Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,15 +25,19 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod auth;
 mod control;
 mod fault_layer;
 mod graph_routes;
 mod sentinel_routes;
+mod throttle_layer;
 
+use auth::{authorize, token};
 use control::*;
 use fault_layer::inject_faults;
 use graph_routes::*;
 use sentinel_routes::*;
+use throttle_layer::throttle;
 
 pub const SENTINEL_API_VERSION: &str = "2024-03-01";
 const SENTINEL_PREFIX: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}/providers/Microsoft.SecurityInsights/incidents";
@@ -43,6 +53,10 @@ pub struct EmulatorConfig {
     pub workspace: String,
     /// Faults active from the start (`--faults`).
     pub faults: Vec<FaultRule>,
+    /// Observed (default) or strict behaviour; see `emulator::profile`.
+    pub profile: Profile,
+    /// The observed behaviour's knobs (limits, page sizes, buckets, seeding rates).
+    pub observed: Observed,
 }
 
 impl Default for EmulatorConfig {
@@ -55,6 +69,18 @@ impl Default for EmulatorConfig {
             resource_group: "rulebridge-emulator".into(),
             workspace: "rulebridge-workspace".into(),
             faults: Vec::new(),
+            profile: Profile::default(),
+            observed: Observed::default(),
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// The default configuration with the tidy, documented-only behaviour.
+    pub fn strict() -> Self {
+        EmulatorConfig {
+            profile: Profile::Strict,
+            ..EmulatorConfig::default()
         }
     }
 }
@@ -77,6 +103,22 @@ struct AppState {
     store: Shared,
     config: Arc<EmulatorConfig>,
     faults: Arc<Mutex<Faults>>,
+    throttle: Arc<Mutex<Throttle>>,
+}
+
+impl AppState {
+    fn new(config: EmulatorConfig, fault_seed: u64) -> AppState {
+        let mut store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
+        store.profile = config.profile;
+        store.observed = config.observed.clone();
+        store.sentinel_base = sentinel_base(&config);
+        AppState {
+            store: Arc::new(Mutex::new(store)),
+            faults: Arc::new(Mutex::new(Faults::new(config.faults.clone(), fault_seed))),
+            throttle: Arc::new(Mutex::new(Throttle::new(&config.observed.throttle))),
+            config: Arc::new(config),
+        }
+    }
 }
 
 impl AppState {
@@ -99,13 +141,7 @@ impl Emulator {
     pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
-        let faults = Arc::new(Mutex::new(Faults::new(config.faults.clone(), 0x5eed)));
-        let state = AppState {
-            store: Arc::new(Mutex::new(store)),
-            config: Arc::new(config),
-            faults,
-        };
+        let state = AppState::new(config, 0x5eed);
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -148,6 +184,27 @@ impl Emulator {
             .clear();
     }
 
+    /// The profile this emulator runs.
+    pub fn profile(&self) -> Profile {
+        self.state.config.profile
+    }
+
+    /// Adds the Sentinel incident Microsoft's Defender XDR connector would make for
+    /// Graph incident `defender_id` (or finds the one it made); returns its name.
+    pub fn add_connector_incident(&self, defender_id: &str) -> Result<String, String> {
+        self.state.lock().add_connector_incident(defender_id)
+    }
+
+    /// Refills the rate-limit buckets (tests that seed through the API first).
+    pub fn reset_throttle(&self) {
+        *self
+            .state
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) =
+            Throttle::new(&self.state.config.observed.throttle);
+    }
+
     /// Direct access to the state, for seeding and for tests' assertions.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.state.lock()
@@ -183,7 +240,8 @@ fn info(config: &EmulatorConfig, addr: SocketAddr) -> EmulatorInfo {
     }
 }
 
-fn sentinel_base(config: &EmulatorConfig) -> String {
+/// The Sentinel incidents collection's path for `config`'s workspace.
+pub(crate) fn sentinel_base(config: &EmulatorConfig) -> String {
     SENTINEL_PREFIX
         .replace("{sub}", &config.subscription)
         .replace("{rg}", &config.resource_group)
@@ -205,6 +263,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/v1.0/security/incidents", get(graph_list))
+        .route("/v1.0/security/alerts_v2", get(graph_alerts))
         .route(
             "/v1.0/security/incidents/{id}",
             get(graph_get).patch(graph_patch),
@@ -220,13 +279,19 @@ fn router(state: AppState) -> Router {
         .route("/_emulator/requests", get(control_requests))
         .route("/_emulator/analysts/edit", post(control_analyst_edit))
         .route(
+            "/_emulator/connector/incidents",
+            post(control_connector_incident),
+        )
+        .route(
             "/_emulator/faults",
             get(control_faults)
                 .post(control_add_fault)
                 .delete(control_clear_faults),
         )
+        .layer(middleware::from_fn_with_state(state.clone(), throttle))
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true))
         .layer(middleware::from_fn(control_from_loopback_only))
         .with_state(state)
 }
@@ -294,82 +359,6 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(401, "InvalidAuthenticationToken", "Access token is empty.")
-        })?;
-    let store = state.lock();
-    match store.tokens.get(token) {
-        Some(expires) if *expires > chrono::Utc::now() => Ok(()),
-        Some(_) => Err(ApiError::new(
-            401,
-            "InvalidAuthenticationToken",
-            "Lifetime validation failed, the token is expired.",
-        )),
-        None => Err(ApiError::new(
-            401,
-            "InvalidAuthenticationToken",
-            "Access token validation failure. Invalid audience.",
-        )),
-    }
-}
-
-async fn token(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let mut store = state.lock();
-    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let fail = |status: StatusCode, error: &str, description: String| {
-        (status, Json(json!({
-            "error": error, "error_description": description, "error_codes": [7000215],
-            "timestamp": chrono::Utc::now().to_rfc3339(), "trace_id": "00000000-0000-0000-0000-000000000000",
-            "correlation_id": "00000000-0000-0000-0000-000000000000"
-        })))
-            .into_response()
-    };
-    if tenant != store.tenant {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("AADSTS90002: Tenant '{tenant}' not found."),
-        );
-    }
-    if field("grant_type") != "client_credentials" {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "AADSTS70003: The app requested an unsupported grant type.".into(),
-        );
-    }
-    if field("client_id") != store.client_id || field("client_secret") != store.client_secret {
-        return fail(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "AADSTS7000215: Invalid client secret provided.".into(),
-        );
-    }
-    if !field("scope").ends_with("/.default") {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "invalid_scope",
-            "AADSTS70011: The provided value for scope is not valid.".into(),
-        );
-    }
-    let token = store.next_id("emu.");
-    let lifetime = store.token_lifetime;
-    store
-        .tokens
-        .insert(token.clone(), chrono::Utc::now() + lifetime);
-    Json(json!({ "token_type": "Bearer", "expires_in": lifetime.num_seconds(), "ext_expires_in": lifetime.num_seconds(), "access_token": token }))
-        .into_response()
-}
-
 fn top(query: &HashMap<String, String>, max: usize, default: usize) -> Result<usize, ApiError> {
     match query.get("$top") {
         None => Ok(default),
@@ -402,14 +391,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        let config = EmulatorConfig::default();
-        let store = Store::new(&config.tenant, &config.client_id, &config.client_secret);
-        let faults = Arc::new(Mutex::new(Faults::new(Vec::new(), 1)));
-        router(AppState {
-            store: Arc::new(Mutex::new(store)),
-            config: Arc::new(config),
-            faults,
-        })
+        router(AppState::new(EmulatorConfig::default(), 1))
     }
 
     async fn status_from(peer: &str, path: &str) -> u16 {

@@ -1,6 +1,15 @@
 //! Handlers of the Sentinel incidents API (ARM paths, `api-version` required).
+//!
+//! Observed profile: lists of 50 without `$top`, newest first unless `$orderby` says
+//! otherwise, and `nextLink`s whose opaque `$skipToken` holds an offset into the live
+//! set and the original query; comments paged the same way. Strict profile: lists of
+//! up to 1,000 ordered by modification time, walks served from a snapshot, comments on
+//! one page. Names are looked up as the store keys them (observed: any casing).
 
 use super::*;
+use crate::emulator::paging::{page_at, SkipToken};
+use crate::emulator::sentinel::DEFAULT_TOP as SENTINEL_DEFAULT_TOP;
+use crate::emulator::sentinel_query::{self, Order, NEWEST_FIRST};
 
 /// What every Sentinel request passes first: `api-version` (ARM answers a request
 /// without one with 400 before anything else), the token, then the workspace.
@@ -27,7 +36,7 @@ fn arm_request(
             ))
         }
     }
-    authorize(state, headers)?;
+    authorize(state, headers, Audience::Arm)?;
     check_workspace(state, path)
 }
 
@@ -57,6 +66,36 @@ fn check_workspace(state: &AppState, path: &ArmPath) -> Result<(), ApiError> {
     }
 }
 
+/// The live list: the query re-run against the store, one page of it at `offset`.
+fn list_page(
+    store: &Store,
+    query: &HashMap<String, String>,
+    offset: usize,
+    top: usize,
+    default_order: Order,
+) -> Result<(Vec<Value>, Option<usize>), ApiError> {
+    let clauses = query
+        .get("$filter")
+        .map(|f| sentinel_query::parse_filter(f))
+        .transpose()?
+        .unwrap_or_default();
+    let order =
+        sentinel_query::parse_orderby(query.get("$orderby").map(String::as_str), default_order)?;
+    let items = sentinel_query::select(store.sentinel.values(), &clauses, order);
+    Ok(page_at(&items, offset, top))
+}
+
+/// A list's `nextLink` (observed): only `api-version` and the opaque `$skipToken`, as
+/// recorded from the real service.
+fn next_link(headers: &HeaderMap, path: &ArmPath, suffix: &str, token: &SkipToken) -> String {
+    format!(
+        "{}{}{suffix}?api-version={SENTINEL_API_VERSION}&$skipToken={}",
+        origin(headers),
+        arm_base(headers, path),
+        token.encode()
+    )
+}
+
 pub(super) async fn sentinel_list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -64,54 +103,44 @@ pub(super) async fn sentinel_list(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     arm_request(&state, &headers, &query, &path)?;
+    if state.config.profile.is_observed() {
+        let (query, offset) = match query.get("$skipToken") {
+            Some(token) => {
+                let token = SkipToken::decode(token)?;
+                (token.query, token.offset)
+            }
+            None => (query, 0),
+        };
+        let top = top(&query, SENTINEL_MAX_TOP, SENTINEL_DEFAULT_TOP)?;
+        let (items, next) = list_page(&state.lock(), &query, offset, top, NEWEST_FIRST)?;
+        let mut body = json!({ "value": items });
+        if let Some(offset) = next {
+            let kept = ["$filter", "$orderby", "$top"]
+                .iter()
+                .filter_map(|k| query.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
+            body["nextLink"] = json!(next_link(
+                &headers,
+                &path,
+                "",
+                &SkipToken {
+                    offset,
+                    query: kept
+                }
+            ));
+        }
+        return Ok(Json(body).into_response());
+    }
     let top = top(&query, SENTINEL_MAX_TOP, SENTINEL_MAX_TOP)?;
     let mut store = state.lock();
     let (items, next) = if let Some(token) = query.get("$skipToken") {
         store.next_page(token, top)?
     } else {
-        let since = match query.get("$filter") {
-            None => None,
-            Some(f) => Some(parse_sentinel_filter(f)?),
+        let oldest_change_first = Order {
+            field: "lastModifiedTimeUtc",
+            desc: false,
         };
-        let mut items: Vec<Value> = store
-            .sentinel
-            .values()
-            .filter(|i| {
-                since
-                    .as_ref()
-                    .is_none_or(|(op, at)| sentinel_time_matches(i, op, at))
-            })
-            .cloned()
-            .collect();
-        let order = query
-            .get("$orderby")
-            .map(String::as_str)
-            .unwrap_or("properties/lastModifiedTimeUtc asc");
-        let (field, desc) = match order.split_once(' ') {
-            Some((f, dir)) if dir == "asc" || dir == "desc" => (f, dir == "desc"),
-            None => (order, false),
-            _ => return Err(ApiError::bad_request(format!("Invalid $orderby '{order}'"))),
-        };
-        let Some(field) = field
-            .strip_prefix("properties/")
-            .filter(|f| ["lastModifiedTimeUtc", "createdTimeUtc"].contains(f))
-        else {
-            return Err(ApiError::bad_request(format!(
-                "Ordering by '{field}' is not supported"
-            )));
-        };
-        let key = |v: &Value| {
-            (
-                v["properties"][field]
-                    .as_str()
-                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()),
-                v["name"].as_str().unwrap_or("").to_string(),
-            )
-        };
-        items.sort_by_key(|a| key(a));
-        if desc {
-            items.reverse();
-        }
+        let (items, _) = list_page(&store, &query, 0, usize::MAX, oldest_change_first)?;
         store.page(items, top)
     };
     let mut body = json!({ "value": items });
@@ -125,40 +154,6 @@ pub(super) async fn sentinel_list(
     Ok(Json(body).into_response())
 }
 
-/// `properties/lastModifiedTimeUtc ge|gt <ISO>` — the one filter the sync needs.
-fn parse_sentinel_filter(
-    filter: &str,
-) -> Result<(String, chrono::DateTime<chrono::Utc>), ApiError> {
-    let parts: Vec<&str> = filter.split_whitespace().collect();
-    match parts.as_slice() {
-        ["properties/lastModifiedTimeUtc", op @ ("ge" | "gt" | "le" | "lt"), at] => {
-            let at = chrono::DateTime::parse_from_rfc3339(at.trim_matches('\'')).map_err(|_| {
-                ApiError::bad_request(format!("Invalid date-time '{at}' in $filter"))
-            })?;
-            Ok((op.to_string(), at.with_timezone(&chrono::Utc)))
-        }
-        _ => Err(ApiError::bad_request(format!(
-            "Unsupported $filter '{filter}'"
-        ))),
-    }
-}
-
-fn sentinel_time_matches(incident: &Value, op: &str, at: &chrono::DateTime<chrono::Utc>) -> bool {
-    let Some(t) = incident["properties"]["lastModifiedTimeUtc"]
-        .as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-    else {
-        return false;
-    };
-    let t = t.with_timezone(&chrono::Utc);
-    match op {
-        "ge" => t >= *at,
-        "gt" => t > *at,
-        "le" => t <= *at,
-        _ => t < *at,
-    }
-}
-
 pub(super) async fn sentinel_get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -166,12 +161,12 @@ pub(super) async fn sentinel_get(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     arm_request(&state, &headers, &query, &path)?;
-    let id = path.get("id").cloned().unwrap_or_default();
     let store = state.lock();
+    let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     let incident = store
         .sentinel
         .get(&id)
-        .ok_or_else(|| ApiError::new(404, "NotFound", format!("Incident '{id}' was not found")))?;
+        .ok_or_else(|| ApiError::new(404, "NotFound", format!("Resource '{id}' does not exist")))?;
     Ok(Json(incident.clone()).into_response())
 }
 
@@ -210,11 +205,12 @@ pub(super) async fn sentinel_delete(
 ) -> ApiResult {
     arm_request(&state, &headers, &query, &path)?;
     let id = path.get("id").cloned().unwrap_or_default();
-    let mut store = state.lock();
-    store.sentinel_comments.remove(&id);
-    Ok(match store.sentinel.remove(&id) {
-        Some(_) => StatusCode::OK.into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
+    let existed = state.lock().sentinel_delete(&id);
+    Ok(match (existed, state.config.profile.is_observed()) {
+        // Recorded: 200 with a body of `{}`.
+        (true, true) => Json(json!({})).into_response(),
+        (true, false) => StatusCode::OK.into_response(),
+        (false, _) => StatusCode::NO_CONTENT.into_response(),
     })
 }
 
@@ -225,21 +221,67 @@ pub(super) async fn sentinel_comments_list(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     arm_request(&state, &headers, &query, &path)?;
-    let id = path.get("id").cloned().unwrap_or_default();
     let store = state.lock();
+    let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     if !store.sentinel.contains_key(&id) {
         return Err(ApiError::new(
             404,
             "NotFound",
-            format!("Incident '{id}' was not found"),
+            format!("Resource '{id}' does not exist"),
         ));
     }
-    let comments: Vec<Value> = store
+    let mut comments: Vec<Value> = store
         .sentinel_comments
         .get(&id)
         .map(|c| c.values().cloned().collect())
         .unwrap_or_default();
-    Ok(Json(json!({ "value": comments })).into_response())
+    if !state.config.profile.is_observed() {
+        return Ok(Json(json!({ "value": comments })).into_response());
+    }
+    // Oldest first (creation, then name), so offsets stay put while comments are added.
+    comments.sort_by_cached_key(|c| {
+        (
+            c["properties"]["createdTimeUtc"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            c["name"].as_str().unwrap_or("").to_string(),
+        )
+    });
+    let (offset, asked) = match query.get("$skipToken") {
+        Some(token) => {
+            let token = SkipToken::decode(token)?;
+            (token.offset, token.query.get("$top").cloned())
+        }
+        None => (0, query.get("$top").cloned()),
+    };
+    // The page is the smaller of the service's size and the caller's `$top`.
+    let page_size = state.config.observed.sentinel_comments_page.max(1);
+    let top = match &asked {
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid $top value '{t}'")))?
+            .min(page_size),
+        None => page_size,
+    };
+    let (page, next) = page_at(&comments, offset, top);
+    let mut body = json!({ "value": page });
+    if let Some(offset) = next {
+        let kept = asked.map(|t| ("$top".to_string(), t)).into_iter().collect();
+        let suffix = format!("/{}/comments", path.get("id").map_or("", String::as_str));
+        body["nextLink"] = json!(next_link(
+            &headers,
+            &path,
+            &suffix,
+            &SkipToken {
+                offset,
+                query: kept
+            }
+        ));
+    }
+    Ok(Json(body).into_response())
 }
 
 pub(super) async fn sentinel_comment_get(
@@ -249,11 +291,11 @@ pub(super) async fn sentinel_comment_get(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     arm_request(&state, &headers, &query, &path)?;
-    let (id, comment) = (
-        path.get("id").cloned().unwrap_or_default(),
-        path.get("comment").cloned().unwrap_or_default(),
-    );
     let store = state.lock();
+    let (id, comment) = (
+        store.sentinel_key(path.get("id").map_or("", String::as_str)),
+        store.sentinel_key(path.get("comment").map_or("", String::as_str)),
+    );
     let found = store
         .sentinel_comments
         .get(&id)
@@ -264,7 +306,7 @@ pub(super) async fn sentinel_comment_get(
             ApiError::new(
                 404,
                 "NotFound",
-                format!("Comment '{comment}' was not found"),
+                format!("Resource '{comment}' does not exist"),
             )
         })
 }
