@@ -11,6 +11,7 @@ use crate::client::{
     ARM_SCOPE, GRAPH_SCOPE,
 };
 use crate::emulator::faults::FaultRule;
+use crate::emulator::throttle::ThrottleConfig;
 use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo, Observed, Profile};
 use crate::metrics::Metrics;
 use crate::model::Side;
@@ -50,6 +51,9 @@ pub struct TestbedOptions {
     /// is the product's default (the first start).
     pub start_from: Option<String>,
     pub backfill: Option<chrono::TimeDelta>,
+    /// Clients limited as `run` limits them (else unthrottled, which is why the
+    /// emulator's buckets are open by default here; throttling has its own tests).
+    pub production_rate_limits: bool,
     /// How the emulator behaves: as the services are observed to (the default) or as
     /// the docs read (`Profile::Strict`).
     pub profile: Profile,
@@ -66,7 +70,12 @@ impl TestbedOptions {
             state_path,
             sweep_batch: 50,
             profile: Profile::default(),
-            observed: Observed::default(),
+            // Everything the services are observed to do, but their rate limits: the
+            // testbed's clients are unthrottled for speed (see production_rate_limits).
+            observed: Observed {
+                throttle: ThrottleConfig::unlimited(),
+                ..Observed::default()
+            },
             retry: RetryPolicy {
                 max_attempts: 8,
                 base_delay: Duration::from_millis(10),
@@ -75,6 +84,7 @@ impl TestbedOptions {
             },
             start_from: Some("2000-01-01T00:00:00Z".into()),
             backfill: None,
+            production_rate_limits: false,
         }
     }
 }
@@ -88,12 +98,27 @@ pub struct Testbed {
     options: TestbedOptions,
 }
 
-/// Clients for the emulator, unthrottled: the emulator has no rate limit of its own.
+/// Clients for the emulator, unthrottled (for an emulator whose buckets are open).
 pub fn emulator_clients(
     info: &EmulatorInfo,
     retry: &RetryPolicy,
 ) -> Result<(GraphClient, SentinelClient), TestbedError> {
+    emulator_clients_limited(info, retry, false)
+}
+
+/// Clients for the emulator; with `production_limits`, limited as `run` limits them
+/// (Graph 150/min, ARM 10/s), else unthrottled.
+pub fn emulator_clients_limited(
+    info: &EmulatorInfo,
+    retry: &RetryPolicy,
+    production_limits: bool,
+) -> Result<(GraphClient, SentinelClient), TestbedError> {
     let http = reqwest::Client::new();
+    let limiter = |scope: &str| match (production_limits, scope == GRAPH_SCOPE) {
+        (false, _) => RateLimiter::new(100_000.0, 10_000),
+        (true, true) => crate::client::graph_rate_limiter(),
+        (true, false) => crate::client::sentinel_rate_limiter(),
+    };
     let api = |scope: &str| {
         let tokens = Arc::new(TokenSource::new(
             http.clone(),
@@ -105,12 +130,7 @@ pub fn emulator_clients(
             },
             scope.into(),
         ));
-        Api::new(
-            http.clone(),
-            tokens,
-            RateLimiter::new(100_000.0, 10_000),
-            retry.clone(),
-        )
+        Api::new(http.clone(), tokens, limiter(scope), retry.clone())
     };
     let graph = GraphClient::new(api(GRAPH_SCOPE), &info.graph_base_url);
     let sentinel = SentinelClient::new(api(ARM_SCOPE), &info.sentinel_incidents_url)
@@ -157,7 +177,8 @@ impl Testbed {
         metrics: &Arc<Metrics>,
         options: &TestbedOptions,
     ) -> Result<Syncer, TestbedError> {
-        let (graph, sentinel) = emulator_clients(info, &options.retry)?;
+        let (graph, sentinel) =
+            emulator_clients_limited(info, &options.retry, options.production_rate_limits)?;
         let state: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&options.state_path)?);
         Ok(Syncer::new(
             graph,
@@ -175,6 +196,11 @@ impl Testbed {
                 ..SyncOptions::new(info.tenant_id.clone())
             },
         ))
+    }
+
+    /// The options a [`Self::restart`] builds the syncer from.
+    pub fn options_mut(&mut self) -> &mut TestbedOptions {
+        &mut self.options
     }
 
     /// A fresh syncer over the same state file (what a restarted process would have).
@@ -238,8 +264,11 @@ pub struct Consistency {
     pub synced: usize,
     pub filtered: usize,
     pub sentinel_incidents: usize,
-    /// Sentinel incidents that are not the twin of a Defender incident.
+    /// Sentinel incidents that are not the twin of a Defender incident (incidents
+    /// Microsoft's connector made are not counted: they are not rulebridge's).
     pub strays: usize,
+    /// Of `synced`, twins that are the connector's incidents, linked instead of created.
+    pub connector_twins: usize,
     /// Defender incidents the rules sync that have no twin.
     pub missing: Vec<String>,
     /// `incident field: defender-side value != sentinel value`.
@@ -276,12 +305,24 @@ pub fn consistency(
         ..Consistency::default()
     };
     let mut twins = std::collections::HashSet::new();
+    let mut connector_made = 0;
     for (id, incident) in store.graph.iter() {
-        let linked = state.link(id).ok().flatten().is_some_and(|l| l.created);
+        let link = state.link(id).ok().flatten();
+        let linked = link.as_ref().is_some_and(|l| l.created);
+        // A link to another name than ours is to the incident Microsoft's connector made.
+        let ours = sentinel_id(&tenant, id);
+        let connector_twin = link
+            .as_ref()
+            .filter(|l| l.created && !l.sentinel_id.eq_ignore_ascii_case(&ours))
+            .map(|l| l.sentinel_id.to_ascii_lowercase());
         let opts = RunOptions {
             sync_time: chrono::Utc::now().to_rfc3339(),
             linked,
-            twin: crate::rules::Twin::Rulebridge,
+            twin: if connector_twin.is_some() {
+                crate::rules::Twin::Connector
+            } else {
+                crate::rules::Twin::Rulebridge
+            },
             explain: false,
         };
         let view = match pack.run_pipeline(Arc::new(incident.clone()), Side::Defender, &opts) {
@@ -297,7 +338,7 @@ pub fn consistency(
                 continue;
             }
         };
-        let sid = sentinel_id(&tenant, id);
+        let sid = connector_twin.clone().unwrap_or(ours);
         let Some(twin) = store.sentinel.get(&sid) else {
             report.missing.push(id.clone());
             continue;
@@ -305,6 +346,27 @@ pub fn consistency(
         twins.insert(sid.clone());
         report.synced += 1;
         let sprops = properties(twin);
+        if connector_twin.is_some() {
+            // The connector owns the other fields (and keeps them in sync itself, which
+            // the emulator does not model): only what the rules add must be there.
+            connector_made += 1;
+            let added = view.get("labels").and_then(Value::as_array);
+            let present = sprops.get("labels").and_then(Value::as_array);
+            for label in added.into_iter().flatten() {
+                let name = &label["labelName"];
+                if !present
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l["labelName"] == *name)
+                {
+                    report
+                        .disagreements
+                        .push(format!("{id} labels: {name} missing on the connector's incident"));
+                }
+            }
+            comment_check(id, incident, store.sentinel_comments.get(&sid), &mut report);
+            continue;
+        }
         for (field, value) in &view {
             let other = sprops.get(field).unwrap_or(&Value::Null);
             if !agree(field, value, other) {
@@ -315,10 +377,19 @@ pub fn consistency(
         }
         comment_check(id, incident, store.sentinel_comments.get(&sid), &mut report);
     }
+    report.connector_twins = connector_made;
+    // Incidents Microsoft's connector made are not ours, linked or not.
     report.strays = store
         .sentinel
-        .keys()
-        .filter(|k| !twins.contains(*k))
+        .iter()
+        .filter(|(k, v)| {
+            !twins.contains(*k)
+                && !v["properties"]["providerName"].as_str().is_some_and(|p| {
+                    crate::client::sentinel::CONNECTOR_PROVIDERS
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(p))
+                })
+        })
         .count();
     report
 }

@@ -67,6 +67,7 @@ fn fault(kind: FaultKind, endpoint: Endpoint, count: u32) -> FaultRule {
         endpoint,
         rate: 0.0,
         count: Some(count),
+        after: 0,
     }
 }
 
@@ -104,8 +105,13 @@ async fn graph_listing_pages_by_50_with_alerts_and_asks_for_no_order() {
         "Graph ignores $orderby on incidents: asking for one would only pretend"
     );
 
-    let since = all[100]["lastUpdateDateTime"].as_str().unwrap();
-    let newer = graph.list_changed(Some(since)).await.unwrap();
+    // The 101st oldest change: 20 incidents changed at or after it (stamps are distinct).
+    let mut stamps: Vec<&str> = all
+        .iter()
+        .map(|i| i["lastUpdateDateTime"].as_str().unwrap())
+        .collect();
+    stamps.sort_by_key(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap());
+    let newer = graph.list_changed(Some(stamps[100])).await.unwrap();
     assert_eq!(newer.len(), 20);
 }
 
@@ -183,6 +189,96 @@ async fn throttling_honours_retry_after() {
 }
 
 #[tokio::test]
+async fn a_retry_after_given_as_an_http_date_is_honoured() {
+    let (emulator, graph, _) = setup().await;
+    emulator.add_fault(fault(
+        FaultKind::ThrottleDate { retry_after: 2 },
+        Endpoint::GraphGet,
+        1,
+    ));
+    let started = Instant::now();
+    assert!(graph.get("501").await.unwrap().is_some());
+    // The date has whole seconds: 2 s ahead is at least 1 s of waiting.
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "waited for the Retry-After date: {:?}",
+        started.elapsed()
+    );
+    let statuses: Vec<u16> = requests_to(&emulator, "GET", "/security/incidents/501")
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(statuses, [429, 200]);
+}
+
+#[tokio::test]
+async fn every_graph_request_asks_for_new_enum_members_and_gzip() {
+    // A bare listener: the request head as the client sent it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let head = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = socket.read(&mut buf).await.unwrap();
+        let body = r#"{"value":[]}"#;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+    });
+    let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+        .await
+        .unwrap();
+    let info = emulator.info();
+    let graph = GraphClient::new(
+        api(&info, GRAPH_SCOPE, &info.client_secret),
+        format!("http://{addr}/v1.0"),
+    );
+    let page = graph.window(Some("2026-01-01T00:00:00Z"), None, true).await.unwrap();
+    assert!(page.items.is_empty());
+    let head = head.await.unwrap();
+    assert!(head.contains("\r\nprefer: include-unknown-enum-members\r\n"), "{head}");
+    assert!(head.contains("accept-encoding: gzip"), "{head}");
+    assert!(!head.contains("orderby"), "{head}");
+    assert!(head.contains("$top=50"), "{head}");
+}
+
+#[tokio::test]
+async fn sentinel_lists_ask_for_1000_and_every_comment_page_is_read() {
+    let (emulator, _, sentinel) = setup().await;
+    let name = "dddddddd-0000-4000-8000-000000000001";
+    sentinel.put(name, &props("many comments"), None).await.unwrap();
+    for i in 0..45 {
+        sentinel
+            .put_comment(name, &format!("eeeeeeee-0000-4000-8000-{i:012}"), &format!("note {i}"))
+            .await
+            .unwrap();
+    }
+    let comments = sentinel.list_comments(name).await.unwrap();
+    assert_eq!(comments.len(), 45, "all pages of comments");
+    assert!(
+        requests_to(&emulator, "GET", "/comments").len() > 1,
+        "the emulator pages comments"
+    );
+    sentinel.list_changed(None).await.unwrap();
+    let store = emulator.store();
+    let list = store
+        .requests
+        .iter()
+        .find(|r| r.method == "GET" && r.path.ends_with("/incidents"))
+        .unwrap();
+    assert!(list.query.contains("$top=1000"), "{}", list.query);
+    drop(store);
+    assert!(
+        sentinel.api().remaining_requests().is_some(),
+        "x-ms-ratelimit-remaining-* read"
+    );
+}
+
+#[tokio::test]
 async fn server_errors_slow_responses_and_dropped_connections_are_retried() {
     let (emulator, graph, sentinel) = setup().await;
     emulator.add_fault(fault(
@@ -246,6 +342,7 @@ async fn a_listing_survives_dropped_pages_without_losing_or_repeating_incidents(
         endpoint: Endpoint::GraphList,
         rate: 0.3,
         count: None,
+        after: 0,
     });
     let all = graph.list_changed(None).await.unwrap();
     emulator.clear_faults();
@@ -374,10 +471,16 @@ async fn sentinel_listing_follows_next_link_and_filters_by_modification_time() {
             .len(),
         30
     );
-    let since = all[25]["properties"]["lastModifiedTimeUtc"]
-        .as_str()
-        .unwrap();
-    assert_eq!(sentinel.list_changed(Some(since)).await.unwrap().len(), 5);
+    // Listed newest first by default: the 26th oldest modification has 5 after it.
+    let mut stamps: Vec<&str> = all
+        .iter()
+        .map(|i| i["properties"]["lastModifiedTimeUtc"].as_str().unwrap())
+        .collect();
+    stamps.sort_by_key(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap());
+    assert_eq!(
+        sentinel.list_changed(Some(stamps[25])).await.unwrap().len(),
+        5
+    );
 }
 
 #[tokio::test]

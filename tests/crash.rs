@@ -70,6 +70,8 @@ client_secret_file = "secret"
 [sync]
 poll_interval_secs = 5
 sweep_batch = 100
+# The seed is history from before the first start: the first poll reaches back to it.
+start_from = 2000-01-01T00:00:00Z
 state = "state.db"
 rules = "{rules}"
 schemas = "{schemas}"

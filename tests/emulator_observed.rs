@@ -47,7 +47,9 @@ async fn start_with(config: EmulatorConfig) -> Env {
         .await
         .unwrap();
     let info = emulator.info();
-    let client = Client::new();
+    // Raw bodies: reqwest's gzip feature (rulebridge's clients use it) would otherwise
+    // decompress and drop `Content-Encoding` before a test could look at them.
+    let client = Client::builder().no_gzip().build().unwrap();
     let graph = access_token(&client, &info, GRAPH).await;
     let arm = access_token(&client, &info, ARM).await;
     Env {
@@ -805,6 +807,7 @@ async fn a_fault_sends_retry_after_as_an_http_date() {
         endpoint: Endpoint::SentinelList,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     let (status, headers, _) = env.get(&env.info.sentinel_incidents_url, &env.arm).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

@@ -456,6 +456,7 @@ async fn an_edit_that_lands_while_a_poll_is_in_progress_is_synced() {
         endpoint: Endpoint::SentinelGet,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     let mark = tb.emulator.store().requests.len();
     let syncer = tb.syncer.clone();
@@ -587,6 +588,7 @@ async fn comments_sync_both_ways_once_even_when_a_graph_post_is_dropped() {
         endpoint: Endpoint::GraphComment,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     settle(&tb).await;
 
@@ -656,6 +658,7 @@ async fn a_comment_post_that_timed_out_but_landed_is_adopted_not_reposted() {
         endpoint: Endpoint::GraphComment,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     let [_, _, sweep] = tb.syncer.cycle().await.unwrap();
     assert!(
@@ -776,6 +779,7 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
         endpoint: Endpoint::SentinelPut,
         rate: 0.0,
         count: Some(3),
+        after: 0,
     });
     graph_edit(&tb, ids[0], json!({ "severity": "high" }));
     graph_edit(&tb, ids[1], json!({ "assignedTo": "gina@contoso.com" }));
@@ -809,6 +813,7 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
         endpoint: Endpoint::SentinelPut,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     let mark = tb.emulator.store().requests.len();
     let syncer = tb.syncer.clone();
@@ -1036,6 +1041,7 @@ async fn a_comment_post_still_in_flight_after_its_timeout_is_not_posted_again() 
         endpoint: Endpoint::GraphComment,
         rate: 0.0,
         count: Some(1),
+        after: 0,
     });
     // Cycles straight after the timeout, while the first POST is still in flight.
     settle(&tb).await;

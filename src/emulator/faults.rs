@@ -109,6 +109,10 @@ pub struct FaultRule {
     /// Fire for the next `count` matching requests, then retire.
     #[serde(default)]
     pub count: Option<u32>,
+    /// Let this many matching requests through before the rule applies ("fail the
+    /// third page of a listing": `after: 2, count: 1`).
+    #[serde(default)]
+    pub after: u32,
 }
 
 /// Parses `--faults`: comma-separated `kind[:param]@endpoint=rate`, e.g.
@@ -172,6 +176,7 @@ fn parse_one(item: &str) -> Result<FaultRule, String> {
         endpoint: Endpoint::parse(endpoint)?,
         rate,
         count: None,
+        after: 0,
     })
 }
 
@@ -200,6 +205,10 @@ impl Faults {
                 self.rules[i].rate,
             );
             if target != Endpoint::Any && target != endpoint {
+                continue;
+            }
+            if self.rules[i].after > 0 {
+                self.rules[i].after -= 1;
                 continue;
             }
             let fires = match count {
@@ -255,6 +264,7 @@ mod tests {
                 endpoint: Endpoint::GraphPatch,
                 rate: 0.0,
                 count: Some(2),
+                after: 0,
             }],
             7,
         );
@@ -267,6 +277,25 @@ mod tests {
             .filter(|_| faults.pick(Endpoint::SentinelGet).is_some())
             .count();
         assert!((2_000..3_000).contains(&fired), "{fired}");
+    }
+
+    #[test]
+    fn a_rule_with_after_lets_that_many_requests_through_first() {
+        let mut faults = Faults::new(
+            vec![FaultRule {
+                kind: FaultKind::Drop,
+                endpoint: Endpoint::GraphList,
+                rate: 0.0,
+                count: Some(1),
+                after: 2,
+            }],
+            7,
+        );
+        assert_eq!(faults.pick(Endpoint::GraphGet), None, "other endpoints do not count");
+        assert_eq!(faults.pick(Endpoint::GraphList), None);
+        assert_eq!(faults.pick(Endpoint::GraphList), None);
+        assert_eq!(faults.pick(Endpoint::GraphList), Some(FaultKind::Drop));
+        assert_eq!(faults.pick(Endpoint::GraphList), None);
     }
 
     #[test]
