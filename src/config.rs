@@ -210,7 +210,8 @@ pub fn parse_span(text: &str) -> Result<chrono::TimeDelta, String> {
         "m" => chrono::TimeDelta::try_minutes(n),
         _ => None,
     };
-    span.filter(|s| *s > chrono::TimeDelta::zero()).ok_or_else(bad)
+    span.filter(|s| *s > chrono::TimeDelta::zero())
+        .ok_or_else(bad)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -44,6 +44,7 @@ pub const DEFAULT_PACK: &[(&str, &[u8])] = pack_files![
     "tests/graph-incident-29-exact.json",
     "tests/informational-alerts-not-expanded-kept.json",
     "tests/informational-without-alerts-skipped.json",
+    "tests/long-title-clipped.json",
     "tests/mixed-sources-with-sentinel-kept.json",
     "tests/redirected-linked-closes-twin.json",
     "tests/redirected-unlinked-skipped.json",

@@ -96,10 +96,7 @@ pub fn build_syncer(
             overlap_secs: config.sync.overlap_secs as i64,
             sweep_batch: config.sync.sweep_batch,
             start_from: config.sync.start_from.clone(),
-            backfill: config
-                .sync
-                .backfill_span()
-                .map_err(ServiceError::Client)?,
+            backfill: config.sync.backfill_span().map_err(ServiceError::Client)?,
             ..SyncOptions::new(tenant)
         },
     )

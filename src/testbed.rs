@@ -359,9 +359,9 @@ pub fn consistency(
                     .flatten()
                     .any(|l| l["labelName"] == *name)
                 {
-                    report
-                        .disagreements
-                        .push(format!("{id} labels: {name} missing on the connector's incident"));
+                    report.disagreements.push(format!(
+                        "{id} labels: {name} missing on the connector's incident"
+                    ));
                 }
             }
             comment_check(id, incident, store.sentinel_comments.get(&sid), &mut report);

@@ -237,10 +237,16 @@ async fn every_graph_request_asks_for_new_enum_members_and_gzip() {
         api(&info, GRAPH_SCOPE, &info.client_secret),
         format!("http://{addr}/v1.0"),
     );
-    let page = graph.window(Some("2026-01-01T00:00:00Z"), None, true).await.unwrap();
+    let page = graph
+        .window(Some("2026-01-01T00:00:00Z"), None, true)
+        .await
+        .unwrap();
     assert!(page.items.is_empty());
     let head = head.await.unwrap();
-    assert!(head.contains("\r\nprefer: include-unknown-enum-members\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nprefer: include-unknown-enum-members\r\n"),
+        "{head}"
+    );
     assert!(head.contains("accept-encoding: gzip"), "{head}");
     assert!(!head.contains("orderby"), "{head}");
     assert!(head.contains("$top=50"), "{head}");
@@ -250,10 +256,17 @@ async fn every_graph_request_asks_for_new_enum_members_and_gzip() {
 async fn sentinel_lists_ask_for_1000_and_every_comment_page_is_read() {
     let (emulator, _, sentinel) = setup().await;
     let name = "dddddddd-0000-4000-8000-000000000001";
-    sentinel.put(name, &props("many comments"), None).await.unwrap();
+    sentinel
+        .put(name, &props("many comments"), None)
+        .await
+        .unwrap();
     for i in 0..45 {
         sentinel
-            .put_comment(name, &format!("eeeeeeee-0000-4000-8000-{i:012}"), &format!("note {i}"))
+            .put_comment(
+                name,
+                &format!("eeeeeeee-0000-4000-8000-{i:012}"),
+                &format!("note {i}"),
+            )
             .await
             .unwrap();
     }

@@ -6,6 +6,7 @@
 
 use rulebridge::config::Config;
 use rulebridge::emulator::rng::SplitMix64;
+use rulebridge::emulator::throttle::ThrottleConfig;
 use rulebridge::emulator::{analysts, seed, Emulator, EmulatorConfig};
 use rulebridge::metrics::Metrics;
 use rulebridge::rules::{CompiledPack, PackHandle};
@@ -36,7 +37,13 @@ fn spawn_run(config: &Path, dir: &Path, round: usize) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
-    let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+    // The services as observed (offset pages, ignored $orderby, …) but without their
+    // rate limits and the large-tenant $expand failure: this test is about kills, and
+    // its processes live for under a second each (those have tests of their own).
+    let mut config = EmulatorConfig::default();
+    config.observed.throttle = ThrottleConfig::unlimited();
+    config.observed.graph_expand_filter_limit = None;
+    let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
     emulator

@@ -123,7 +123,11 @@ async fn twenty_changes_made_while_the_first_sync_pages_all_arrive() {
             panic!("{id} was never synced");
         };
         let twin = &store.sentinel[&store.sentinel_key(&link.sentinel_id)];
-        let field = if *expected == "High" { "severity" } else { "status" };
+        let field = if *expected == "High" {
+            "severity"
+        } else {
+            "status"
+        };
         assert_eq!(twin["properties"][field], *expected, "{id}");
     }
 }
@@ -140,8 +144,7 @@ async fn when_graph_fails_expand_with_filter_every_incident_arrives_with_its_ale
     assert!(report.synced > 200, "{report:#?}");
     assert!(tb.syncer.expand_fallback());
     assert_eq!(
-        tb.metrics
-            .value(rulebridge::metrics::EXPAND_FALLBACK, &[]),
+        tb.metrics.value(rulebridge::metrics::EXPAND_FALLBACK, &[]),
         Some(1.0)
     );
     // The twins' descriptions summarise the alerts, which only the per-incident reads
@@ -225,7 +228,10 @@ async fn future_dated_stamps_do_not_hide_later_changes() {
     }
     poll_until_calm(&tb, 10).await;
     let cursor = tb.syncer.state().cursor(Side::Defender).unwrap().unwrap();
-    assert!(cursor.as_str() < "2031", "the cursor jumped ahead: {cursor}");
+    assert!(
+        cursor.as_str() < "2031",
+        "the cursor jumped ahead: {cursor}"
+    );
     // An ordinary change now: one poll (no sweep) must carry it.
     let link = tb
         .syncer
@@ -243,7 +249,9 @@ async fn future_dated_stamps_do_not_hide_later_changes() {
     {
         let mut store = tb.emulator.store();
         let changes = json!({"status": "inProgress"}).as_object().unwrap().clone();
-        store.graph_patch(&link.defender_id, changes, "analyst").unwrap();
+        store
+            .graph_patch(&link.defender_id, changes, "analyst")
+            .unwrap();
     }
     tb.syncer.poll(Side::Defender).await.unwrap();
     let store = tb.emulator.store();
@@ -309,7 +317,10 @@ async fn incidents_of_microsofts_connector_are_linked_not_duplicated() {
             .iter()
             .find(|(id, _)| *id == link.defender_id)
         {
-            assert_eq!(&link.sentinel_id, name, "linked to the connector's incident");
+            assert_eq!(
+                &link.sentinel_id, name,
+                "linked to the connector's incident"
+            );
         }
     }
     assert!(per_defender.values().all(|n| *n == 1));
@@ -360,7 +371,11 @@ async fn sentinels_own_incidents_listed_by_graph_are_never_twinned() {
     assert!(from_sentinel.len() > 10, "{}", from_sentinel.len());
     tb.quiesce(30).await.unwrap();
     for id in &from_sentinel {
-        assert_eq!(tb.syncer.state().link(id).unwrap(), None, "{id} was twinned");
+        assert_eq!(
+            tb.syncer.state().link(id).unwrap(),
+            None,
+            "{id} was twinned"
+        );
     }
     // The Prefer header made Graph name the source; without it the filter could not.
     let lists = tb
@@ -412,7 +427,10 @@ async fn the_first_start_syncs_from_now_on_and_history_is_a_paced_backfill() {
         cycles += 1;
         tb.syncer.cycle().await.unwrap();
         let status = tb.syncer.backfill_status().unwrap().unwrap();
-        assert_eq!(status.to, first_start, "the backfill ends where the polls began");
+        assert_eq!(
+            status.to, first_start,
+            "the backfill ends where the polls began"
+        );
         if status.complete() {
             break;
         }
@@ -486,10 +504,17 @@ async fn arm_rate_limit_headers_slow_the_client_before_a_429() {
     assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
     let store = tb.emulator.store();
     let throttled: Vec<_> = store.requests.iter().filter(|r| r.status == 429).collect();
-    assert!(throttled.is_empty(), "{} requests met a 429", throttled.len());
+    assert!(
+        throttled.is_empty(),
+        "{} requests met a 429",
+        throttled.len()
+    );
     drop(store);
     assert!(tb
         .metrics
-        .value(rulebridge::metrics::RATELIMIT_REMAINING, &[("side", "sentinel")])
+        .value(
+            rulebridge::metrics::RATELIMIT_REMAINING,
+            &[("side", "sentinel")]
+        )
         .is_some());
 }

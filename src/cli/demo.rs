@@ -37,6 +37,14 @@ pub struct DemoArgs {
     /// The emulator's behaviour, as for `rulebridge emulate --profile`.
     #[arg(long, value_name = "PROFILE", default_value = "observed")]
     pub profile: crate::emulator::Profile,
+    /// Share of Defender incidents Microsoft's Defender XDR connector has already copied
+    /// to Sentinel (rulebridge links to those instead of creating twins).
+    #[arg(long, value_name = "RATE", default_value_t = 0.1)]
+    pub connector_incidents: f64,
+    /// Share of Graph's incidents that are Sentinel's own (the unified portal lists them;
+    /// rulebridge never twins them back).
+    #[arg(long, value_name = "RATE", default_value_t = 0.05)]
+    pub sentinel_incidents_in_graph: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +53,17 @@ pub struct DemoArgs {
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(args.analysts.is_finite() && args.analysts >= 0.0) {
         anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
+    }
+    for (flag, rate) in [
+        ("--connector-incidents", args.connector_incidents),
+        (
+            "--sentinel-incidents-in-graph",
+            args.sentinel_incidents_in_graph,
+        ),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            anyhow::bail!("{flag} must be a share between 0 and 1, got {rate}");
+        }
     }
     let pack = match args.pack.load() {
         Ok(pack) => pack,
@@ -83,6 +102,8 @@ async fn demo(
     options.seed = args.random_seed;
     options.faults = faults;
     options.profile = args.profile;
+    options.observed.connector_incidents = args.connector_incidents;
+    options.observed.sentinel_incidents_in_graph = args.sentinel_incidents_in_graph;
     let tb = Testbed::start(pack, options).await?;
     let log = |line: String| {
         if !args.json {
@@ -163,6 +184,7 @@ async fn demo(
         "cycles": cycles + calm_cycles,
         "pack_version": pack_version,
         "created": stats.created,
+        "linked_to_connector": stats.linked_to_connector,
         "filtered": consistency.filtered,
         "updates_to_sentinel": stats.updates_to_sentinel,
         "updates_to_defender": stats.updates_to_defender,
@@ -205,6 +227,10 @@ fn print_summary(s: &serde_json::Value) {
         "  created in Sentinel      {} ({} filtered out by the rules)",
         n(&s["created"]),
         n(&s["filtered"])
+    );
+    println!(
+        "  linked, not created      {} (incidents Microsoft's connector had made)",
+        n(&s["linked_to_connector"])
     );
     println!(
         "  updates to Sentinel      {} incidents, {} fields",

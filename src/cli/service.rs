@@ -183,7 +183,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "first_start": meta(&format!("{}.{}", crate::sync::poll::META_FIRST_START, s.name())),
         }))
     };
-    let expand_fallback_since = meta(crate::sync::poll::META_EXPAND_FALLBACK).filter(|s| !s.is_empty());
+    let expand_fallback_since =
+        meta(crate::sync::poll::META_EXPAND_FALLBACK).filter(|s| !s.is_empty());
     let backfill = meta(crate::sync::poll::META_BACKFILL)
         .and_then(|j| serde_json::from_str::<crate::sync::BackfillStatus>(&j).ok());
     let report = json!({

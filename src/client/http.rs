@@ -178,10 +178,8 @@ impl Api {
 
     /// Sends `name: value` with every request.
     pub fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
-        self.headers.insert(
-            name,
-            reqwest::header::HeaderValue::from_static(value),
-        );
+        self.headers
+            .insert(name, reqwest::header::HeaderValue::from_static(value));
         self
     }
 
@@ -286,9 +284,7 @@ impl Api {
                 request = request.json(body);
             }
             // (why it failed, may it be repeated, server-requested delay, status)
-            let failure: (String, bool, Option<Duration>, Option<u16>) = match request
-                .send()
-                .await
+            let failure: (String, bool, Option<Duration>, Option<u16>) = match request.send().await
             {
                 Err(e) => (
                     transport(&e),

@@ -70,9 +70,17 @@ impl SentinelClient {
     }
 
     /// The first page of the incidents with `from <= lastModifiedTimeUtc < until`.
-    pub async fn window(&self, from: Option<&str>, until: Option<&str>) -> Result<Page, ClientError> {
+    pub async fn window(
+        &self,
+        from: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Page, ClientError> {
         self.api
-            .page("sentinel list incidents", &self.window_url(from, until), "nextLink")
+            .page(
+                "sentinel list incidents",
+                &self.window_url(from, until),
+                "nextLink",
+            )
             .await
     }
 
@@ -118,9 +126,11 @@ impl SentinelClient {
         Ok(found.into_iter().find(|incident| {
             let p = &incident["properties"];
             p["providerIncidentId"].as_str() == Some(defender_id)
-                && p["providerName"]
-                    .as_str()
-                    .is_some_and(|n| CONNECTOR_PROVIDERS.iter().any(|c| c.eq_ignore_ascii_case(n)))
+                && p["providerName"].as_str().is_some_and(|n| {
+                    CONNECTOR_PROVIDERS
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(n))
+                })
         }))
     }
 

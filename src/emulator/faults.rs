@@ -291,7 +291,11 @@ mod tests {
             }],
             7,
         );
-        assert_eq!(faults.pick(Endpoint::GraphGet), None, "other endpoints do not count");
+        assert_eq!(
+            faults.pick(Endpoint::GraphGet),
+            None,
+            "other endpoints do not count"
+        );
         assert_eq!(faults.pick(Endpoint::GraphList), None);
         assert_eq!(faults.pick(Endpoint::GraphList), None);
         assert_eq!(faults.pick(Endpoint::GraphList), Some(FaultKind::Drop));

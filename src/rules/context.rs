@@ -104,7 +104,9 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_get("incident", |c: &mut Ctx| c.env.incident.clone());
     engine.register_get("linked", |c: &mut Ctx| c.env.linked);
-    engine.register_get("twin", |c: &mut Ctx| ImmutableString::from(c.env.twin.name()));
+    engine.register_get("twin", |c: &mut Ctx| {
+        ImmutableString::from(c.env.twin.name())
+    });
     engine.register_get("rule", |c: &mut Ctx| c.rule.clone());
     engine.register_fn("lookup", |c: &mut Ctx, table: &str, key: &str| {
         c.lookup(table, key)

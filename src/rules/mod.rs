@@ -17,7 +17,7 @@ pub mod tables;
 
 pub use call::{RuleError, RuleErrorKind};
 pub use compile::{CompiledPack, CompiledRule};
-pub use engine::Limits;
 pub use context::Twin;
+pub use engine::Limits;
 pub use handle::PackHandle;
 pub use pipeline::{Decision, Outcome, RunOptions, Step, Verdict};

@@ -20,7 +20,7 @@
 
 use super::json::JsonView;
 use crate::schema::utf16;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rhai::{Array, Dynamic, Engine, ImmutableString};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -155,8 +155,17 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// RFC 3339 in UTC with at most 7 fractional digits (.NET's resolution, what both
+/// services write), trailing zeros dropped: a 9-digit stamp is not what they send, and
+/// not every parser on their side takes one.
 pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let ticks = t.timestamp_subsec_nanos().min(999_999_999) / 100;
+    let whole = t.format("%Y-%m-%dT%H:%M:%S");
+    if ticks == 0 {
+        return format!("{whole}Z");
+    }
+    let fraction = format!("{ticks:07}");
+    format!("{whole}.{}Z", fraction.trim_end_matches('0'))
 }
 
 fn extreme(list: &Array, latest: bool) -> Dynamic {
@@ -352,6 +361,27 @@ mod tests {
 
     fn units(s: &str) -> usize {
         s.encode_utf16().count()
+    }
+
+    #[test]
+    fn times_are_written_with_at_most_seven_fractional_digits() {
+        let t = |s: &str| parse_time(s).unwrap();
+        assert_eq!(
+            format_time(t("2026-01-02T03:04:05.123456789Z")),
+            "2026-01-02T03:04:05.1234567Z"
+        );
+        assert_eq!(
+            format_time(t("2026-01-02T03:04:05.5533333Z")),
+            "2026-01-02T03:04:05.5533333Z"
+        );
+        assert_eq!(
+            format_time(t("2026-01-02T03:04:05.550Z")),
+            "2026-01-02T03:04:05.55Z"
+        );
+        assert_eq!(
+            format_time(t("2026-01-02T04:04:05+01:00")),
+            "2026-01-02T03:04:05Z"
+        );
     }
 
     #[test]

@@ -66,8 +66,7 @@ impl Syncer {
             self.metrics.set_gauge(metrics::BACKFILL_PROGRESS, &[], 1.0);
             return Ok(report);
         }
-        let (Some(done), Some(to)) = (parse_stamp(&status.done_to), parse_stamp(&status.to))
-        else {
+        let (Some(done), Some(to)) = (parse_stamp(&status.done_to), parse_stamp(&status.to)) else {
             return Ok(report);
         };
         self.walk_windows(

@@ -246,7 +246,12 @@ impl Syncer {
             defender,
             sentinel,
         };
-        let decision = pack.decide(&change, Arc::new(d.clone()), None, &self.options(Some(link)))?;
+        let decision = pack.decide(
+            &change,
+            Arc::new(d.clone()),
+            None,
+            &self.options(Some(link)),
+        )?;
         Ok(Decided {
             flow: decision.flow,
             rule: decision.rule,

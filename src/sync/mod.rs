@@ -17,9 +17,9 @@ mod backfill;
 mod comment_sync;
 pub mod comments;
 mod engine;
-pub mod poll;
 pub mod fields;
 pub mod plan;
+pub mod poll;
 mod reconcile;
 
 pub use backfill::BackfillStatus;

@@ -125,7 +125,11 @@ impl Syncer {
     /// moment rulebridge first polled it (stored, so a restart does not move it), as
     /// Microsoft's connector starts from the moment it is connected. History is a
     /// backfill, asked for explicitly.
-    pub(super) fn first_start(&self, side: Side, now: DateTime<Utc>) -> Result<DateTime<Utc>, SyncError> {
+    pub(super) fn first_start(
+        &self,
+        side: Side,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, SyncError> {
         if let Some(from) = self.opts.start_from.as_deref().and_then(parse_stamp) {
             return Ok(from);
         }
@@ -145,7 +149,11 @@ impl Syncer {
     /// The service's clock, learned from a response's `Date` header; one small request
     /// when this process has not heard from the service yet. Never ahead of the
     /// service: a window must not end past what it has stamped.
-    pub(super) async fn service_now(&self, side: Side, report: &mut PassReport) -> Option<DateTime<Utc>> {
+    pub(super) async fn service_now(
+        &self,
+        side: Side,
+        report: &mut PassReport,
+    ) -> Option<DateTime<Utc>> {
         let api = match side {
             Side::Defender => self.graph.api(),
             Side::Sentinel => self.sentinel.api(),
@@ -401,7 +409,7 @@ impl Syncer {
                     return None;
                 }
                 Some(match side {
-                    Side::Defender => self.from_defender_listed(incident).await,
+                    Side::Defender => self.sync_listed_defender(incident).await,
                     Side::Sentinel => self.from_sentinel(incident, false).await,
                 })
             })
@@ -431,7 +439,7 @@ impl Syncer {
     /// A Defender incident as listed: without alerts when the listing could not expand
     /// them, so they are read here, but only when the incident changed since its last
     /// sync (an unchanged one needs no rule run, so no alerts).
-    async fn from_defender_listed(&self, d: Value) -> Result<Outcome, SyncError> {
+    async fn sync_listed_defender(&self, d: Value) -> Result<Outcome, SyncError> {
         if d.get("alerts").is_some() {
             return self.from_defender(d, false).await;
         }

@@ -279,8 +279,13 @@ impl Syncer {
                 // The service refuses the lookup itself (an api-version or gateway that
                 // does not filter on providerIncidentId): stopping every create would
                 // lose more than a possible second incident, so create, and say so.
-                Err(ClientError::Permanent { status, message, .. }) => {
-                    if !self.connector_lookup_refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                Err(ClientError::Permanent {
+                    status, message, ..
+                }) => {
+                    if !self
+                        .connector_lookup_refused
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
                         tracing::error!(status, %message, "Sentinel refuses to look incidents up by providerIncidentId: incidents Microsoft's connector made cannot be found, so twins are created beside them");
                     }
                 }
@@ -493,7 +498,11 @@ impl Syncer {
                 .iter()
                 .any(|x| matches!(x.flow, Flow::ToDefender | Flow::Merge))
             {
-                match pack.run_pipeline(Arc::new(s_planned), Side::Sentinel, &self.options(Some(&link))) {
+                match pack.run_pipeline(
+                    Arc::new(s_planned),
+                    Side::Sentinel,
+                    &self.options(Some(&link)),
+                ) {
                     Ok(outcome) => match outcome.verdict {
                         Verdict::Synced { body } => body.as_object().cloned(),
                         Verdict::Filtered { .. } => None,
