@@ -254,9 +254,32 @@ async fn future_dated_stamps_do_not_hide_later_changes() {
             .unwrap();
     }
     tb.syncer.poll(Side::Defender).await.unwrap();
+    {
+        let store = tb.emulator.store();
+        let twin = &store.sentinel[&store.sentinel_key(&link.sentinel_id)];
+        assert_eq!(twin["properties"]["status"], "Active");
+    }
+
+    // A state file whose cursor an earlier version took from such a stamp: the poll
+    // must not wait for 2031 either.
+    tb.syncer
+        .state()
+        .set_cursor(Side::Defender, "2031-01-01T00:00:00.0000000Z")
+        .unwrap();
+    {
+        let mut store = tb.emulator.store();
+        let changes = json!({"status": "resolved", "classification": "truePositive", "determination": "malware"})
+            .as_object()
+            .unwrap()
+            .clone();
+        store
+            .graph_patch(&link.defender_id, changes, "analyst")
+            .unwrap();
+    }
+    tb.syncer.poll(Side::Defender).await.unwrap();
     let store = tb.emulator.store();
     let twin = &store.sentinel[&store.sentinel_key(&link.sentinel_id)];
-    assert_eq!(twin["properties"]["status"], "Active");
+    assert_eq!(twin["properties"]["status"], "Closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

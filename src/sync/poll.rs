@@ -91,17 +91,26 @@ impl Syncer {
         let mut report = PassReport::default();
         let until = self.service_now(side, &mut report).await;
         if let Some(until) = until {
-            let from = match self.state.cursor(side)? {
-                Some(c) => parse_stamp(&c)
-                    .map(|c| c - TimeDelta::seconds(self.opts.overlap_secs))
-                    .unwrap_or(until),
-                None => self.first_start(side, until)?,
-            };
-            let reached = self
-                .walk_windows(side, from, until, None, Progress::Cursor(side), &mut report)
-                .await?;
-            if reached == Some(until) && report.interrupted.is_none() {
-                self.tail(side, until, &mut report).await?;
+            let from = self.poll_start(side, until)?;
+            // The usual case first: everything since `from`, future stamps included, in
+            // one page. Only a bigger answer is cut into windows plus a tail.
+            match self.list_window(side, Some(from), None).await {
+                Err(e) => self.interrupt(side, &mut report, e),
+                Ok(page) if page.next.is_none() => {
+                    self.count_window(side, "listed");
+                    if self.sync_items(side, page.items, &mut report).await? {
+                        self.state.set_cursor(side, &format_stamp(until))?;
+                    }
+                }
+                Ok(_) => {
+                    self.count_window(side, "split");
+                    let reached = self
+                        .walk_windows(side, from, until, None, Progress::Cursor(side), &mut report)
+                        .await?;
+                    if reached == Some(until) && report.interrupted.is_none() {
+                        self.tail(side, until, &mut report).await?;
+                    }
+                }
             }
         }
         if report.interrupted.is_none() && self.stopping() {
@@ -119,6 +128,35 @@ impl Syncer {
             self.state.record_poll(side, &started)?;
         }
         Ok(report)
+    }
+
+    /// Where this poll starts: the cursor less the overlap. A cursor ahead of the
+    /// service's clock can only come from a future-dated stamp (earlier versions took
+    /// cursors from stamps): it would hide every change until that date, so the poll
+    /// goes back to the start of the last completed poll instead.
+    fn poll_start(&self, side: Side, until: DateTime<Utc>) -> Result<DateTime<Utc>, SyncError> {
+        let overlap = TimeDelta::seconds(self.opts.overlap_secs);
+        let Some(cursor) = self.state.cursor(side)? else {
+            return self.first_start(side, until);
+        };
+        match parse_stamp(&cursor) {
+            Some(c) if c <= until => Ok(c - overlap),
+            _ => {
+                let fallback = self
+                    .state
+                    .last_poll(side)?
+                    .as_deref()
+                    .and_then(parse_stamp)
+                    .map_or(until, |t| t.min(until));
+                tracing::warn!(
+                    side = side.name(),
+                    %cursor,
+                    from = %format_stamp(fallback - overlap),
+                    "the cursor is ahead of the service's clock (a future-dated stamp?); polling from the last completed poll instead"
+                );
+                Ok(fallback - overlap)
+            }
+        }
     }
 
     /// Where a side's first poll starts: `sync.start_from` when configured, else the
