@@ -44,7 +44,10 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default()).await.unwrap();
+        // Requests/s served: the services' own rate limits would measure those instead.
+        let mut config = EmulatorConfig::default();
+        config.observed.throttle = rulebridge::emulator::throttle::ThrottleConfig::unlimited();
+        let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
         let info = emulator.info();
         let incidents = rulebridge::emulator::seed::generate(INCIDENTS, 7);
         let bytes: usize = incidents.iter().map(|i| i.to_string().len()).sum();

@@ -54,6 +54,12 @@ async fn initial_sync(incidents: usize) {
             "127.0.0.1:0",
             "--generate",
             &incidents.to_string(),
+            // The services as observed, but for their rate limits (this measures
+            // rulebridge) and the large-tenant $expand failure (its fallback reads
+            // alerts per incident: a budget question, not a speed one).
+            "--unthrottled",
+            "--graph-expand-filter-limit",
+            "0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -76,6 +82,8 @@ async fn initial_sync(incidents: usize) {
         Arc::new(Metrics::new()),
         SyncOptions {
             sweep_batch: 0,
+            // The generated incidents are history: the first poll reaches back to it.
+            start_from: Some("2000-01-01T00:00:00Z".into()),
             ..SyncOptions::new(info.tenant_id.clone())
         },
     );

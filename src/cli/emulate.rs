@@ -52,6 +52,10 @@ pub struct EmulateArgs {
     /// holds more incidents than this (observed profile; 0 = never).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub graph_expand_filter_limit: usize,
+    /// Serve without the services' rate limits (observed profile): for benchmarks and
+    /// tools that measure rulebridge, not Microsoft's budgets.
+    #[arg(long)]
+    pub unthrottled: bool,
 }
 
 pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,9 @@ pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     config.observed.connector_incidents = args.connector_incidents;
     config.observed.sentinel_incidents_in_graph = args.sentinel_incidents_in_graph;
     config.observed.graph_expand_filter_limit = Some(args.graph_expand_filter_limit);
+    if args.unthrottled {
+        config.observed.throttle = crate::emulator::throttle::ThrottleConfig::unlimited();
+    }
     if let Some(spec) = &args.faults {
         config.faults = crate::emulator::faults::parse_spec(spec)
             .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;

@@ -49,6 +49,15 @@ impl GraphClient {
             .await
     }
 
+    /// The smallest listing there is: for the service's clock (its `Date` header).
+    pub async fn probe(&self) -> Result<(), ClientError> {
+        let url = format!("{}/security/incidents?$top=1", self.base_url);
+        self.api
+            .page("graph list incidents", &url, "@odata.nextLink")
+            .await
+            .map(|_| ())
+    }
+
     /// The first page of the incidents with `from <= lastUpdateDateTime < until`, with
     /// the service's count of them.
     pub async fn window(

@@ -11,10 +11,15 @@ use serde_json::{json, Value};
 /// ARM's maximum `$top` for incidents (without it a page holds 50).
 pub const PAGE_SIZE: usize = 1000;
 
-/// `providerName`s of incidents Microsoft's Defender XDR connector creates: the current
-/// name and the one before the 2024 rename. Their `providerIncidentId` is the Defender
-/// incident id.
-pub const CONNECTOR_PROVIDERS: [&str; 2] = ["Microsoft XDR", "Microsoft 365 Defender"];
+/// `providerName`s of incidents Microsoft's Defender XDR connector creates: "Microsoft
+/// XDR" as observed, "Microsoft Defender XDR" as some documentation writes it, and
+/// "Microsoft 365 Defender" before the rename. Their `providerIncidentId` is the
+/// Defender incident id.
+pub const CONNECTOR_PROVIDERS: [&str; 3] = [
+    "Microsoft XDR",
+    "Microsoft Defender XDR",
+    "Microsoft 365 Defender",
+];
 
 pub struct SentinelClient {
     api: Api,
@@ -67,6 +72,15 @@ impl SentinelClient {
                 "nextLink",
             )
             .await
+    }
+
+    /// The smallest listing there is: for the service's clock (its `Date` header).
+    pub async fn probe(&self) -> Result<(), ClientError> {
+        let url = format!("{}&$top=1", self.url(""));
+        self.api
+            .page("sentinel list incidents", &url, "nextLink")
+            .await
+            .map(|_| ())
     }
 
     /// The first page of the incidents with `from <= lastModifiedTimeUtc < until`.

@@ -36,6 +36,10 @@ const PAGE_CONCURRENCY: usize = 8;
 /// query is tried again (the 500 is a property of the tenant's size, so rarely gone).
 const EXPAND_RETRY: Duration = Duration::from_secs(3600);
 
+/// How far a cursor may be ahead of the estimated service clock before it is taken
+/// for one poisoned by a future-dated stamp.
+const CLOCK_JITTER: TimeDelta = TimeDelta::minutes(5);
+
 /// Windows never split below this: the services stamp with 100 ns resolution.
 const MIN_WINDOW: TimeDelta = TimeDelta::microseconds(1);
 
@@ -130,17 +134,18 @@ impl Syncer {
         Ok(report)
     }
 
-    /// Where this poll starts: the cursor less the overlap. A cursor ahead of the
+    /// Where this poll starts: the cursor less the overlap. A cursor well ahead of the
     /// service's clock can only come from a future-dated stamp (earlier versions took
     /// cursors from stamps): it would hide every change until that date, so the poll
-    /// goes back to the start of the last completed poll instead.
+    /// goes back to the start of the last completed poll instead. (A second or so ahead
+    /// is normal: the clock is estimated from whole-second `Date` headers.)
     fn poll_start(&self, side: Side, until: DateTime<Utc>) -> Result<DateTime<Utc>, SyncError> {
         let overlap = TimeDelta::seconds(self.opts.overlap_secs);
         let Some(cursor) = self.state.cursor(side)? else {
             return self.first_start(side, until);
         };
         match parse_stamp(&cursor) {
-            Some(c) if c <= until => Ok(c - overlap),
+            Some(c) if c <= until + CLOCK_JITTER => Ok(c.min(until) - overlap),
             _ => {
                 let fallback = self
                     .state
@@ -198,8 +203,8 @@ impl Syncer {
         };
         if api.service_now().is_none() {
             let probe = match side {
-                Side::Defender => self.graph.window(None, None, false).await,
-                Side::Sentinel => self.sentinel.window(None, None).await,
+                Side::Defender => self.graph.probe().await,
+                Side::Sentinel => self.sentinel.probe().await,
             };
             self.count_call(side);
             if let Err(e) = probe {

@@ -674,7 +674,11 @@ impl Syncer {
                         Side::Sentinel => defender_stamp(&d),
                         Side::Defender => sentinel_stamp(&s),
                     };
-                    if let Some(lag) = lag_secs(source_stamp) {
+                    // A link without bases (a twin adopted from Microsoft's connector, or
+                    // after a lost create) writes no change of the moment: its stamp can
+                    // be years old, and would not be a lag.
+                    let first_sync = link.base_defender.is_empty() && link.base_sentinel.is_empty();
+                    if let Some(lag) = lag_secs(source_stamp).filter(|_| !first_sync) {
                         self.metrics.observe(metrics::SYNC_LAG, &[], lag);
                     }
                     self.metrics
