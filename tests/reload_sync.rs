@@ -81,11 +81,17 @@ async fn a_valid_save_is_active_within_two_seconds_and_decides_the_next_incident
 }
 
 /// The first half of `text`, as an editor mid-save leaves it.
+/// The file as an editor mid-save leaves it: cut off after the first `=` past the
+/// middle, so the cut is never at a line end or inside a comment (a prefix that happens
+/// to be valid would be a different case: a manifest that lacks something).
 fn half(text: &str) -> String {
-    let cut = (0..=text.len() / 2)
+    let middle = (0..=text.len() / 2)
         .rev()
         .find(|&i| text.is_char_boundary(i))
         .unwrap();
+    let cut = text[middle..]
+        .find(" = ")
+        .map_or(middle, |at| middle + at + 3);
     text[..cut].to_string()
 }
 

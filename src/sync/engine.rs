@@ -108,7 +108,7 @@ pub struct Syncer {
     /// When each outbox comment was last POSTed by this process.
     pub(super) outbox_attempts: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Whether Graph listings expand alerts (see `poll`).
-    pub(super) expand: Mutex<super::poll::ExpandState>,
+    pub(super) expand: Mutex<super::listing::ExpandState>,
     /// Sentinel refused the connector-twin lookup once (logged once).
     pub(super) connector_lookup_refused: AtomicBool,
 }
@@ -148,7 +148,7 @@ impl Syncer {
             recent: Mutex::new(VecDeque::new()),
             recent_capacity: 100,
             outbox_attempts: Mutex::new(std::collections::HashMap::new()),
-            expand: Mutex::new(super::poll::ExpandState::default()),
+            expand: Mutex::new(super::listing::ExpandState::default()),
             connector_lookup_refused: AtomicBool::new(false),
         }
     }

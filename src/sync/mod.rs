@@ -7,8 +7,9 @@
 //! - `comments`: which comments to copy, crash-safe without markers. Pure.
 //! - `engine`: the cycle, the reconcile sweep, dead-letter retries (async edge).
 //! - `poll`: incremental polls in time windows that each fit in one page, robust to
-//!   ignored `$orderby`, offset pages over a live set and future-dated stamps; Graph's
-//!   `$expand` fallback (async edge).
+//!   ignored `$orderby`, offset pages over a live set and future-dated stamps (async edge).
+//! - `listing`: one window's first page or every page, Graph's `$expand` fallback, and a
+//!   page's incidents synced a few at a time (async edge).
 //! - `backfill`: history before the first start, window by window behind the polls.
 //! - `reconcile`: one incident's create or reconcile, writes and commit (async edge).
 //! - `comment_sync`: one incident's comment copies through the outbox (async edge).
@@ -18,6 +19,7 @@ mod comment_sync;
 pub mod comments;
 mod engine;
 pub mod fields;
+mod listing;
 pub mod plan;
 pub mod poll;
 mod reconcile;

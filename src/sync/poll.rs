@@ -3,38 +3,27 @@
 //!
 //! Graph ignores `$orderby` on incidents and pages by `$skip` offsets over a live set;
 //! ARM's order and skip tokens are not promised either (`reference/observed-behaviour.md`).
-//! So a poll never trusts a page that has a next page. It reads a time window
-//! `[cursor − overlap, now by the service's clock)`; a window whose first page holds all
-//! of it (no `nextLink`) is one consistent answer, and anything bigger is split into
+//! So a poll never trusts a page that has a next page. It first asks for everything
+//! since `cursor − overlap`; when that fits in one page (the usual case) it is one
+//! consistent answer. Otherwise it reads the time window `[cursor − overlap, now by the
+//! service's clock)`: a window whose first page holds all of it (no `nextLink`) is one
+//! consistent answer, and anything bigger is split into
 //! narrower windows (by the service's `@odata.count` when it gives one, else in halves)
 //! until each fits. Windows are processed oldest first and the cursor moves to a
 //! window's end only after every incident in it is committed, so a pass cut off after
 //! any request loses nothing. Stamps at or after the window's end (changes made during
 //! the pass, and future-dated or skewed stamps) are read by a tail listing that never
 //! moves the cursor: a stamp from next year cannot blind the poll to today's changes.
-//!
-//! Graph can fail `$expand=alerts` together with `$filter` on large tenants (HTTP 500 on
-//! every request). Then the poll lists without `$expand` and reads alerts per incident,
-//! only for incidents that changed since their last sync; the switch is logged once,
-//! shown as a metric and in `status`, and the expanded query is tried again hourly.
+//! How one window is listed (and Graph's `$expand` fallback) is `listing`'s.
 
 use super::engine::{PassReport, Syncer};
-use super::reconcile::{Outcome, SyncError};
-use crate::client::{ClientError, Page, Pages};
+use super::reconcile::SyncError;
+use crate::client::ClientError;
 use crate::metrics;
 use crate::model::Side;
-use chrono::{DateTime, TimeDelta, Timelike, Utc};
-use futures_util::stream::{self, StreamExt};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
-
-/// Incidents of one page synced at the same time (a page holds 50 on Graph).
-const PAGE_CONCURRENCY: usize = 8;
-
-/// How long Graph's plain listing stands in for the expanded one before the expanded
-/// query is tried again (the 500 is a property of the tenant's size, so rarely gone).
-const EXPAND_RETRY: Duration = Duration::from_secs(3600);
 
 /// How far a cursor may be ahead of the estimated service clock before it is taken
 /// for one poisoned by a future-dated stamp.
@@ -52,18 +41,10 @@ pub const META_FIRST_START: &str = "poll.first_start";
 pub const META_EXPAND_FALLBACK: &str = "graph.expand_fallback_since";
 pub const META_BACKFILL: &str = "backfill.defender";
 
-/// A time in the form both services write and parse: UTC, at most 7 fractional digits
-/// (.NET's resolution; a 9-digit literal is not a valid OData date-time there).
-pub fn format_stamp(t: DateTime<Utc>) -> String {
-    let ticks = t.nanosecond().min(999_999_999) / 100;
-    format!("{}.{ticks:07}Z", t.format("%Y-%m-%dT%H:%M:%S"))
-}
-
-pub fn parse_stamp(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
+/// Times as both services write them: UTC, at most 7 fractional digits (.NET's
+/// resolution; a 9-digit literal is not a valid OData date-time there). The rules'
+/// time natives already write exactly that.
+pub use crate::rules::natives::{format_time as format_stamp, parse_time as parse_stamp};
 
 /// Where a walk over windows records how far it got.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,18 +53,6 @@ pub(super) enum Progress {
     Cursor(Side),
     /// The Defender backfill's `done_to`.
     Backfill,
-}
-
-/// The Graph listing mode: with alerts expanded, or without them since `since`.
-#[derive(Debug, Default)]
-pub(super) struct ExpandState {
-    fallback_since: Option<Instant>,
-}
-
-impl ExpandState {
-    pub(super) fn is_fallback(&self) -> bool {
-        self.fallback_since.is_some()
-    }
 }
 
 impl Syncer {
@@ -355,155 +324,6 @@ impl Syncer {
         Ok(items)
     }
 
-    /// The first page of a window. On Graph, the expanded listing while it works; when
-    /// it fails with a server error and the plain one succeeds, the plain one from then
-    /// on (tried again after [`EXPAND_RETRY`]).
-    async fn list_window(
-        &self,
-        side: Side,
-        a: Option<DateTime<Utc>>,
-        b: Option<DateTime<Utc>>,
-    ) -> Result<Page, ClientError> {
-        let (from, until) = (a.map(format_stamp), b.map(format_stamp));
-        let (from, until) = (from.as_deref(), until.as_deref());
-        if side == Side::Sentinel {
-            self.count_call(side);
-            return self.sentinel.window(from, until).await;
-        }
-        let expand = self.expand_alerts();
-        self.count_call(side);
-        let result = self.graph.window(from, until, expand).await;
-        match result {
-            Err(ClientError::Exhausted {
-                last_status: Some(500 | 502 | 504),
-                ..
-            }) if expand => {
-                self.count_call(side);
-                let plain = self.graph.window(from, until, false).await?;
-                self.enter_expand_fallback();
-                Ok(plain)
-            }
-            Ok(page) if expand => {
-                self.leave_expand_fallback();
-                Ok(page)
-            }
-            other => other,
-        }
-    }
-
-    /// Every page of a listing (offsets): for the tail and narrow windows.
-    fn pages(&self, side: Side, from: Option<&str>, until: Option<&str>) -> Pages<'_> {
-        match side {
-            Side::Defender => self.graph.window_pages(from, until, self.expand_alerts()),
-            Side::Sentinel => self.sentinel.window_pages(from, until),
-        }
-    }
-
-    /// Whether Graph listings should expand alerts now.
-    fn expand_alerts(&self) -> bool {
-        let state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
-        state
-            .fallback_since
-            .is_none_or(|since| since.elapsed() >= EXPAND_RETRY)
-    }
-
-    /// Status only (the meta key is for `status`): a failure to record it is logged.
-    fn enter_expand_fallback(&self) {
-        let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
-        let first = state.fallback_since.is_none();
-        state.fallback_since = Some(Instant::now());
-        drop(state);
-        if first {
-            tracing::warn!(
-                "Graph fails $expand=alerts together with $filter (a known limit of large tenants); listing without $expand and reading alerts per changed incident, retrying the expanded listing hourly"
-            );
-            self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 1.0);
-            self.note_expand_fallback(&super::engine::now_rfc3339());
-        }
-    }
-
-    fn note_expand_fallback(&self, since: &str) {
-        if let Err(e) = self.state.set_meta(META_EXPAND_FALLBACK, since) {
-            tracing::warn!(error = %e, "could not record Graph's listing mode for status");
-        }
-    }
-
-    fn leave_expand_fallback(&self) {
-        let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
-        if state.fallback_since.take().is_some() {
-            drop(state);
-            tracing::info!("Graph accepts $expand=alerts with $filter again");
-            self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 0.0);
-            self.note_expand_fallback("");
-        }
-    }
-
-    /// Syncs the incidents of one page, a few at a time; `false` when the pass must
-    /// stop (a transient failure or shutdown), with the reason in the report.
-    async fn sync_items(
-        &self,
-        side: Side,
-        items: Vec<Value>,
-        report: &mut PassReport,
-    ) -> Result<bool, SyncError> {
-        let outcomes: Vec<Option<Result<Outcome, SyncError>>> = stream::iter(items)
-            .map(|incident| async move {
-                if self.stopping() {
-                    return None;
-                }
-                Some(match side {
-                    Side::Defender => self.sync_listed_defender(incident).await,
-                    Side::Sentinel => self.from_sentinel(incident, false).await,
-                })
-            })
-            .buffered(PAGE_CONCURRENCY)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            match outcome {
-                None => {
-                    report.interrupted = Some("shutting down".into());
-                    return Ok(false);
-                }
-                Some(Ok(outcome)) => {
-                    report.seen += 1;
-                    report.written += outcome.writes();
-                }
-                Some(Err(SyncError::Transient(e))) => {
-                    report.interrupted = Some(e.to_string());
-                    return Ok(false);
-                }
-                Some(Err(e)) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
-    /// A Defender incident as listed: without alerts when the listing could not expand
-    /// them, so they are read here, but only when the incident changed since its last
-    /// sync (an unchanged one needs no rule run, so no alerts).
-    async fn sync_listed_defender(&self, d: Value) -> Result<Outcome, SyncError> {
-        if d.get("alerts").is_some() {
-            return self.from_defender(d, false).await;
-        }
-        let Some(id) = d["id"].as_str() else {
-            return self.from_defender(d, false).await;
-        };
-        if let Some(link) = self.state.link(id)? {
-            if link.created && link.defender_version.as_deref() == stamp(Side::Defender, &d) {
-                self.count(|s| s.incidents_seen += 1);
-                return Ok(Outcome::Unchanged);
-            }
-        }
-        self.count_call(Side::Defender);
-        match self.graph.get(id).await {
-            Ok(Some(full)) => self.from_defender(full, false).await,
-            // Deleted between the listing and now: nothing to sync.
-            Ok(None) => Ok(Outcome::Gone),
-            Err(e) => Err(SyncError::Transient(e)),
-        }
-    }
-
     fn interrupt(&self, side: Side, report: &mut PassReport, e: ClientError) {
         tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
         report.interrupted = Some(e.to_string());
@@ -594,22 +414,6 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_stamp(s).unwrap()
-    }
-
-    #[test]
-    fn stamps_have_seven_fractional_digits() {
-        assert_eq!(
-            format_stamp(t("2026-01-02T03:04:05.123456789Z")),
-            "2026-01-02T03:04:05.1234567Z"
-        );
-        assert_eq!(
-            format_stamp(t("2026-01-02T03:04:05Z")),
-            "2026-01-02T03:04:05.0000000Z"
-        );
-        assert_eq!(
-            format_stamp(t("2026-01-02T04:04:05+01:00")),
-            "2026-01-02T03:04:05.0000000Z"
-        );
     }
 
     #[test]
