@@ -16,6 +16,9 @@ use crate::model::Side;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// How much later a backfill's start may fall and still be the one already recorded.
+const SAME_REQUEST: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 /// A backfill's range and how far it got (stored as JSON in the state's meta).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackfillStatus {
@@ -114,10 +117,12 @@ impl Syncer {
             // Everything since `from` is the polls' already.
             return Ok(stored);
         }
+        // The service's clock is estimated from whole-second `Date` headers and can step
+        // back a second: the same span asked again moments later is the same request.
         let covered = stored
             .as_ref()
             .and_then(|s| parse_stamp(&s.from))
-            .is_some_and(|stored_from| stored_from <= from);
+            .is_some_and(|stored_from| stored_from <= from + SAME_REQUEST);
         if covered {
             return Ok(stored);
         }
