@@ -137,7 +137,7 @@ async fn when_graph_fails_expand_with_filter_every_incident_arrives_with_its_ale
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(300, &dir);
     opts.observed.graph_expand_filter_limit = Some(100);
-    let tb = Testbed::start(pack(), opts).await.unwrap();
+    let mut tb = Testbed::start(pack(), opts).await.unwrap();
     tb.quiesce(30).await.unwrap();
     let report = tb.consistency();
     assert!(report.ok(), "{report:#?}");
@@ -171,6 +171,28 @@ async fn when_graph_fails_expand_with_filter_every_incident_arrives_with_its_ale
         .map(|r| r.status)
         .collect::<Vec<_>>();
     assert!(expanded_lists.contains(&500), "{expanded_lists:?}");
+    let failures = expanded_lists.iter().filter(|s| **s == 500).count();
+    drop(store);
+
+    // A restarted process remembers the switch instead of rediscovering the 500.
+    tb.restart().unwrap();
+    {
+        let mut store = tb.emulator.store();
+        let id = store.graph.keys().next().unwrap().clone();
+        let changes = json!({"status": "inProgress"}).as_object().unwrap().clone();
+        store.graph_patch(&id, changes, "analyst").unwrap();
+    }
+    tb.syncer.poll(Side::Defender).await.unwrap();
+    assert!(tb.syncer.expand_fallback());
+    let after = tb
+        .emulator
+        .store()
+        .requests
+        .iter()
+        .filter(|r| r.path.ends_with("/security/incidents") && r.status == 500)
+        .count();
+    assert_eq!(after, failures, "no new 500s after the restart");
+    assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,9 @@ const EXPAND_RETRY: Duration = Duration::from_secs(3600);
 #[derive(Debug, Default)]
 pub(super) struct ExpandState {
     fallback_since: Option<Instant>,
+    /// Whether a previous process's switch was read from the state (once): a restart
+    /// must not spend a retry sequence rediscovering the 500.
+    restored: bool,
 }
 
 impl ExpandState {
@@ -83,7 +86,16 @@ impl Syncer {
 
     /// Whether Graph listings should expand alerts now.
     fn expand_alerts(&self) -> bool {
-        let state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.restored {
+            state.restored = true;
+            let since = self.state.meta(META_EXPAND_FALLBACK).ok().flatten();
+            let ago = since
+                .as_deref()
+                .and_then(crate::rules::natives::parse_time)
+                .and_then(|t| (Utc::now() - t).to_std().ok());
+            state.fallback_since = ago.and_then(|ago| Instant::now().checked_sub(ago));
+        }
         state
             .fallback_since
             .is_none_or(|since| since.elapsed() >= EXPAND_RETRY)
