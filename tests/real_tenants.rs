@@ -149,30 +149,31 @@ async fn when_graph_fails_expand_with_filter_every_incident_arrives_with_its_ale
     );
     // The twins' descriptions summarise the alerts, which only the per-incident reads
     // brought (the consistency check above renders from the stored, expanded incidents).
-    let store = tb.emulator.store();
-    let with_alerts = store
-        .sentinel
-        .values()
-        .filter(|s| {
-            s["properties"]["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("Alerts ("))
-        })
-        .count();
-    assert!(with_alerts > 200, "{with_alerts}");
-    let expanded_lists = store
-        .requests
-        .iter()
-        .filter(|r| {
-            r.path.ends_with("/security/incidents")
-                && r.query.contains("expand")
-                && r.query.contains("filter")
-        })
-        .map(|r| r.status)
-        .collect::<Vec<_>>();
-    assert!(expanded_lists.contains(&500), "{expanded_lists:?}");
-    let failures = expanded_lists.iter().filter(|s| **s == 500).count();
-    drop(store);
+    let failures = {
+        let store = tb.emulator.store();
+        let with_alerts = store
+            .sentinel
+            .values()
+            .filter(|s| {
+                s["properties"]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("Alerts ("))
+            })
+            .count();
+        assert!(with_alerts > 200, "{with_alerts}");
+        let expanded_lists = store
+            .requests
+            .iter()
+            .filter(|r| {
+                r.path.ends_with("/security/incidents")
+                    && r.query.contains("expand")
+                    && r.query.contains("filter")
+            })
+            .map(|r| r.status)
+            .collect::<Vec<_>>();
+        assert!(expanded_lists.contains(&500), "{expanded_lists:?}");
+        expanded_lists.iter().filter(|s| **s == 500).count()
+    };
 
     // A restarted process remembers the switch instead of rediscovering the 500.
     tb.restart().unwrap();
