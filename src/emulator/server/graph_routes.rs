@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::emulator::evolvable;
-use crate::emulator::paging::{graph_next_link, page_at};
+use crate::emulator::paging::graph_next_link;
 
 /// Whether newer enum members are hidden from this request.
 fn hide_newer(state: &AppState, headers: &HeaderMap) -> bool {
@@ -45,12 +45,13 @@ fn parse_count(query: &HashMap<String, String>) -> Result<bool, ApiError> {
 }
 
 /// Incidents sorted by `field` (a stamp, or the id in numeric order), id breaking ties.
-fn sort(items: &mut [Value], field: &str, desc: bool) {
+fn sort<T: std::borrow::Borrow<Value>>(items: &mut [T], field: &str, desc: bool) {
     let id_key = |v: &Value| {
         let id = v["id"].as_str().unwrap_or("");
         (id.len(), id.to_string())
     };
-    let key = |v: &Value| {
+    let key = |v: &T| {
+        let v = v.borrow();
         let time = (field != "id")
             .then(|| v[field].as_str())
             .flatten()
@@ -124,6 +125,27 @@ pub(super) async fn graph_list(
             "An internal server error occurred while processing the request.",
         ));
     }
+    if observed {
+        let mut matched: Vec<&Value> = store
+            .graph
+            .values()
+            .filter(|i| graph::matches(i, &clauses))
+            .collect();
+        let total = count.then_some(matched.len());
+        // `$orderby` is accepted and ignored (observed 2026): newest created first.
+        sort(&mut matched, "createdDateTime", true);
+        // Only the page is rendered: every page re-evaluates the live set, and copying
+        // all of it per page made a full walk quadratic in the tenant's size.
+        let start = skip.min(matched.len());
+        let end = skip.saturating_add(top).min(matched.len());
+        let page = matched[start..end]
+            .iter()
+            .map(|i| graph::render_for(i, expand, hide))
+            .collect();
+        let next = (end < matched.len()).then_some(end);
+        let link = next.map(|n| graph_next_link(&base, &query, n));
+        return Ok(list_body(page, total, link));
+    }
     let mut items: Vec<Value> = store
         .graph
         .values()
@@ -131,13 +153,6 @@ pub(super) async fn graph_list(
         .map(|i| graph::render_for(i, expand, hide))
         .collect();
     let total = count.then_some(items.len());
-    if observed {
-        // `$orderby` is accepted and ignored (observed 2026): newest created first.
-        sort(&mut items, "createdDateTime", true);
-        let (page, next) = page_at(&items, skip, top);
-        let link = next.map(|n| graph_next_link(&base, &query, n));
-        return Ok(list_body(page, total, link));
-    }
     let (field, desc) = order.unwrap_or(("lastUpdateDateTime", true));
     sort(&mut items, field, desc);
     items.drain(..skip.min(items.len()));
