@@ -39,11 +39,11 @@ pub struct DemoArgs {
     pub profile: crate::emulator::Profile,
     /// Share of Defender incidents Microsoft's Defender XDR connector has already copied
     /// to Sentinel (rulebridge links to those instead of creating twins).
-    #[arg(long, value_name = "RATE", default_value_t = 0.1)]
+    #[arg(long, value_name = "RATE", default_value_t = 0.1, value_parser = super::parse_share)]
     pub connector_incidents: f64,
     /// Share of Graph's incidents that are Sentinel's own (the unified portal lists them;
     /// rulebridge never twins them back).
-    #[arg(long, value_name = "RATE", default_value_t = 0.05)]
+    #[arg(long, value_name = "RATE", default_value_t = 0.05, value_parser = super::parse_share)]
     pub sentinel_incidents_in_graph: f64,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -53,17 +53,6 @@ pub struct DemoArgs {
 pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(args.analysts.is_finite() && args.analysts >= 0.0) {
         anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
-    }
-    for (flag, rate) in [
-        ("--connector-incidents", args.connector_incidents),
-        (
-            "--sentinel-incidents-in-graph",
-            args.sentinel_incidents_in_graph,
-        ),
-    ] {
-        if !(0.0..=1.0).contains(&rate) {
-            anyhow::bail!("{flag} must be a share between 0 and 1, got {rate}");
-        }
     }
     let pack = match args.pack.load() {
         Ok(pack) => pack,

@@ -42,11 +42,11 @@ pub struct EmulateArgs {
     pub profile: Profile,
     /// Share (0-1) of seeded Defender incidents that Microsoft's Defender XDR connector
     /// has already copied to Sentinel (providerName "Microsoft XDR").
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = super::parse_share)]
     pub connector_incidents: f64,
     /// Share (0-1) of seeded Defender incidents that came from Sentinel, as the unified
     /// portal lists them (alerts from serviceSource microsoftSentinel).
-    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = super::parse_share)]
     pub sentinel_incidents_in_graph: f64,
     /// Graph answers $expand=alerts together with $filter with HTTP 500 when the tenant
     /// holds more incidents than this (observed profile; 0 = never).
@@ -61,17 +61,6 @@ pub struct EmulateArgs {
 pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     if !(args.analysts.is_finite() && args.analysts >= 0.0) {
         anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
-    }
-    for (flag, rate) in [
-        ("--connector-incidents", args.connector_incidents),
-        (
-            "--sentinel-incidents-in-graph",
-            args.sentinel_incidents_in_graph,
-        ),
-    ] {
-        if !(0.0..=1.0).contains(&rate) {
-            anyhow::bail!("{flag} must be a share between 0 and 1, got {rate}");
-        }
     }
     let mut config = EmulatorConfig {
         profile: args.profile,

@@ -145,6 +145,14 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A share of incidents, 0 to 1 (`--connector-incidents`, `--sentinel-incidents-in-graph`).
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("must be a share between 0 and 1, got {text}")),
+    }
+}
+
 fn print_problems(problems: &[Problem]) {
     for p in problems {
         println!("{p}");

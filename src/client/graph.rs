@@ -8,7 +8,7 @@
 //! `Prefer: include-unknown-enum-members`: without it, newer members (`awaitingAction`,
 //! alerts' `serviceSource` `microsoftSentinel`) come back as `unknownFutureValue`.
 
-use super::http::{Api, ClientError, Idempotent, Page, Pages};
+use super::http::{time_window_filter, Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -19,11 +19,6 @@ pub struct GraphClient {
     api: Api,
     /// `https://graph.microsoft.com/v1.0`, or the emulator's.
     base_url: String,
-}
-
-/// An OData date-time literal in a URL query (`+` would read as a space).
-fn literal(stamp: &str) -> String {
-    stamp.replace('+', "%2B")
 }
 
 impl GraphClient {
@@ -100,16 +95,9 @@ impl GraphClient {
         if count {
             url.push_str("&$count=true");
         }
-        let clauses: Vec<String> = [
-            from.map(|f| format!("lastUpdateDateTime%20ge%20{}", literal(f))),
-            until.map(|u| format!("lastUpdateDateTime%20lt%20{}", literal(u))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !clauses.is_empty() {
+        if let Some(filter) = time_window_filter("lastUpdateDateTime", from, until) {
             url.push_str("&$filter=");
-            url.push_str(&clauses.join("%20and%20"));
+            url.push_str(&filter);
         }
         url
     }

@@ -474,6 +474,20 @@ impl Api {
     }
 }
 
+/// `from <= field < until` as a URL-encoded OData `$filter` value (either bound may be
+/// absent; `None` when both are). `+` in an offset would read as a space: encoded.
+pub fn time_window_filter(field: &str, from: Option<&str>, until: Option<&str>) -> Option<String> {
+    let literal = |stamp: &str| stamp.replace('+', "%2B");
+    let clauses: Vec<String> = [
+        from.map(|f| format!("{field}%20ge%20{}", literal(f))),
+        until.map(|u| format!("{field}%20lt%20{}", literal(u))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!clauses.is_empty()).then(|| clauses.join("%20and%20"))
+}
+
 /// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110 10.2.3), as a delay from now
 /// (a date in the past is no delay).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {

@@ -4,7 +4,7 @@
 //! re-plan, never overwrite), comments (every page), and the lookup of an incident
 //! Microsoft's own Defender XDR connector made for a Defender id.
 
-use super::http::{Api, ClientError, Idempotent, Page, Pages};
+use super::http::{time_window_filter, Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -26,10 +26,6 @@ pub struct SentinelClient {
     /// `…/providers/Microsoft.SecurityInsights/incidents` without the query.
     collection: String,
     api_version: String,
-}
-
-fn literal(stamp: &str) -> String {
-    stamp.replace('+', "%2B")
 }
 
 impl SentinelClient {
@@ -109,16 +105,9 @@ impl SentinelClient {
 
     fn window_url(&self, from: Option<&str>, until: Option<&str>) -> String {
         let mut url = format!("{}&$top={PAGE_SIZE}", self.url(""));
-        let clauses: Vec<String> = [
-            from.map(|f| format!("properties/lastModifiedTimeUtc%20ge%20{}", literal(f))),
-            until.map(|u| format!("properties/lastModifiedTimeUtc%20lt%20{}", literal(u))),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !clauses.is_empty() {
+        if let Some(filter) = time_window_filter("properties/lastModifiedTimeUtc", from, until) {
             url.push_str("&$filter=");
-            url.push_str(&clauses.join("%20and%20"));
+            url.push_str(&filter);
         }
         url
     }
