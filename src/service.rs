@@ -5,9 +5,7 @@
 //! `shutdown` future; everything else, including the order of a graceful stop (finish
 //! the incident in hand, commit, close the ops server), lives here.
 
-use crate::client::{
-    Api, GraphClient, RetryPolicy, SentinelClient, TokenSource, ARM_SCOPE, GRAPH_SCOPE,
-};
+use crate::client::{Api, GraphClient, RetryPolicy, SentinelClient, TokenSource};
 use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadError, ReloadOutcome, Reloader, WatchOptions, Watcher};
@@ -47,23 +45,30 @@ pub fn build_syncer(
     pack: Arc<PackHandle>,
     metrics: Arc<Metrics>,
 ) -> Result<Syncer, ServiceError> {
-    let credentials = config.credentials()?;
-    let tenant = credentials.tenant_id.clone();
+    let identity = config.identity()?;
+    // Once per process: which way it signs in and from where, never the secret.
+    tracing::info!(
+        kind = %identity.kind,
+        chosen = identity.chosen,
+        cloud = %config.cloud(),
+        "signing in with {}",
+        identity.source
+    );
+    let tenant = identity.tenant_id.clone();
     let http = reqwest::Client::builder()
         .user_agent(concat!("rulebridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::Client(e.to_string()))?;
-    let graph_tokens = Arc::new(TokenSource::new(
+    let endpoints = config.endpoints(&crate::config::ProcessEnv);
+    let graph_tokens = Arc::new(TokenSource::with_sign_in(
         http.clone(),
-        config.graph_token_url()?,
-        credentials.clone(),
-        GRAPH_SCOPE.into(),
+        identity.graph,
+        endpoints.graph_scope(),
     ));
-    let arm_tokens = Arc::new(TokenSource::new(
+    let arm_tokens = Arc::new(TokenSource::with_sign_in(
         http.clone(),
-        config.sentinel_token_url()?,
-        credentials,
-        ARM_SCOPE.into(),
+        identity.arm,
+        endpoints.arm_scope(),
     ));
     let retry = RetryPolicy::default();
     let graph = GraphClient::new(
@@ -73,7 +78,7 @@ pub fn build_syncer(
             config.graph_rate_limiter(),
             retry.clone(),
         ),
-        &config.defender.graph_url,
+        &config.graph_url(),
     );
     let sentinel = SentinelClient::new(
         Api::new(http, arm_tokens, config.sentinel_rate_limiter(), retry),

@@ -48,7 +48,7 @@ async fn the_emulator_example_points_at_a_default_emulator() {
     .unwrap();
     let at_8943 = |url: &str| url.replace(&emulator.addr.to_string(), "127.0.0.1:8943");
     let info = emulator.info();
-    assert_eq!(config.defender.graph_url, at_8943(&info.graph_base_url));
+    assert_eq!(config.graph_url(), at_8943(&info.graph_base_url));
     assert_eq!(config.graph_token_url().unwrap(), at_8943(&info.token_url));
     assert_eq!(
         config.sentinel_token_url().unwrap(),
@@ -59,10 +59,20 @@ async fn the_emulator_example_points_at_a_default_emulator() {
         at_8943(&info.sentinel_incidents_url)
     );
 
-    let credentials = config.credentials().unwrap();
-    assert_eq!(credentials.tenant_id, info.tenant_id);
-    assert_eq!(credentials.client_id, info.client_id);
-    assert_eq!(credentials.client_secret.expose(), info.client_secret);
+    let identity = config.identity().unwrap();
+    assert_eq!(identity.tenant_id, info.tenant_id);
+    assert_eq!(identity.kind, rulebridge::client::CredentialKind::Secret);
+    match identity.graph {
+        rulebridge::client::SignIn::App {
+            client_id, proof, ..
+        } => {
+            assert_eq!(client_id, info.client_id);
+            assert!(
+                matches!(&*proof, rulebridge::client::Proof::Secret(s) if s.expose() == info.client_secret)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 
     assert_eq!(config.sync.rules, Path::new("examples/../rules"));
     assert!(config.sync.rules.join("pack.toml").is_file());

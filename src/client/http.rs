@@ -5,7 +5,7 @@
 //! and message but never a token or secret. Every wait ends at once when the API is
 //! cancelled (shutdown): a retry sleep must never hold a stopping process for minutes.
 
-use super::auth::TokenSource;
+use super::identity::TokenSource;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
@@ -202,6 +202,21 @@ impl Api {
         }
     }
 
+    /// A bearer token, unless the API is cancelled first: the token source retries a
+    /// throttled endpoint, and a stopping process must not wait for it.
+    async fn token(&self, operation: &str) -> Result<String, ClientError> {
+        let mut cancelled = self.cancelled.subscribe();
+        if *cancelled.borrow() {
+            return Err(ClientError::Cancelled {
+                operation: operation.into(),
+            });
+        }
+        tokio::select! {
+            token = self.tokens.token() => token,
+            _ = cancelled.wait_for(|c| *c) => Err(ClientError::Cancelled { operation: operation.into() }),
+        }
+    }
+
     /// The limiter's token, unless the API is cancelled first.
     async fn acquire(&self, operation: &str) -> Result<(), ClientError> {
         let mut cancelled = self.cancelled.subscribe();
@@ -273,7 +288,7 @@ impl Api {
         loop {
             attempt += 1;
             self.acquire(operation).await?;
-            let token = self.tokens.token().await?;
+            let token = self.token(operation).await?;
             let mut request = self
                 .http
                 .request(method.clone(), url)

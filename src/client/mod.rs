@@ -1,21 +1,27 @@
 //! The HTTP clients rulebridge uses: Microsoft Graph security incidents and Microsoft
-//! Sentinel incidents, with OAuth2 client credentials. Base URLs are configuration, so
+//! Sentinel incidents, signed in by [`identity`] in any [`cloud`]. Base URLs are configuration, so
 //! the same code talks to the emulator or to Microsoft.
 //!
 //! Edge module (reqwest, tokio). Invariant: no token or secret appears in an error,
 //! a log line or a `Debug` output.
 
-pub mod auth;
+pub mod cloud;
 pub mod graph;
 pub mod http;
+pub mod identity;
 pub mod sentinel;
 
-pub use auth::{Credentials, Secret, TokenSource};
+pub use cloud::{Cloud, CloudEndpoints};
 pub use graph::GraphClient;
 pub use http::{Api, ClientError, Page, Pages, RateLimiter, RetryPolicy};
+pub use identity::{
+    ClientCertificate, CredentialKind, Credentials, ManagedEndpoint, ManagedIdentity, Proof,
+    Secret, SignIn, TokenRetry, TokenSource,
+};
 pub use sentinel::SentinelClient;
 
-/// Scopes of the two APIs (client-credentials flow).
+/// Scopes of the two APIs in the public cloud (client-credentials flow); other clouds
+/// derive theirs from [`CloudEndpoints`].
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 pub const ARM_SCOPE: &str = "https://management.azure.com/.default";
 

@@ -9,8 +9,15 @@
 //! environment variable or a file named here, and never appears in an error.
 //! Relative paths are resolved against the folder of the configuration file, so a
 //! config works the same from any working directory.
+//!
+//! This file holds the types, loading and validation; [`identity`] turns a loaded
+//! config and the environment into the cloud's endpoints and the sign-in.
 
-use crate::client::{Credentials, RateLimiter, Secret};
+mod identity;
+
+pub use identity::{Env, Identity, ProcessEnv};
+
+use crate::client::RateLimiter;
 use crate::problem::{line_col, Problem};
 use crate::schema::{self, SchemaSet};
 use serde::{Deserialize, Serialize};
@@ -67,6 +74,7 @@ fn join_lines(problems: &[Problem]) -> String {
 pub struct Config {
     pub defender: DefenderConfig,
     pub sentinel: SentinelConfig,
+    pub cloud: CloudConfig,
     pub credentials: CredentialsConfig,
     pub sync: SyncConfig,
     pub server: ServerConfig,
@@ -81,8 +89,9 @@ pub struct Config {
 pub struct DefenderConfig {
     /// `None`: `AZURE_TENANT_ID`, read when credentials are resolved.
     pub tenant_id: Option<String>,
-    pub graph_url: String,
-    /// `None`: the Entra ID endpoint of the tenant.
+    /// `None`: the cloud's Graph, `/v1.0`.
+    pub graph_url: Option<String>,
+    /// `None`: the Entra ID endpoint of the tenant in the cloud.
     pub token_url: Option<String>,
     pub requests_per_minute: f64,
 }
@@ -91,7 +100,7 @@ impl Default for DefenderConfig {
     fn default() -> Self {
         DefenderConfig {
             tenant_id: None,
-            graph_url: "https://graph.microsoft.com/v1.0".into(),
+            graph_url: None,
             token_url: None,
             // The documented figure for Graph /security alerts; see client::graph_rate_limiter.
             requests_per_minute: 150.0,
@@ -108,7 +117,8 @@ pub struct SentinelConfig {
     pub subscription_id: Option<String>,
     pub resource_group: Option<String>,
     pub workspace: Option<String>,
-    pub arm_url: String,
+    /// `None`: the cloud's ARM.
+    pub arm_url: Option<String>,
     pub api_version: String,
     pub token_url: Option<String>,
     pub requests_per_second: f64,
@@ -121,7 +131,7 @@ impl Default for SentinelConfig {
             subscription_id: None,
             resource_group: None,
             workspace: None,
-            arm_url: "https://management.azure.com".into(),
+            arm_url: None,
             api_version: "2024-03-01".into(),
             token_url: None,
             requests_per_second: 10.0,
@@ -129,23 +139,57 @@ impl Default for SentinelConfig {
     }
 }
 
+/// `[cloud]`: the name sets every host; explicit hosts win over it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudConfig {
+    /// Checked by the schema against [`Cloud::NAMES`]; `china` is refused when loading.
+    pub name: String,
+    pub authority_host: Option<String>,
+    pub graph_resource: Option<String>,
+    pub arm_resource: Option<String>,
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            name: "public".into(),
+            authority_host: None,
+            graph_resource: None,
+            arm_resource: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CredentialsConfig {
+    /// `None`: what the environment implies (see [`Config::identity`]).
+    pub kind: Option<String>,
     /// `None`: `AZURE_CLIENT_ID`.
     pub client_id: Option<String>,
     /// The name of the variable holding the secret, not the secret.
     pub client_secret_env: String,
-    /// Wins over `client_secret_env` when set.
+    /// Wins over `client_secret_env` when set; `None`: `AZURE_CLIENT_SECRET_FILE`.
     pub client_secret_file: Option<PathBuf>,
+    /// PEM (key + certificate) or PKCS#12; `None`: `AZURE_CLIENT_CERTIFICATE_PATH`.
+    pub certificate_path: Option<PathBuf>,
+    /// The name of the variable holding the PKCS#12 password.
+    pub certificate_password_env: String,
+    /// `None`: `AZURE_FEDERATED_TOKEN_FILE`.
+    pub federated_token_file: Option<PathBuf>,
 }
 
 impl Default for CredentialsConfig {
     fn default() -> Self {
         CredentialsConfig {
+            kind: None,
             client_id: None,
             client_secret_env: "AZURE_CLIENT_SECRET".into(),
             client_secret_file: None,
+            certificate_path: None,
+            certificate_password_env: "AZURE_CLIENT_CERTIFICATE_PASSWORD".into(),
+            federated_token_file: None,
         }
     }
 }
@@ -309,7 +353,14 @@ impl Config {
         if let Some(p) = &mut self.sync.schemas {
             resolve(p);
         }
-        if let Some(p) = &mut self.credentials.client_secret_file {
+        for p in [
+            &mut self.credentials.client_secret_file,
+            &mut self.credentials.certificate_path,
+            &mut self.credentials.federated_token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
             resolve(p);
         }
     }
@@ -329,102 +380,6 @@ impl Config {
         }
     }
 
-    /// `defender.tenant_id`, else `AZURE_TENANT_ID`.
-    pub fn tenant_id(&self) -> Result<String, ConfigError> {
-        match &self.defender.tenant_id {
-            Some(tenant) => Ok(tenant.clone()),
-            None => non_empty_env("AZURE_TENANT_ID").ok_or_else(|| {
-                self.credentials_error(
-                    "no tenant: set defender.tenant_id or the AZURE_TENANT_ID environment variable"
-                        .into(),
-                )
-            }),
-        }
-    }
-
-    /// Tenant, client id and secret. The secret comes from `client_secret_file` when
-    /// set (trimmed: files usually end in a newline), else from the variable named by
-    /// `client_secret_env`.
-    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
-        let tenant_id = self.tenant_id()?;
-        let client_id = match &self.credentials.client_id {
-            Some(id) => id.clone(),
-            None => non_empty_env("AZURE_CLIENT_ID").ok_or_else(|| {
-                self.credentials_error(
-                    "no client id: set credentials.client_id or the AZURE_CLIENT_ID environment variable"
-                        .into(),
-                )
-            })?,
-        };
-        let secret = match &self.credentials.client_secret_file {
-            Some(file) => {
-                // Only the io error's kind is shown: it never carries the contents.
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    self.credentials_error(format!(
-                        "cannot read client_secret_file {}: {e}",
-                        file.display()
-                    ))
-                })?;
-                let secret = text.trim().to_string();
-                if secret.is_empty() {
-                    return Err(self.credentials_error(format!(
-                        "client_secret_file {} is empty",
-                        file.display()
-                    )));
-                }
-                secret
-            }
-            None => {
-                let name = &self.credentials.client_secret_env;
-                non_empty_env(name).ok_or_else(|| {
-                    self.credentials_error(format!(
-                        "no client secret: the environment variable {name} is not set \
-                         (credentials.client_secret_env), and credentials.client_secret_file is not set"
-                    ))
-                })?
-            }
-        };
-        Ok(Credentials {
-            tenant_id,
-            client_id,
-            client_secret: Secret::new(secret),
-        })
-    }
-
-    /// The token endpoint for Graph: `defender.token_url`, else the tenant's Entra ID one.
-    pub fn graph_token_url(&self) -> Result<String, ConfigError> {
-        match &self.defender.token_url {
-            Some(url) => Ok(url.clone()),
-            None => Ok(entra_token_url(&self.tenant_id()?)),
-        }
-    }
-
-    /// The token endpoint for ARM: `sentinel.token_url`, else the tenant's Entra ID one.
-    pub fn sentinel_token_url(&self) -> Result<String, ConfigError> {
-        match &self.sentinel.token_url {
-            Some(url) => Ok(url.clone()),
-            None => Ok(entra_token_url(&self.tenant_id()?)),
-        }
-    }
-
-    /// The Sentinel incidents collection URL with `?api-version=`: `incidents_url`, or
-    /// built from the workspace coordinates. A loaded config always has one of them;
-    /// an unloaded one without either yields an empty string.
-    pub fn sentinel_incidents_url(&self) -> String {
-        let s = &self.sentinel;
-        if let Some(url) = &s.incidents_url {
-            return url.clone();
-        }
-        match (&s.subscription_id, &s.resource_group, &s.workspace) {
-            (Some(sub), Some(rg), Some(ws)) => format!(
-                "{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}/providers/Microsoft.SecurityInsights/incidents?api-version={}",
-                s.arm_url.trim_end_matches('/'),
-                s.api_version
-            ),
-            _ => String::new(),
-        }
-    }
-
     /// Graph's limiter at the configured rate (burst as in [`crate::client::graph_rate_limiter`]).
     pub fn graph_rate_limiter(&self) -> RateLimiter {
         RateLimiter::new(self.defender.requests_per_minute / 60.0, 10)
@@ -434,16 +389,6 @@ impl Config {
     pub fn sentinel_rate_limiter(&self) -> RateLimiter {
         RateLimiter::new(self.sentinel.requests_per_second, 50)
     }
-}
-
-fn entra_token_url(tenant: &str) -> String {
-    format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
-}
-
-/// An empty variable is treated as unset: `FOO=` in a unit file is a mistake, not a
-/// value to send.
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// Parses TOML into JSON for schema validation; a syntax error is located as
@@ -518,6 +463,7 @@ fn consistency_problems(json: &Value, label: &str) -> Vec<Problem> {
             ));
         }
     }
+    problems.extend(identity::cloud_problems(json, label));
     if let Some(listen) = json.pointer("/server/listen").and_then(Value::as_str) {
         if listen.parse::<SocketAddr>().is_err() {
             problems.push(Problem::at_pointer(
@@ -548,10 +494,13 @@ workspace = "ws-1"
     #[test]
     fn defaults_fill_every_key_left_out() {
         let c = parse(WORKSPACE).unwrap();
-        assert_eq!(c.defender.graph_url, "https://graph.microsoft.com/v1.0");
+        assert_eq!(c.defender.graph_url, None);
+        assert_eq!(c.graph_url(), "https://graph.microsoft.com/v1.0");
         assert_eq!(c.defender.requests_per_minute, 150.0);
         assert_eq!(c.defender.tenant_id, None);
-        assert_eq!(c.sentinel.arm_url, "https://management.azure.com");
+        assert_eq!(c.sentinel.arm_url, None);
+        assert_eq!(c.arm_url(), "https://management.azure.com");
+        assert_eq!(c.cloud.name, "public");
         assert_eq!(c.sentinel.api_version, "2024-03-01");
         assert_eq!(c.sentinel.requests_per_second, 10.0);
         assert_eq!(c.credentials.client_secret_env, "AZURE_CLIENT_SECRET");
@@ -770,50 +719,6 @@ workspace = "ws-1"
         );
         assert_eq!(c.graph_token_url().unwrap(), "http://h/t/token");
         assert_eq!(c.sentinel_token_url().unwrap(), "http://h/s/token");
-    }
-
-    #[test]
-    fn credentials_come_from_a_secret_file_trimmed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rb.toml");
-        std::fs::write(dir.path().join("secret"), "  s3cret-from-file-41d0\n").unwrap();
-        std::fs::write(
-            &file,
-            format!(
-                "[defender]\ntenant_id = \"t-1\"\n[credentials]\nclient_id = \"c-1\"\n\
-                 client_secret_file = \"secret\"\n\
-                 client_secret_env = \"RULEBRIDGE_TEST_SECRET_THAT_IS_NEVER_SET_2b7c\"\n{WORKSPACE}"
-            ),
-        )
-        .unwrap();
-        let creds = Config::load(&file).unwrap().credentials().unwrap();
-        assert_eq!(creds.tenant_id, "t-1");
-        assert_eq!(creds.client_id, "c-1");
-        assert_eq!(creds.client_secret.expose(), "s3cret-from-file-41d0");
-
-        std::fs::write(dir.path().join("secret"), "\n").unwrap();
-        let e = Config::load(&file).unwrap().credentials().unwrap_err();
-        assert!(e.to_string().contains("is empty"), "{e}");
-        std::fs::remove_file(dir.path().join("secret")).unwrap();
-        let e = Config::load(&file).unwrap().credentials().unwrap_err();
-        assert!(
-            e.to_string().contains("cannot read client_secret_file"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_missing_secret_variable_is_named() {
-        let c = parse(&format!(
-            "[defender]\ntenant_id = \"t\"\n[credentials]\nclient_id = \"c\"\n\
-             client_secret_env = \"RULEBRIDGE_TEST_SECRET_THAT_IS_NEVER_SET_9a1f\"\n{WORKSPACE}"
-        ))
-        .unwrap();
-        let e = c.credentials().unwrap_err().to_string();
-        assert!(
-            e.starts_with("<configuration>: credentials: no client secret: the environment variable RULEBRIDGE_TEST_SECRET_THAT_IS_NEVER_SET_9a1f is not set"),
-            "{e}"
-        );
     }
 
     #[test]
