@@ -78,7 +78,7 @@ pub fn build_syncer(
             config.graph_rate_limiter(),
             retry.clone(),
         ),
-        &config.graph_url(),
+        config.graph_url(),
     );
     let sentinel = SentinelClient::new(
         Api::new(http, arm_tokens, config.sentinel_rate_limiter(), retry),

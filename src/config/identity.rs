@@ -242,7 +242,7 @@ impl Config {
                     loaded.thumbprint,
                     unix_to_rfc3339(loaded.not_after)
                 );
-                let proof = Arc::new(Proof::Certificate(loaded));
+                let proof = Arc::new(Proof::Certificate(Box::new(loaded)));
                 certificate = Some(proof.clone());
                 (source, app(client_id()?, proof))
             }

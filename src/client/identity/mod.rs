@@ -114,7 +114,7 @@ impl fmt::Display for CredentialKind {
 #[derive(Debug)]
 pub enum Proof {
     Secret(Secret),
-    Certificate(ClientCertificate),
+    Certificate(Box<ClientCertificate>),
     /// A file holding a token from a trusted issuer (a Kubernetes service-account token),
     /// read again at every fetch.
     FederatedTokenFile(PathBuf),
