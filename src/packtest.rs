@@ -8,7 +8,7 @@ use crate::problem::Problem;
 use crate::rules::json::value_to_dynamic;
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
 use crate::schema::{self, violations};
-use crate::snapshot::confine;
+use crate::snapshot::{confine, PackSnapshot};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -23,6 +23,36 @@ pub struct TestResult {
     pub passed: bool,
     /// Why it failed: a diff, an unexpected error, a malformed test.
     pub detail: String,
+}
+
+/// A failing test's detail is cut to this many lines in the problem that refuses a
+/// pack (the whole diff is what `rulebridge test` is for).
+const TEST_DETAIL_LINES: usize = 8;
+
+/// The one acceptance of a pack, used by `run` at startup, by every hot reload and by
+/// `doctor`: it builds (schemas, compile, entry points), then passes its own tests. A
+/// pack whose tests fail is refused with the same problems wherever it is offered.
+pub fn accept(snapshot: PackSnapshot) -> Result<CompiledPack, Vec<Problem>> {
+    let candidate = CompiledPack::build(snapshot)?;
+    let results = run_pack_tests(&candidate);
+    let failed: Vec<Problem> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| Problem::in_file(&r.name, format!("test failed: {}", first_lines(&r.detail))))
+        .collect();
+    if !failed.is_empty() {
+        return Err(failed);
+    }
+    tracing::debug!(version = %candidate.version, tests = %summary(&results), "the pack passed its tests");
+    Ok(candidate)
+}
+
+fn first_lines(detail: &str) -> String {
+    let mut lines: Vec<&str> = detail.lines().take(TEST_DETAIL_LINES).collect();
+    if detail.lines().count() > TEST_DETAIL_LINES {
+        lines.push("    …");
+    }
+    lines.join("\n")
 }
 
 /// Runs every `tests/**/*.json` of the pack, in path order.

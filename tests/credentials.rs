@@ -4,7 +4,8 @@
 use rulebridge::client::{CredentialKind, Proof, SignIn};
 use rulebridge::config::Config;
 
-const CONFIG: &str = "[sentinel]\nsubscription_id = \"s\"\nresource_group = \"g\"\nworkspace = \"w\"\n";
+const CONFIG: &str =
+    "[sentinel]\nsubscription_id = \"s\"\nresource_group = \"g\"\nworkspace = \"w\"\n";
 
 fn secret_of(config: &Config) -> Result<String, String> {
     let identity = config.identity().map_err(|e| e.to_string())?;

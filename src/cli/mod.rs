@@ -111,6 +111,12 @@ impl PackArgs {
     pub fn load(&self) -> Result<CompiledPack, Vec<Problem>> {
         CompiledPack::build(self.snapshot()?)
     }
+
+    /// Reads the pack and accepts it as a reload would (build, then its own tests):
+    /// what a service runs.
+    pub fn accept(&self) -> Result<CompiledPack, Vec<Problem>> {
+        packtest::accept(self.snapshot()?)
+    }
 }
 
 pub fn main() -> ExitCode {

@@ -105,11 +105,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(span) = &args.backfill {
         config.sync.backfill = Some(span.clone());
     }
-    let pack = match pack_args(&config, args).load() {
+    let pack = match pack_args(&config, args).accept() {
         Ok(pack) => pack,
         Err(problems) => {
             super::print_problems(&problems);
-            anyhow::bail!("the rule pack does not load; nothing was synced");
+            anyhow::bail!(
+                "the rule pack is refused (it does not load or its tests fail); nothing was synced"
+            );
         }
     };
     eprintln!("{}", super::describe(&pack));
@@ -142,11 +144,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
-    let pack = match pack_args(&config, args).load() {
+    let pack = match pack_args(&config, args).accept() {
         Ok(pack) => pack,
         Err(problems) => {
             super::print_problems(&problems);
-            anyhow::bail!("the rule pack does not load; nothing was retried");
+            anyhow::bail!(
+                "the rule pack is refused (it does not load or its tests fail); nothing was retried"
+            );
         }
     };
     let metrics = Arc::new(Metrics::new());

@@ -19,7 +19,7 @@ pub use shadow::{shadow, RuleShadow, ShadowReport};
 pub use watch::{watch, watch_paths, WatchOptions, Watcher};
 
 use crate::metrics::{self, Metrics};
-use crate::packtest::{run_pack_tests, summary};
+use crate::packtest::accept;
 use crate::problem::Problem;
 use crate::rules::{CompiledPack, PackHandle};
 use crate::snapshot::PackSnapshot;
@@ -34,10 +34,6 @@ use std::time::{Duration, Instant};
 pub type Hook = Box<dyn Fn(&ReloadOutcome) + Send + Sync>;
 /// Supplies the incidents a candidate is shadow-run on (e.g. `Syncer::recent_incidents`).
 pub type ShadowSource = Box<dyn Fn() -> Vec<Arc<Value>> + Send + Sync>;
-
-/// Lines of a failing test's detail kept in its problem: enough to see the first
-/// difference, short enough for a log line.
-const TEST_DETAIL_LINES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -231,7 +227,8 @@ impl Reloader {
         if version == active.version {
             return ReloadOutcome::Unchanged { version };
         }
-        let candidate = match CompiledPack::build(snapshot) {
+        // The same acceptance as startup (build, then the pack's own tests).
+        let candidate = match accept(snapshot) {
             Ok(pack) => pack,
             Err(problems) => {
                 return ReloadOutcome::Rejected {
@@ -240,19 +237,6 @@ impl Reloader {
                 }
             }
         };
-        let results = run_pack_tests(&candidate);
-        let failed: Vec<Problem> = results
-            .iter()
-            .filter(|r| !r.passed)
-            .map(|r| Problem::in_file(&r.name, format!("test failed: {}", first_lines(&r.detail))))
-            .collect();
-        if !failed.is_empty() {
-            return ReloadOutcome::Rejected {
-                version: Some(version),
-                problems: failed,
-            };
-        }
-        tracing::debug!(version, tests = %summary(&results), "candidate passed its tests");
         self.shadow_run(active, &candidate);
         let old = self.pack.swap(candidate);
         ReloadOutcome::Swapped {
@@ -334,12 +318,4 @@ impl Reloader {
             }
         }
     }
-}
-
-fn first_lines(detail: &str) -> String {
-    let mut lines: Vec<&str> = detail.lines().take(TEST_DETAIL_LINES).collect();
-    if detail.lines().count() > TEST_DETAIL_LINES {
-        lines.push("    …");
-    }
-    lines.join("\n")
 }
