@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod default_pack;
+pub mod doctor;
 pub mod emulator;
 pub mod metrics;
 pub mod model;

@@ -3,6 +3,7 @@
 //! is a thin call into the library.
 
 mod demo;
+mod doctor;
 mod emulate;
 mod eval;
 mod service;
@@ -41,6 +42,9 @@ enum Command {
     Run(service::RunArgs),
     /// Everything in one go, locally: emulator, sync, analysts, then a consistency check.
     Demo(demo::DemoArgs),
+    /// Preflight before `run`: config, credential, tokens, permissions, workspace, clock,
+    /// state file and rule pack, one line each with the fix; exit 0 only if all pass.
+    Doctor(doctor::DoctorArgs),
     /// Links, cursors, last polls, dead letters and the active rule pack.
     Status(service::StatusArgs),
     /// One incident's audit trail: every change, its direction, rule and pack version.
@@ -138,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => service::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Status(args) => service::status(&args),
         Command::Explain(args) => service::explain(&args),
         Command::Retry(args) => service::retry(&args),

@@ -47,7 +47,8 @@ impl Env for HashMap<String, String> {
 pub struct Identity {
     pub tenant_id: String,
     pub kind: CredentialKind,
-    /// `configured` (`[credentials] kind`) or `from the environment`.
+    /// `kind configured` (`[credentials] kind`) or `kind implied` (by the environment
+    /// and the config's credential files).
     pub chosen: &'static str,
     /// Where the proof comes from, e.g. "client secret from AZURE_CLIENT_SECRET_FILE
     /// (/run/secrets/rb)". Never the secret.
@@ -180,9 +181,9 @@ impl Config {
                 CredentialKind::parse(name).ok_or_else(|| {
                     self.credentials_error(format!("unknown credentials.kind '{name}'"))
                 })?,
-                "configured",
+                "kind configured",
             ),
-            None => (self.implied_kind(env)?, "from the environment"),
+            None => (self.implied_kind(env)?, "kind implied"),
         };
         let graph_token_url = self.token_url_in(self.defender.token_url.as_ref(), env)?;
         let arm_token_url = self.token_url_in(self.sentinel.token_url.as_ref(), env)?;
@@ -564,7 +565,7 @@ mod tests {
         let kind = |vars: &[(&str, &str)]| c.identity_in(&env(vars)).map(|i| (i.kind, i.chosen));
         assert_eq!(
             kind(&[("AZURE_CLIENT_SECRET", "x")]).unwrap(),
-            (CredentialKind::Secret, "from the environment")
+            (CredentialKind::Secret, "kind implied")
         );
         assert_eq!(
             kind(&[
