@@ -6,7 +6,7 @@
 //! the incident in hand, commit, close the ops server), lives here.
 
 use crate::client::{Api, GraphClient, RetryPolicy, SentinelClient, TokenSource};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Env, ProcessEnv};
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadError, ReloadOutcome, Reloader, WatchOptions, Watcher};
 use crate::rules::{CompiledPack, PackHandle};
@@ -39,13 +39,23 @@ pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>, ServiceError> 
     Ok(Arc::new(SqliteStore::open(&config.sync.state)?))
 }
 
-/// The syncer a config describes (credentials from the environment or a file).
+/// The syncer a config describes (credentials from the environment or files).
 pub fn build_syncer(
     config: &Config,
     pack: Arc<PackHandle>,
     metrics: Arc<Metrics>,
 ) -> Result<Syncer, ServiceError> {
-    let identity = config.identity()?;
+    build_syncer_in(config, &ProcessEnv, pack, metrics)
+}
+
+/// [`build_syncer`] with the environment read from `env`.
+pub fn build_syncer_in(
+    config: &Config,
+    env: &dyn Env,
+    pack: Arc<PackHandle>,
+    metrics: Arc<Metrics>,
+) -> Result<Syncer, ServiceError> {
+    let identity = config.identity_in(env)?;
     // Once per process: which way it signs in and from where, never the secret.
     tracing::info!(
         kind = %identity.kind,
@@ -59,7 +69,7 @@ pub fn build_syncer(
         .user_agent(concat!("rulebridge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::Client(e.to_string()))?;
-    let endpoints = config.endpoints(&crate::config::ProcessEnv);
+    let endpoints = config.endpoints(env);
     let graph_tokens = Arc::new(TokenSource::with_sign_in(
         http.clone(),
         identity.graph,
