@@ -404,8 +404,9 @@ impl Services {
                     ),
                     fix,
                 );
-                report.skip("sentinel permissions", "the workspace was not found");
-                report.skip("sentinel read", "the workspace was not found");
+                for check in ["sentinel permissions", "sentinel read", "connector"] {
+                    report.skip(check, "the workspace was not found");
+                }
                 return;
             }
             Err(e) => {
@@ -414,8 +415,9 @@ impl Services {
                     format!("{url}: {e}"),
                     "check sentinel.arm_url and the network path to it",
                 );
-                report.skip("sentinel permissions", "ARM did not answer");
-                report.skip("sentinel read", "ARM did not answer");
+                for check in ["sentinel permissions", "sentinel read", "connector"] {
+                    report.skip(check, "ARM did not answer");
+                }
                 return;
             }
         };
