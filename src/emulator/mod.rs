@@ -15,6 +15,7 @@ pub mod connector;
 pub mod evolvable;
 pub mod faults;
 pub mod graph;
+pub mod identity;
 pub mod paging;
 pub mod profile;
 pub mod rng;
@@ -25,6 +26,7 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 
+pub use identity::Cloud;
 pub use profile::{Observed, Profile};
 pub use server::{Emulator, EmulatorConfig, EmulatorInfo};
 pub use store::{ApiError, Audience, Store};
