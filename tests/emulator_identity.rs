@@ -169,7 +169,13 @@ impl Env {
     }
 
     async fn get(&self, url: &str, token: &str) -> (StatusCode, Value) {
-        let response = self.client.get(url).bearer_auth(token).send().await.unwrap();
+        let response = self
+            .client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         (
             response.status(),
             response.json().await.unwrap_or(Value::Null),
@@ -185,7 +191,11 @@ impl Env {
         (response.status(), response.json().await.unwrap())
     }
 
-    async fn app_service(&self, query: &[(&str, &str)], header: Option<&str>) -> (StatusCode, Value) {
+    async fn app_service(
+        &self,
+        query: &[(&str, &str)],
+        header: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut request = self.client.get(&self.info.identity_endpoint).query(query);
         if let Some(h) = header {
             request = request.header("X-IDENTITY-HEADER", h);
@@ -253,7 +263,10 @@ async fn access_tokens_are_jwts_naming_the_principal_with_graph_roles_on_graph_t
         assert!(claims[stamp].as_i64().is_some(), "{stamp}");
     }
     assert!(claims["exp"].as_i64().unwrap() > now() + 3000);
-    assert_eq!(env.get(&env.graph_incidents(), &graph).await.0, StatusCode::OK);
+    assert_eq!(
+        env.get(&env.graph_incidents(), &graph).await.0,
+        StatusCode::OK
+    );
 
     let arm = env.token(ARM).await;
     let claims = claims_of(&arm);
@@ -261,7 +274,9 @@ async fn access_tokens_are_jwts_naming_the_principal_with_graph_roles_on_graph_t
     assert!(claims.get("roles").is_none(), "ARM tokens carry no roles");
     assert_eq!(claims["oid"], oid, "one object id per principal");
     // The Graph app id form is Graph too, and its aud is the form asked for.
-    let by_id = env.token("00000003-0000-0000-c000-000000000000/.default").await;
+    let by_id = env
+        .token("00000003-0000-0000-c000-000000000000/.default")
+        .await;
     assert_eq!(
         claims_of(&by_id)["aud"],
         "00000003-0000-0000-c000-000000000000"
@@ -291,11 +306,19 @@ async fn each_cloud_issues_tokens_for_its_own_resources_and_500011_for_another_c
     .await;
     assert_eq!(env.info.cloud, "usgov");
     assert_eq!(env.info.graph_resource, "https://graph.microsoft.us");
-    assert_eq!(env.info.arm_resource, "https://management.usgovcloudapi.net");
+    assert_eq!(
+        env.info.arm_resource,
+        "https://management.usgovcloudapi.net"
+    );
     let graph = env.token("https://graph.microsoft.us/.default").await;
     assert_eq!(claims_of(&graph)["aud"], "https://graph.microsoft.us");
-    assert_eq!(env.get(&env.graph_incidents(), &graph).await.0, StatusCode::OK);
-    let arm = env.token("https://management.usgovcloudapi.net/.default").await;
+    assert_eq!(
+        env.get(&env.graph_incidents(), &graph).await.0,
+        StatusCode::OK
+    );
+    let arm = env
+        .token("https://management.usgovcloudapi.net/.default")
+        .await;
     assert_eq!(env.get(&env.sentinel(""), &arm).await.0, StatusCode::OK);
     env.token("https://management.core.usgovcloudapi.net/.default")
         .await;
@@ -328,16 +351,23 @@ async fn each_cloud_issues_tokens_for_its_own_resources_and_500011_for_another_c
     })
     .await;
     dod.token("https://dod-graph.microsoft.us/.default").await;
-    dod.token("https://management.usgovcloudapi.net/.default").await;
+    dod.token("https://management.usgovcloudapi.net/.default")
+        .await;
     let (_, body) = dod
-        .secret_token(&dod.info.client_secret, "https://graph.microsoft.us/.default")
+        .secret_token(
+            &dod.info.client_secret,
+            "https://graph.microsoft.us/.default",
+        )
         .await;
     assert_eq!(aad(&body).1, 500011);
     // The public cloud (the default) refuses government resources.
     let public = start().await;
     assert_eq!(public.info.cloud, "public");
     let (_, body) = public
-        .secret_token(&public.info.client_secret, "https://graph.microsoft.us/.default")
+        .secret_token(
+            &public.info.client_secret,
+            "https://graph.microsoft.us/.default",
+        )
         .await;
     assert_eq!(aad(&body).1, 500011);
 }
@@ -400,12 +430,18 @@ async fn a_client_assertion_signed_by_the_registered_certificate_gets_a_token_an
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(claims_of(token)["appid"], env.info.client_id);
-    assert_eq!(env.get(&env.graph_incidents(), token).await.0, StatusCode::OK);
+    assert_eq!(
+        env.get(&env.graph_incidents(), token).await.0,
+        StatusCode::OK
+    );
 
     // The legacy SHA-1 `x5t` names the same certificate.
     let legacy = json!({ "alg": "RS256", "typ": "JWT", "x5t": signer.x5t_sha1() });
     let (status, _) = env
-        .assertion_token(&signer.sign(&legacy, &assertion_claims(&env.info, "jti-sha1")), ARM)
+        .assertion_token(
+            &signer.sign(&legacy, &assertion_claims(&env.info, "jti-sha1")),
+            ARM,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
 
@@ -454,7 +490,10 @@ async fn certificate_assertions_fail_on_an_unknown_or_expired_key_and_on_wrong_c
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (code, description) = code_of(&body);
     assert_eq!(code, 700027);
-    assert!(description.contains("The key was not found."), "{description}");
+    assert!(
+        description.contains("The key was not found."),
+        "{description}"
+    );
     assert!(description.contains("Thumbprint of key used by client: '"));
 
     // The registered expired certificate, signed with its own key.
@@ -469,11 +508,17 @@ async fn certificate_assertions_fail_on_an_unknown_or_expired_key_and_on_wrong_c
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (code, description) = code_of(&body);
     assert_eq!(code, 700027);
-    assert!(description.contains("The key used is expired."), "{description}");
+    assert!(
+        description.contains("The key used is expired."),
+        "{description}"
+    );
 
     // Signed by the wrong key for the thumbprint it names.
     let (_, body) = env
-        .assertion_token(&expired.sign(&header, &assertion_claims(&env.info, "x")), GRAPH)
+        .assertion_token(
+            &expired.sign(&header, &assertion_claims(&env.info, "x")),
+            GRAPH,
+        )
         .await;
     assert!(code_of(&body).1.contains("invalid signature"));
 
@@ -481,7 +526,10 @@ async fn certificate_assertions_fail_on_an_unknown_or_expired_key_and_on_wrong_c
     let mut claims = assertion_claims(&env.info, "x");
     claims["aud"] = json!("https://login.microsoftonline.com/common/oauth2/v2.0/token");
     let (status, body) = env.assertion_token(&sign(&claims), GRAPH).await;
-    assert_eq!((status, code_of(&body).0), (StatusCode::UNAUTHORIZED, 700212));
+    assert_eq!(
+        (status, code_of(&body).0),
+        (StatusCode::UNAUTHORIZED, 700212)
+    );
 
     // iss and sub must be the client id.
     let mut claims = assertion_claims(&env.info, "x");
@@ -500,7 +548,8 @@ async fn certificate_assertions_fail_on_an_unknown_or_expired_key_and_on_wrong_c
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (code, description) = code_of(&body);
     assert_eq!(code, 700024);
-    assert!(description.starts_with("AADSTS700024: Client assertion is not within its valid time range."));
+    assert!(description
+        .starts_with("AADSTS700024: Client assertion is not within its valid time range."));
     let mut claims = assertion_claims(&env.info, "x");
     claims["nbf"] = json!(now() + 400);
     let (_, body) = env.assertion_token(&sign(&claims), GRAPH).await;
@@ -514,7 +563,10 @@ async fn certificate_assertions_fail_on_an_unknown_or_expired_key_and_on_wrong_c
     // An HMAC "assertion" is not a certificate signature.
     let hs = json!({ "alg": "HS256", "x5t#S256": signer.x5t_s256() });
     let (_, body) = env
-        .assertion_token(&sign_with_header(&hs, &assertion_claims(&env.info, "x")), GRAPH)
+        .assertion_token(
+            &sign_with_header(&hs, &assertion_claims(&env.info, "x")),
+            GRAPH,
+        )
         .await;
     assert_eq!(code_of(&body).0, 700027);
 }
@@ -540,7 +592,10 @@ async fn a_certificate_given_by_client_certificates_is_registered_too() {
     let extra = Signer::from_pem(path);
     let header = json!({ "alg": "RS256", "x5t#S256": extra.x5t_s256() });
     let (status, body) = env
-        .assertion_token(&extra.sign(&header, &assertion_claims(&env.info, "x")), GRAPH)
+        .assertion_token(
+            &extra.sign(&header, &assertion_claims(&env.info, "x")),
+            GRAPH,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // A file that is no certificate stops the start.
@@ -562,7 +617,10 @@ async fn federated_tokens_from_the_emulators_issuer_sign_in_and_each_mismatch_ha
     let claims = claims_of(&file);
     assert_eq!(claims["iss"], format!("http://{}/oidc", env.emulator.addr));
     assert_eq!(claims["sub"], env.info.federated_subject);
-    assert_eq!(env.info.federated_subject, "system:serviceaccount:rulebridge:rulebridge");
+    assert_eq!(
+        env.info.federated_subject,
+        "system:serviceaccount:rulebridge:rulebridge"
+    );
     assert_eq!(claims["aud"], json!(["api://AzureADTokenExchange"]));
     assert!(claims["exp"].as_i64().unwrap() > now() + 3000);
     let (status, body) = env.assertion_token(&file, ARM).await;
@@ -595,7 +653,9 @@ async fn federated_tokens_from_the_emulators_issuer_sign_in_and_each_mismatch_ha
         .await;
     let (_, body) = env.assertion_token(&other, GRAPH).await;
     assert_eq!(code(&body), 700213);
-    assert!(aad(&body).2.contains("assertion subject 'system:serviceaccount:other:other'"));
+    assert!(aad(&body)
+        .2
+        .contains("assertion subject 'system:serviceaccount:other:other'"));
     // Another audience.
     let aud = env.federated_token(&[("audience", "api://other")]).await;
     let (_, body) = env.assertion_token(&aud, GRAPH).await;
@@ -621,7 +681,10 @@ async fn the_federated_subject_is_configurable() {
         ..EmulatorConfig::default()
     })
     .await;
-    assert_eq!(env.info.federated_subject, "system:serviceaccount:security:bridge");
+    assert_eq!(
+        env.info.federated_subject,
+        "system:serviceaccount:security:bridge"
+    );
     let default_subject = env.federated_token(&[]).await;
     let (_, body) = env.assertion_token(&default_subject, GRAPH).await;
     assert_eq!(aad(&body).1, 700213);
@@ -634,7 +697,10 @@ async fn the_federated_subject_is_configurable() {
 #[tokio::test]
 async fn imds_issues_system_and_user_assigned_tokens_with_numbers_as_strings() {
     let env = start().await;
-    let graph = [("api-version", "2018-02-01"), ("resource", "https://graph.microsoft.com")];
+    let graph = [
+        ("api-version", "2018-02-01"),
+        ("resource", "https://graph.microsoft.com"),
+    ];
     let (status, body) = env.imds(&graph, false).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -645,7 +711,9 @@ async fn imds_issues_system_and_user_assigned_tokens_with_numbers_as_strings() {
     let (status, body) = env.imds(&graph, true).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for field in ["expires_in", "expires_on", "ext_expires_in", "not_before"] {
-        let text = body[field].as_str().unwrap_or_else(|| panic!("{field} is a string"));
+        let text = body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} is a string"));
         text.parse::<i64>().unwrap();
     }
     assert_eq!(body["expires_in"], "86399");
@@ -656,7 +724,10 @@ async fn imds_issues_system_and_user_assigned_tokens_with_numbers_as_strings() {
     let claims = claims_of(token);
     assert_eq!(claims["appid"], env.info.managed_identity_client_id);
     assert_eq!(claims["roles"], json!(["SecurityIncident.ReadWrite.All"]));
-    assert_eq!(env.get(&env.graph_incidents(), token).await.0, StatusCode::OK);
+    assert_eq!(
+        env.get(&env.graph_incidents(), token).await.0,
+        StatusCode::OK
+    );
 
     // User-assigned, for ARM, trailing slash tolerated.
     let (status, body) = env
@@ -692,9 +763,15 @@ async fn imds_issues_system_and_user_assigned_tokens_with_numbers_as_strings() {
         json!({"error": "invalid_request", "error_description": "Identity not found"})
     );
     // Another cloud's resource, and a scope where a resource belongs.
-    for resource in ["https://graph.microsoft.us", "https://graph.microsoft.com/.default"] {
+    for resource in [
+        "https://graph.microsoft.us",
+        "https://graph.microsoft.com/.default",
+    ] {
         let (status, body) = env
-            .imds(&[("api-version", "2018-02-01"), ("resource", resource)], true)
+            .imds(
+                &[("api-version", "2018-02-01"), ("resource", resource)],
+                true,
+            )
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "invalid_resource");
@@ -708,7 +785,10 @@ async fn imds_issues_system_and_user_assigned_tokens_with_numbers_as_strings() {
 #[tokio::test]
 async fn the_app_service_endpoint_needs_its_identity_header() {
     let env = start().await;
-    let query = [("api-version", "2019-08-01"), ("resource", "https://management.azure.com")];
+    let query = [
+        ("api-version", "2019-08-01"),
+        ("resource", "https://management.azure.com"),
+    ];
     let (status, body) = env.app_service(&query, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].is_string());
@@ -741,7 +821,10 @@ async fn the_app_service_endpoint_needs_its_identity_header() {
     assert_eq!(body["client_id"], env.info.user_assigned_client_id);
     let (status, body) = env
         .app_service(
-            &[("api-version", "2019-08-01"), ("resource", "https://dod-graph.microsoft.us")],
+            &[
+                ("api-version", "2019-08-01"),
+                ("resource", "https://dod-graph.microsoft.us"),
+            ],
             Some(&env.info.identity_header),
         )
         .await;
@@ -759,7 +842,10 @@ async fn fault_rules_throttle_the_identity_endpoints_and_the_token_endpoint_sepa
         count: Some(2),
         after: 0,
     });
-    let graph = [("api-version", "2018-02-01"), ("resource", "https://graph.microsoft.com")];
+    let graph = [
+        ("api-version", "2018-02-01"),
+        ("resource", "https://graph.microsoft.com"),
+    ];
     // The token endpoint is not the identity endpoint.
     env.token(GRAPH).await;
     let response = env
@@ -772,7 +858,10 @@ async fn fault_rules_throttle_the_identity_endpoints_and_the_token_endpoint_sepa
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "1");
-    let query = [("api-version", "2019-08-01"), ("resource", "https://graph.microsoft.com")];
+    let query = [
+        ("api-version", "2019-08-01"),
+        ("resource", "https://graph.microsoft.com"),
+    ];
     let (status, _) = env
         .app_service(&query, Some(&env.info.identity_header))
         .await;
@@ -805,8 +894,14 @@ async fn graph_enforces_the_tokens_application_roles() {
         .seed_graph(json!({"id": "42", "displayName": "x"}))
         .unwrap();
     let token = env.token(GRAPH).await;
-    assert_eq!(claims_of(&token)["roles"], json!(["SecurityIncident.Read.All"]));
-    assert_eq!(env.get(&env.graph_incidents(), &token).await.0, StatusCode::OK);
+    assert_eq!(
+        claims_of(&token)["roles"],
+        json!(["SecurityIncident.Read.All"])
+    );
+    assert_eq!(
+        env.get(&env.graph_incidents(), &token).await.0,
+        StatusCode::OK
+    );
     let one = format!("{}/42", env.graph_incidents());
     assert_eq!(env.get(&one, &token).await.0, StatusCode::OK);
     let alerts = format!("{}/security/alerts_v2", env.info.graph_base_url);
@@ -869,7 +964,10 @@ async fn graph_enforces_the_tokens_application_roles() {
 #[tokio::test]
 async fn arm_checks_rbac_actions_with_wildcards_and_reports_them_on_the_permissions_route() {
     let env = start_with(EmulatorConfig {
-        arm_actions: vec!["*/read".into(), "Microsoft.SecurityInsights/incidents/write".into()],
+        arm_actions: vec![
+            "*/read".into(),
+            "Microsoft.SecurityInsights/incidents/write".into(),
+        ],
         arm_not_actions: vec!["microsoft.securityinsights/incidents/comments/*".into()],
         ..EmulatorConfig::default()
     })
@@ -933,7 +1031,10 @@ async fn arm_checks_rbac_actions_with_wildcards_and_reports_them_on_the_permissi
     );
     let graph = env.token(GRAPH).await;
     let (status, _) = env
-        .get(&env.permissions_url(&env.info.workspace_resource_id), &graph)
+        .get(
+            &env.permissions_url(&env.info.workspace_resource_id),
+            &graph,
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -942,9 +1043,15 @@ async fn arm_checks_rbac_actions_with_wildcards_and_reports_them_on_the_permissi
     let default = start().await;
     let arm = default.token(ARM).await;
     let (_, body) = default
-        .get(&default.permissions_url(&default.info.workspace_resource_id), &arm)
+        .get(
+            &default.permissions_url(&default.info.workspace_resource_id),
+            &arm,
+        )
         .await;
-    assert_eq!(body["value"][0]["actions"], json!(["Microsoft.SecurityInsights/*"]));
+    assert_eq!(
+        body["value"][0]["actions"],
+        json!(["Microsoft.SecurityInsights/*"])
+    );
     assert_eq!(body["value"][0]["notActions"], json!([]));
     let nothing = start_with(EmulatorConfig {
         arm_actions: Vec::new(),
@@ -967,9 +1074,18 @@ async fn a_wrong_subscription_resource_group_or_workspace_is_arms_404() {
     let id = env.info.workspace_resource_id.clone();
     let sub = id.split('/').nth(2).unwrap().to_string();
     let cases = [
-        (id.replace(&sub, "00000000-0000-4000-8000-00000000dead"), "SubscriptionNotFound"),
-        (id.replace("rulebridge-emulator", "another-group"), "ResourceGroupNotFound"),
-        (id.replace("rulebridge-workspace", "another-workspace"), "ResourceNotFound"),
+        (
+            id.replace(&sub, "00000000-0000-4000-8000-00000000dead"),
+            "SubscriptionNotFound",
+        ),
+        (
+            id.replace("rulebridge-emulator", "another-group"),
+            "ResourceGroupNotFound",
+        ),
+        (
+            id.replace("rulebridge-workspace", "another-workspace"),
+            "ResourceNotFound",
+        ),
     ];
     assert_ne!(cases[1].0, id);
     assert_ne!(cases[2].0, id);
@@ -991,32 +1107,48 @@ async fn a_wrong_subscription_resource_group_or_workspace_is_arms_404() {
 }
 
 #[tokio::test]
-async fn info_reports_every_identity_field_and_the_test_certificates_live_as_long_as_the_emulator() {
+async fn info_reports_every_identity_field_and_the_test_certificates_live_as_long_as_the_emulator()
+{
     let env = start().await;
     let info = &env.info;
     let base = format!("http://{}", env.emulator.addr);
     assert_eq!(info.authority_host, format!("{base}/"));
     assert_eq!(
-        format!("{}{}/oauth2/v2.0/token", info.authority_host, info.tenant_id),
+        format!(
+            "{}{}/oauth2/v2.0/token",
+            info.authority_host, info.tenant_id
+        ),
         info.token_url
     );
     assert_eq!(info.graph_resource, "https://graph.microsoft.com");
     assert_eq!(info.arm_resource, "https://management.azure.com");
-    assert_eq!(info.imds_endpoint, format!("{base}/metadata/identity/oauth2/token"));
+    assert_eq!(
+        info.imds_endpoint,
+        format!("{base}/metadata/identity/oauth2/token")
+    );
     assert_eq!(info.identity_endpoint, format!("{base}/msi/token"));
-    assert_eq!(info.federated_token_url, format!("{base}/_emulator/federated-token"));
+    assert_eq!(
+        info.federated_token_url,
+        format!("{base}/_emulator/federated-token")
+    );
     assert_eq!(info.client_certificate_pfx_password, "rulebridge-test");
-    assert_ne!(info.managed_identity_client_id, info.user_assigned_client_id);
-    assert!(info
-        .sentinel_incidents_url
-        .contains(&format!("{}/providers/Microsoft.SecurityInsights/incidents?", info.workspace_resource_id)));
+    assert_ne!(
+        info.managed_identity_client_id,
+        info.user_assigned_client_id
+    );
+    assert!(info.sentinel_incidents_url.contains(&format!(
+        "{}/providers/Microsoft.SecurityInsights/incidents?",
+        info.workspace_resource_id
+    )));
     assert!(info.workspace_resource_id.starts_with("/subscriptions/"));
     // The PEM holds a key and a certificate; the PFX is a PKCS#12 file.
     let pem = std::fs::read_to_string(&info.client_certificate_path).unwrap();
     assert!(pem.contains("BEGIN PRIVATE KEY") && pem.contains("BEGIN CERTIFICATE"));
     let expired = std::fs::read_to_string(&info.expired_client_certificate_path).unwrap();
     assert!(expired.contains("BEGIN PRIVATE KEY") && expired.contains("BEGIN CERTIFICATE"));
-    assert!(!std::fs::read(&info.client_certificate_pfx_path).unwrap().is_empty());
+    assert!(!std::fs::read(&info.client_certificate_pfx_path)
+        .unwrap()
+        .is_empty());
     // The control API answers the same.
     let got: EmulatorInfo = env
         .client
@@ -1039,5 +1171,8 @@ async fn info_reports_every_identity_field_and_the_test_certificates_live_as_lon
     assert_eq!(old.cloud, "");
     let path = info.client_certificate_path.clone();
     drop(env);
-    assert!(!std::path::Path::new(&path).exists(), "removed with the emulator");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "removed with the emulator"
+    );
 }

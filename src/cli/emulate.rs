@@ -71,11 +71,19 @@ pub struct EmulateArgs {
     #[arg(long, value_name = "SUBJECT", default_value = crate::emulator::identity::DEFAULT_FEDERATED_SUBJECT)]
     pub federated_subject: String,
     /// The Graph application roles consented to the app (comma-separated; "" for none).
-    #[arg(long, value_name = "ROLES", default_value = "SecurityIncident.ReadWrite.All")]
+    #[arg(
+        long,
+        value_name = "ROLES",
+        default_value = "SecurityIncident.ReadWrite.All"
+    )]
     pub graph_roles: String,
     /// The actions of the app's role assignment on the workspace (comma-separated, `*`
     /// wildcards; "" for none).
-    #[arg(long, value_name = "ACTIONS", default_value = "Microsoft.SecurityInsights/*")]
+    #[arg(
+        long,
+        value_name = "ACTIONS",
+        default_value = "Microsoft.SecurityInsights/*"
+    )]
     pub arm_actions: String,
     /// Actions excluded from them (comma-separated).
     #[arg(long, value_name = "ACTIONS", default_value = "")]

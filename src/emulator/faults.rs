@@ -341,7 +341,10 @@ mod tests {
             Some(Endpoint::Identity)
         );
         assert_eq!(Endpoint::of("GET", "/msi/token"), Some(Endpoint::Identity));
-        assert_eq!(parse_spec("503@identity=1").unwrap()[0].endpoint, Endpoint::Identity);
+        assert_eq!(
+            parse_spec("503@identity=1").unwrap()[0].endpoint,
+            Endpoint::Identity
+        );
         assert_eq!(
             Endpoint::of("GET", "/v1.0/security/alerts_v2"),
             Some(Endpoint::GraphAlerts)

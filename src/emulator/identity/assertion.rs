@@ -128,7 +128,9 @@ pub fn check_certificate(
             "Client assertion failed signature validation. [Reason - Client assertion contains an invalid signature.]",
         ));
     }
-    if jwt.claim_str("iss") != Some(expect.client_id) || jwt.claim_str("sub") != Some(expect.client_id) {
+    if jwt.claim_str("iss") != Some(expect.client_id)
+        || jwt.claim_str("sub") != Some(expect.client_id)
+    {
         // Code and text assumed: the assertion's issuer and subject must be the app.
         return Err(AadError::invalid_client(
             700021,

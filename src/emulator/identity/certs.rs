@@ -18,7 +18,8 @@ pub const TEST_CLIENT_PFX_PASSWORD: &str = "rulebridge-test";
 /// Another key + a certificate that expired on 2021-01-01 (PEM, one file).
 pub const TEST_EXPIRED_PEM: &[u8] = include_bytes!("test-material/test-expired.pem");
 /// The key the emulator's OIDC issuer signs federated tokens with (PKCS#8 PEM).
-pub const TEST_OIDC_ISSUER_KEY_PEM: &[u8] = include_bytes!("test-material/test-oidc-issuer-key.pem");
+pub const TEST_OIDC_ISSUER_KEY_PEM: &[u8] =
+    include_bytes!("test-material/test-oidc-issuer-key.pem");
 
 /// The DER contents of every PEM block labelled `label` in `pem`.
 pub fn pem_blocks(pem: &[u8], label: &str) -> Vec<Vec<u8>> {
@@ -119,8 +120,7 @@ mod tests {
         assert!(ring::signature::RsaKeyPair::from_pkcs8(&issuer[0]).is_ok());
         // The PKCS#12 file holds the same certificate, readable by the crate the
         // client uses.
-        let store =
-            p12_keystore::KeyStore::from_pkcs12(
+        let store = p12_keystore::KeyStore::from_pkcs12(
             TEST_CLIENT_PFX,
             TEST_CLIENT_PFX_PASSWORD,
             p12_keystore::Pkcs12ImportPolicy::Strict,
@@ -128,6 +128,9 @@ mod tests {
         .unwrap();
         let (_, chain) = store.private_key_chain().unwrap();
         let der = chain.certs()[0].as_der();
-        assert_eq!(RegisteredCertificate::from_der(der).unwrap().sha256, good[0].sha256);
+        assert_eq!(
+            RegisteredCertificate::from_der(der).unwrap().sha256,
+            good[0].sha256
+        );
     }
 }

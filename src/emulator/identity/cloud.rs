@@ -116,7 +116,9 @@ impl std::str::FromStr for Cloud {
             "public" => Ok(Cloud::Public),
             "usgov" => Ok(Cloud::UsGov),
             "usgov-dod" => Ok(Cloud::UsGovDod),
-            other => Err(format!("unknown cloud '{other}' (public, usgov, usgov-dod)")),
+            other => Err(format!(
+                "unknown cloud '{other}' (public, usgov, usgov-dod)"
+            )),
         }
     }
 }
@@ -138,7 +140,10 @@ mod tests {
     #[test]
     fn each_cloud_issues_for_its_own_resources_only() {
         let gov = Cloud::UsGov;
-        assert_eq!(gov.resolve("https://graph.microsoft.us/"), Ok(Audience::Graph));
+        assert_eq!(
+            gov.resolve("https://graph.microsoft.us/"),
+            Ok(Audience::Graph)
+        );
         assert_eq!(gov.resolve(GRAPH_APP_ID), Ok(Audience::Graph));
         assert_eq!(
             gov.resolve("https://management.core.usgovcloudapi.net/"),

@@ -105,7 +105,8 @@ pub fn classify(form: &HashMap<String, String>) -> Option<(Grant, Option<jwt::Jw
         };
         return Some((grant, parsed));
     }
-    form.contains_key("client_secret").then_some((Grant::Secret, None))
+    form.contains_key("client_secret")
+        .then_some((Grant::Secret, None))
 }
 
 /// A signed-in principal: an app or a managed identity.
@@ -119,7 +120,8 @@ impl Principal {
     /// The principal of `client_id`, with a stable object id derived from it (the same
     /// across emulator starts, different per principal).
     pub fn of(client_id: &str) -> Principal {
-        const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1d_3c2e_9a4b_4e8f_b7c1_2d5e_8a9f_0b3c);
+        const NAMESPACE: uuid::Uuid =
+            uuid::Uuid::from_u128(0x6f1d_3c2e_9a4b_4e8f_b7c1_2d5e_8a9f_0b3c);
         Principal {
             client_id: client_id.to_string(),
             object_id: uuid::Uuid::new_v5(&NAMESPACE, client_id.as_bytes()).to_string(),

@@ -5,7 +5,10 @@
 //! the routes call them after the audience check.
 
 /// Graph roles that allow reading incidents.
-pub const GRAPH_READ: &[&str] = &["SecurityIncident.Read.All", "SecurityIncident.ReadWrite.All"];
+pub const GRAPH_READ: &[&str] = &[
+    "SecurityIncident.Read.All",
+    "SecurityIncident.ReadWrite.All",
+];
 /// Graph roles that allow updating incidents and adding comments.
 pub const GRAPH_WRITE: &[&str] = &["SecurityIncident.ReadWrite.All"];
 /// Graph roles that allow `alerts_v2`. Graph documents `SecurityAlert.Read.All` for it;
@@ -65,14 +68,38 @@ mod tests {
     #[test]
     fn rbac_wildcards_match_case_insensitively_and_not_actions_subtract() {
         let all = vec!["Microsoft.SecurityInsights/*".to_string()];
-        assert!(allowed(&all, &[], "microsoft.securityinsights/incidents/comments/write"));
-        assert!(!allowed(&all, &[], "Microsoft.Compute/virtualMachines/read"));
+        assert!(allowed(
+            &all,
+            &[],
+            "microsoft.securityinsights/incidents/comments/write"
+        ));
+        assert!(!allowed(
+            &all,
+            &[],
+            "Microsoft.Compute/virtualMachines/read"
+        ));
         let reader = vec!["*/read".to_string()];
-        assert!(allowed(&reader, &[], "Microsoft.SecurityInsights/incidents/read"));
-        assert!(!allowed(&reader, &[], "Microsoft.SecurityInsights/incidents/write"));
+        assert!(allowed(
+            &reader,
+            &[],
+            "Microsoft.SecurityInsights/incidents/read"
+        ));
+        assert!(!allowed(
+            &reader,
+            &[],
+            "Microsoft.SecurityInsights/incidents/write"
+        ));
         let no_delete = vec!["Microsoft.SecurityInsights/incidents/delete".to_string()];
-        assert!(!allowed(&all, &no_delete, "Microsoft.SecurityInsights/incidents/delete"));
-        assert!(allowed(&all, &no_delete, "Microsoft.SecurityInsights/incidents/write"));
+        assert!(!allowed(
+            &all,
+            &no_delete,
+            "Microsoft.SecurityInsights/incidents/delete"
+        ));
+        assert!(allowed(
+            &all,
+            &no_delete,
+            "Microsoft.SecurityInsights/incidents/write"
+        ));
         assert!(action_matches("*", "anything/at/all"));
         assert!(action_matches("a*b*c", "aXXbYYc"));
         assert!(!action_matches("a*b*c", "aXXbYY"));

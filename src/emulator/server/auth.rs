@@ -10,7 +10,9 @@
 use super::*;
 use crate::emulator::identity::assertion::{self, Expect};
 use crate::emulator::identity::cloud::ResourceError;
-use crate::emulator::identity::{access_token_claims, classify, AadError, Grant, Principal, JWT_BEARER};
+use crate::emulator::identity::{
+    access_token_claims, classify, AadError, Grant, Principal, JWT_BEARER,
+};
 use crate::emulator::store::{Audience, IssuedToken};
 
 /// The request's bearer token must be live and issued for `audience`; returns it.
@@ -266,5 +268,7 @@ fn client_credentials(
     let lifetime = store.token_lifetime;
     let principal = Principal::of(client_id);
     let token = issue(state, &mut store, &principal, audience, &resource, lifetime);
-    Ok(json!({ "token_type": "Bearer", "expires_in": lifetime.num_seconds(), "ext_expires_in": lifetime.num_seconds(), "access_token": token }))
+    Ok(
+        json!({ "token_type": "Bearer", "expires_in": lifetime.num_seconds(), "ext_expires_in": lifetime.num_seconds(), "access_token": token }),
+    )
 }

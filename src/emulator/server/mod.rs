@@ -124,7 +124,7 @@ impl EmulatorConfig {
 
 /// What a client needs to talk to this emulator (`GET /_emulator/info`). Fields added
 /// after the first six default when absent, so an older emulator's line still reads.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct EmulatorInfo {
     pub token_url: String,
     pub graph_base_url: String,
@@ -244,7 +244,10 @@ impl Emulator {
         let mut extra = Vec::new();
         for path in &config.client_certificates {
             let pem = std::fs::read(path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("client certificate {}: {e}", path.display()))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("client certificate {}: {e}", path.display()),
+                )
             })?;
             extra.push(pem);
         }

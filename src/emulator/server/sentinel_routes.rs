@@ -158,7 +158,13 @@ pub(super) async fn sentinel_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/read")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/read",
+    )?;
     if state.config.profile.is_observed() {
         let (query, offset) = match query.get("$skipToken") {
             Some(token) => {
@@ -216,7 +222,13 @@ pub(super) async fn sentinel_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/read")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/read",
+    )?;
     let store = state.lock();
     let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     let incident = store
@@ -233,7 +245,13 @@ pub(super) async fn sentinel_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/write")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/write",
+    )?;
     let body = json_body(&body)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let header_etag = headers
@@ -259,7 +277,13 @@ pub(super) async fn sentinel_delete(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/delete")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/delete",
+    )?;
     let id = path.get("id").cloned().unwrap_or_default();
     let existed = state.lock().sentinel_delete(&id);
     Ok(match (existed, state.config.profile.is_observed()) {
@@ -276,7 +300,13 @@ pub(super) async fn sentinel_comments_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/comments/read")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/read",
+    )?;
     let store = state.lock();
     let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     if !store.sentinel.contains_key(&id) {
@@ -346,7 +376,13 @@ pub(super) async fn sentinel_comment_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/comments/read")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/read",
+    )?;
     let store = state.lock();
     let (id, comment) = (
         store.sentinel_key(path.get("id").map_or("", String::as_str)),
@@ -374,7 +410,13 @@ pub(super) async fn sentinel_comment_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path, "Microsoft.SecurityInsights/incidents/comments/write")?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/write",
+    )?;
     let body = json_body(&body)?;
     let (id, comment) = (
         path.get("id").cloned().unwrap_or_default(),
