@@ -2,7 +2,12 @@
 //! seeded from files and/or the built-in generator, optionally with emulated analysts
 //! and injected faults, until Ctrl-C. It behaves as the real services are observed to
 //! (`--profile observed`, the default) or as the docs read (`--profile strict`). The first line on stdout is the same JSON as
-//! `GET /_emulator/info`, so a script can start it and read where to connect.
+//! `GET /_emulator/info`, so a script can start it and read where to connect (and,
+//! for sign-in without a secret, the test certificate paths, the managed-identity
+//! endpoints and the federated-token URL). `--cloud`, `--graph-roles`,
+//! `--arm-actions`, `--arm-not-actions`, `--client-secret-expired`,
+//! `--client-certificate` and `--federated-subject` shape what sign-in and
+//! authorization allow.
 
 use crate::emulator::{analysts, seed, Cloud, Emulator, EmulatorConfig, Profile};
 use anyhow::Context;
@@ -143,7 +148,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let emulator = Emulator::start(args.listen, config)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the emulator on {}", args.listen))?;
     let (generated, files) = {
         let mut store = emulator.store();
         let generated = store
@@ -173,9 +178,8 @@ async fn serve(
         args.analysts,
         args.random_seed ^ 0xA11A_1757,
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    // SIGTERM too: the emulator's drop removes its temporary test-certificate folder.
+    super::service::shutdown_signal().await;
     analysts.abort();
     drop(emulator);
     Ok(ExitCode::SUCCESS)

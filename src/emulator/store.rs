@@ -1,4 +1,5 @@
-//! The emulator's state: both sides' incidents, comments, issued tokens, paging
+//! The emulator's state: both sides' incidents, comments, issued tokens (with their
+//! audience, principal and roles), paging
 //! snapshots and a log of every request. Plain data behind one mutex; the HTTP layer
 //! (`server.rs`) only translates requests into calls on it. The store knows its
 //! [`Profile`]: stamps, etags and Sentinel names are written as that profile's service

@@ -249,6 +249,9 @@ impl Emulator {
                     format!("client certificate {}: {e}", path.display()),
                 )
             })?;
+            // Checked here so the error names the file.
+            super::identity::certs::RegisteredCertificate::all_from_pem(&pem)
+                .map_err(|e| invalid(format!("client certificate {}: {e}", path.display())))?;
             extra.push(pem);
         }
         let identity = Identity::new(&extra).map_err(invalid)?;
