@@ -272,3 +272,27 @@ fn client_credentials(
         json!({ "token_type": "Bearer", "expires_in": lifetime.num_seconds(), "ext_expires_in": lifetime.num_seconds(), "access_token": token }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_grant_comes_from_the_form_body_as_sent() {
+        let form = parse_form(b"a=x%2By+z&b=%41%zz&c&d=%");
+        assert_eq!(form["a"], "x+y z");
+        assert_eq!(form["b"], "A%zz");
+        assert_eq!(form["c"], "");
+        assert_eq!(form["d"], "%");
+        assert_eq!(
+            grant_of(b"grant_type=client_credentials&client_secret=s"),
+            (Some("secret".into()), None)
+        );
+        assert_eq!(grant_of(b"grant_type=client_credentials"), (None, None));
+        // An unreadable assertion is judged (and logged) as a certificate one.
+        assert_eq!(
+            grant_of(b"client_assertion=junk"),
+            (Some("certificate".into()), None)
+        );
+    }
+}
