@@ -198,6 +198,7 @@ fn a_config_with_an_unknown_key_or_a_secret_is_refused_with_its_pointer() {
         tenant_id: "t".into(),
         client_id: "c".into(),
         client_secret: "s3cr3t-value".into(),
+        ..EmulatorInfo::default()
     };
     let config = write_config(dir.path(), &info, "", "[reload]\nwatch = true\nbogus = 1\n");
     let out = rulebridge(&["run", "--config", &config]);

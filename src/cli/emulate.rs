@@ -2,9 +2,14 @@
 //! seeded from files and/or the built-in generator, optionally with emulated analysts
 //! and injected faults, until Ctrl-C. It behaves as the real services are observed to
 //! (`--profile observed`, the default) or as the docs read (`--profile strict`). The first line on stdout is the same JSON as
-//! `GET /_emulator/info`, so a script can start it and read where to connect.
+//! `GET /_emulator/info`, so a script can start it and read where to connect (and,
+//! for sign-in without a secret, the test certificate paths, the managed-identity
+//! endpoints and the federated-token URL). `--cloud`, `--graph-roles`,
+//! `--arm-actions`, `--arm-not-actions`, `--client-secret-expired`,
+//! `--client-certificate` and `--federated-subject` shape what sign-in and
+//! authorization allow.
 
-use crate::emulator::{analysts, seed, Emulator, EmulatorConfig, Profile};
+use crate::emulator::{analysts, seed, Cloud, Emulator, EmulatorConfig, Profile};
 use anyhow::Context;
 use clap::Args;
 use std::io::Write;
@@ -56,6 +61,47 @@ pub struct EmulateArgs {
     /// tools that measure rulebridge, not Microsoft's budgets.
     #[arg(long)]
     pub unthrottled: bool,
+    /// The Azure cloud played: public, usgov or usgov-dod. Tokens are issued only for
+    /// its Graph and ARM resources (another cloud's: AADSTS500011).
+    #[arg(long, value_name = "CLOUD", default_value = "public")]
+    pub cloud: Cloud,
+    /// The app's client secret is expired: the right secret gets AADSTS7000222.
+    #[arg(long)]
+    pub client_secret_expired: bool,
+    /// Registers one more certificate (PEM) on the app, besides the test ones whose
+    /// paths the info line prints. Repeatable.
+    #[arg(long = "client-certificate", value_name = "PATH")]
+    pub client_certificate: Vec<PathBuf>,
+    /// The subject the app's federated identity credential accepts.
+    #[arg(long, value_name = "SUBJECT", default_value = crate::emulator::identity::DEFAULT_FEDERATED_SUBJECT)]
+    pub federated_subject: String,
+    /// The Graph application roles consented to the app (comma-separated; "" for none).
+    #[arg(
+        long,
+        value_name = "ROLES",
+        default_value = "SecurityIncident.ReadWrite.All"
+    )]
+    pub graph_roles: String,
+    /// The actions of the app's role assignment on the workspace (comma-separated, `*`
+    /// wildcards; "" for none).
+    #[arg(
+        long,
+        value_name = "ACTIONS",
+        default_value = "Microsoft.SecurityInsights/*"
+    )]
+    pub arm_actions: String,
+    /// Actions excluded from them (comma-separated).
+    #[arg(long, value_name = "ACTIONS", default_value = "")]
+    pub arm_not_actions: String,
+}
+
+/// A comma-separated list; empty items (and an empty string) are dropped.
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
@@ -64,6 +110,13 @@ pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = EmulatorConfig {
         profile: args.profile,
+        cloud: args.cloud,
+        client_secret_expired: args.client_secret_expired,
+        client_certificates: args.client_certificate.clone(),
+        federated_subject: args.federated_subject.clone(),
+        graph_roles: list(&args.graph_roles),
+        arm_actions: list(&args.arm_actions),
+        arm_not_actions: list(&args.arm_not_actions),
         ..EmulatorConfig::default()
     };
     config.observed.connector_incidents = args.connector_incidents;
@@ -95,7 +148,7 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let emulator = Emulator::start(args.listen, config)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the emulator on {}", args.listen))?;
     let (generated, files) = {
         let mut store = emulator.store();
         let generated = store
@@ -125,9 +178,8 @@ async fn serve(
         args.analysts,
         args.random_seed ^ 0xA11A_1757,
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    // SIGTERM too: the emulator's drop removes its temporary test-certificate folder.
+    super::service::shutdown_signal().await;
     analysts.abort();
     drop(emulator);
     Ok(ExitCode::SUCCESS)

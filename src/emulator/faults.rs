@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub enum Endpoint {
     Any,
     Token,
+    /// The managed-identity endpoints (IMDS and App Service).
+    Identity,
     GraphList,
     GraphGet,
     GraphPatch,
@@ -39,6 +41,9 @@ impl Endpoint {
         }
         if path.ends_with("/oauth2/v2.0/token") {
             return Some(Endpoint::Token);
+        }
+        if path.starts_with("/metadata/identity/") || path == "/msi/token" {
+            return Some(Endpoint::Identity);
         }
         if path.starts_with("/v1.0/security/alerts_v2") {
             return Some(Endpoint::GraphAlerts);
@@ -75,7 +80,7 @@ impl Endpoint {
 
     fn parse(s: &str) -> Result<Endpoint, String> {
         serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-            format!("unknown endpoint '{s}' (any, token, graph-list, graph-get, graph-patch, graph-comment, graph-alerts, sentinel-list, sentinel-get, sentinel-put, sentinel-delete, sentinel-comment)")
+            format!("unknown endpoint '{s}' (any, token, identity, graph-list, graph-get, graph-patch, graph-comment, graph-alerts, sentinel-list, sentinel-get, sentinel-put, sentinel-delete, sentinel-comment)")
         })
     }
 }
@@ -331,6 +336,15 @@ mod tests {
             Some(Endpoint::SentinelComment)
         );
         assert_eq!(Endpoint::of("GET", "/_emulator/info"), None);
+        assert_eq!(
+            Endpoint::of("GET", "/metadata/identity/oauth2/token"),
+            Some(Endpoint::Identity)
+        );
+        assert_eq!(Endpoint::of("GET", "/msi/token"), Some(Endpoint::Identity));
+        assert_eq!(
+            parse_spec("503@identity=1").unwrap()[0].endpoint,
+            Endpoint::Identity
+        );
         assert_eq!(
             Endpoint::of("GET", "/v1.0/security/alerts_v2"),
             Some(Endpoint::GraphAlerts)

@@ -1,9 +1,11 @@
-//! The emulator's state: both sides' incidents, comments, issued tokens, paging
+//! The emulator's state: both sides' incidents, comments, issued tokens (with their
+//! audience, principal and roles), paging
 //! snapshots and a log of every request. Plain data behind one mutex; the HTTP layer
 //! (`server.rs`) only translates requests into calls on it. The store knows its
 //! [`Profile`]: stamps, etags and Sentinel names are written as that profile's service
 //! writes them.
 
+use super::identity::Principal;
 use super::profile::{Observed, Profile};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
@@ -48,6 +50,14 @@ pub struct RequestRecord {
     pub query: String,
     pub body: Option<Value>,
     pub status: u16,
+    /// Token requests: how the client proved who it is ("secret", "certificate",
+    /// "federated"); their bodies (credentials) are never kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// Token requests with an assertion: the assertion's `jti` (which token file the
+    /// client read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// A list walk frozen at its first page, so every page of it comes from one snapshot:
@@ -63,7 +73,7 @@ pub struct Snapshot {
 /// Walks kept at once; the oldest are evicted beyond this (their tokens then expire).
 const MAX_SNAPSHOTS: usize = 1_000;
 
-/// The resource a token was issued for (its audience), from the requested scope.
+/// The API a token was issued for (its audience), from the requested resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Audience {
@@ -71,34 +81,16 @@ pub enum Audience {
     Arm,
 }
 
-impl Audience {
-    /// The audience of a `.default` scope, as Entra ID resolves it; `None` for a scope
-    /// of anything else (`invalid_scope`). National clouds count as their service.
-    pub fn of_scope(scope: &str) -> Option<Audience> {
-        let resource = scope
-            .split_whitespace()
-            .find_map(|s| s.strip_suffix("/.default"))?
-            .trim_end_matches('/')
-            .to_ascii_lowercase();
-        match resource.as_str() {
-            "https://graph.microsoft.com"
-            | "https://graph.microsoft.us"
-            | "https://dod-graph.microsoft.us"
-            | "00000003-0000-0000-c000-000000000000" => Some(Audience::Graph),
-            "https://management.azure.com"
-            | "https://management.core.windows.net"
-            | "https://management.usgovcloudapi.net"
-            | "https://management.chinacloudapi.cn" => Some(Audience::Arm),
-            _ => None,
-        }
-    }
-}
-
-/// A token the token endpoint issued.
+/// A token the token endpoint or a managed-identity endpoint issued. Which resources
+/// map to which audience is the cloud's business (`emulator::identity::cloud`).
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
     pub expires: DateTime<Utc>,
     pub audience: Audience,
+    /// Who signed in (the token's `appid` and `oid`).
+    pub principal: Principal,
+    /// The token's `roles` claim: Graph application roles, on Graph tokens only.
+    pub roles: Vec<String>,
 }
 
 pub struct Store {
@@ -115,6 +107,8 @@ pub struct Store {
     pub snapshots: HashMap<String, Snapshot>,
     pub requests: Vec<RequestRecord>,
     pub token_lifetime: Duration,
+    /// Lifetime of managed-identity tokens (IMDS and App Service issue ~24 h ones).
+    pub managed_identity_token_lifetime: Duration,
     /// Observed (the default) or strict; see `emulator::profile`.
     pub profile: Profile,
     /// The observed behaviour's knobs (seeding rates, page sizes).
@@ -141,6 +135,7 @@ impl Store {
             snapshots: HashMap::new(),
             requests: Vec::new(),
             token_lifetime: Duration::seconds(3599),
+            managed_identity_token_lifetime: Duration::seconds(86399),
             profile: Profile::default(),
             observed: Observed::default(),
             sentinel_base: super::server::sentinel_base(&super::EmulatorConfig::default()),

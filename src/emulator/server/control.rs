@@ -12,7 +12,7 @@ pub(super) async fn control_info(
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse().ok());
     let addr = host.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    Json(info(&state.config, addr))
+    Json(info(&state, addr))
 }
 
 pub(super) async fn control_graph(State(state): State<AppState>) -> Json<Value> {

@@ -12,35 +12,77 @@ use crate::emulator::sentinel::DEFAULT_TOP as SENTINEL_DEFAULT_TOP;
 use crate::emulator::sentinel_query::{self, Order, NEWEST_FIRST};
 
 /// What every Sentinel request passes first: `api-version` (ARM answers a request
-/// without one with 400 before anything else), the token, then the workspace.
+/// without one with 400 before anything else), the token, the workspace (404s), then
+/// the caller's permission for `action` on the requested resource (403).
 fn arm_request(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     path: &ArmPath,
+    action: &str,
 ) -> Result<(), ApiError> {
-    match query.get("api-version") {
-        Some(v) if v == SENTINEL_API_VERSION || v == "2023-02-01" => {}
-        Some(v) => {
-            return Err(ApiError::new(
-                400,
-                "InvalidApiVersionParameter",
-                format!("The api-version '{v}' is invalid."),
-            ))
-        }
-        None => {
-            return Err(ApiError::new(
-                400,
-                "MissingApiVersionParameter",
-                "The api-version query parameter (?api-version=) is required for all requests.",
-            ))
+    check_api_version(query, &[SENTINEL_API_VERSION, "2023-02-01"])?;
+    let token = authorize(state, headers, Audience::Arm)?;
+    check_workspace(state, path)?;
+    // The scope ARM names is the resource addressed (the collection for a list).
+    let mut scope = arm_base(headers, path);
+    if let Some(id) = path.get("id") {
+        scope.push('/');
+        scope.push_str(id);
+        if action.contains("/comments/") {
+            scope.push_str("/comments");
         }
     }
-    authorize(state, headers, Audience::Arm)?;
-    check_workspace(state, path)
+    if let Some(comment) = path.get("comment") {
+        scope.push('/');
+        scope.push_str(comment);
+    }
+    check_action(state, &token, action, &scope)
 }
 
-type ArmPath = HashMap<String, String>;
+/// ARM's `api-version` check, before anything else.
+pub(super) fn check_api_version(
+    query: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match query.get("api-version") {
+        Some(v) if known.contains(&v.as_str()) => Ok(()),
+        Some(v) => Err(ApiError::new(
+            400,
+            "InvalidApiVersionParameter",
+            format!("The api-version '{v}' is invalid."),
+        )),
+        None => Err(ApiError::new(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        )),
+    }
+}
+
+/// RBAC: the principal's actions (the same for every principal of the emulator) must
+/// allow `action`, else ARM's `AuthorizationFailed`.
+pub(super) fn check_action(
+    state: &AppState,
+    token: &crate::emulator::store::IssuedToken,
+    action: &str,
+    scope: &str,
+) -> Result<(), ApiError> {
+    let c = &state.config;
+    if crate::emulator::identity::rbac::allowed(&c.arm_actions, &c.arm_not_actions, action) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "AuthorizationFailed",
+        format!(
+            "The client '{}' with object id '{}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            token.principal.client_id, token.principal.object_id
+        ),
+    ))
+}
+
+pub(super) type ArmPath = HashMap<String, String>;
 
 fn arm_base(headers: &HeaderMap, path: &ArmPath) -> String {
     let _ = headers;
@@ -50,20 +92,34 @@ fn arm_base(headers: &HeaderMap, path: &ArmPath) -> String {
         .replace("{ws}", path.get("ws").map_or("", String::as_str))
 }
 
-fn check_workspace(state: &AppState, path: &ArmPath) -> Result<(), ApiError> {
+/// The subscription, resource group and workspace must be the emulator's, each miss
+/// the 404 ARM answers for it. ARM names are case-insensitive.
+pub(super) fn check_workspace(state: &AppState, path: &ArmPath) -> Result<(), ApiError> {
     let c = &state.config;
-    let ok = path.get("sub") == Some(&c.subscription)
-        && path.get("rg") == Some(&c.resource_group)
-        && path.get("ws") == Some(&c.workspace);
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    let part = |k: &str| path.get(k).map_or("", String::as_str);
+    let (sub, rg, ws) = (part("sub"), part("rg"), part("ws"));
+    if !sub.eq_ignore_ascii_case(&c.subscription) {
+        return Err(ApiError::new(
+            404,
+            "SubscriptionNotFound",
+            format!("The subscription '{sub}' could not be found."),
+        ));
+    }
+    if !rg.eq_ignore_ascii_case(&c.resource_group) {
+        return Err(ApiError::new(
+            404,
+            "ResourceGroupNotFound",
+            format!("Resource group '{rg}' could not be found."),
+        ));
+    }
+    if !ws.eq_ignore_ascii_case(&c.workspace) {
+        return Err(ApiError::new(
             404,
             "ResourceNotFound",
-            "The workspace was not found.",
-        ))
+            format!("The Resource 'Microsoft.OperationalInsights/workspaces/{ws}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+        ));
     }
+    Ok(())
 }
 
 /// The live list: the query re-run against the store, one page of it at `offset`.
@@ -102,7 +158,13 @@ pub(super) async fn sentinel_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/read",
+    )?;
     if state.config.profile.is_observed() {
         let (query, offset) = match query.get("$skipToken") {
             Some(token) => {
@@ -160,7 +222,13 @@ pub(super) async fn sentinel_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/read",
+    )?;
     let store = state.lock();
     let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     let incident = store
@@ -177,7 +245,13 @@ pub(super) async fn sentinel_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/write",
+    )?;
     let body = json_body(&body)?;
     let id = path.get("id").cloned().unwrap_or_default();
     let header_etag = headers
@@ -203,7 +277,13 @@ pub(super) async fn sentinel_delete(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/delete",
+    )?;
     let id = path.get("id").cloned().unwrap_or_default();
     let existed = state.lock().sentinel_delete(&id);
     Ok(match (existed, state.config.profile.is_observed()) {
@@ -220,7 +300,13 @@ pub(super) async fn sentinel_comments_list(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/read",
+    )?;
     let store = state.lock();
     let id = store.sentinel_key(path.get("id").map_or("", String::as_str));
     if !store.sentinel.contains_key(&id) {
@@ -290,7 +376,13 @@ pub(super) async fn sentinel_comment_get(
     Path(path): Path<ArmPath>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/read",
+    )?;
     let store = state.lock();
     let (id, comment) = (
         store.sentinel_key(path.get("id").map_or("", String::as_str)),
@@ -318,7 +410,13 @@ pub(super) async fn sentinel_comment_put(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult {
-    arm_request(&state, &headers, &query, &path)?;
+    arm_request(
+        &state,
+        &headers,
+        &query,
+        &path,
+        "Microsoft.SecurityInsights/incidents/comments/write",
+    )?;
     let body = json_body(&body)?;
     let (id, comment) = (
         path.get("id").cloned().unwrap_or_default(),

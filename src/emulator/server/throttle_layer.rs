@@ -9,7 +9,7 @@ use crate::emulator::throttle::{http_date_after, Api, Verdict};
 fn api_of(method: &str, endpoint: Endpoint) -> Option<Api> {
     use Endpoint::*;
     match endpoint {
-        Any | Token => None,
+        Any | Token | Identity => None,
         GraphList | GraphGet | GraphPatch | GraphComment | GraphAlerts => Some(Api::Graph),
         SentinelList | SentinelGet | SentinelPut | SentinelDelete | SentinelComment => {
             Some(if method == "GET" {
