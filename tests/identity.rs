@@ -82,9 +82,16 @@ fn syncer(path: &Path, vars: &HashMap<String, String>) -> rulebridge::sync::Sync
     .unwrap()
 }
 
-/// One cycle; the error text when it failed.
+/// One cycle; the error text when it failed or a pass was cut short (a sign-in
+/// failure interrupts the passes, to be redone next cycle).
 async fn cycle(syncer: &rulebridge::sync::Syncer) -> Result<(), String> {
-    syncer.cycle().await.map(|_| ()).map_err(|e| e.to_string())
+    let reports = syncer.cycle().await.map_err(|e| e.to_string())?;
+    let interrupted: Vec<String> = reports.into_iter().filter_map(|r| r.interrupted).collect();
+    if interrupted.is_empty() {
+        Ok(())
+    } else {
+        Err(interrupted.join("; "))
+    }
 }
 
 fn sentinel_count(emulator: &Emulator) -> usize {
@@ -209,7 +216,7 @@ async fn workload_identity_rereads_the_rotated_token_file_at_each_refresh() {
     let info = emulator.info();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("azure-identity-token");
-    rotate(&file, &federated_token(&info, -60).await);
+    rotate(&file, &federated_token(&info, -600).await);
     let config = write_config(dir.path(), &info, "", "");
     let vars = env(&[
         ("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap()),
@@ -310,7 +317,7 @@ async fn a_throttled_token_endpoint_recovers_within_the_cycle() {
         endpoint: Endpoint::Token,
         rate: 0.0,
         count: Some(2),
-        after: None,
+        after: 0,
     });
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), &info.client_secret).unwrap();
