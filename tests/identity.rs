@@ -657,3 +657,36 @@ fn terminate(pid: u32) {
         .status()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_share_one_token_request_per_audience() {
+    use rulebridge::client::{Credentials, Secret, TokenSource, ARM_SCOPE, GRAPH_SCOPE};
+    let emulator = start(EmulatorConfig::default()).await;
+    let info = emulator.info();
+    let source = |scope: &str| {
+        Arc::new(TokenSource::new(
+            reqwest::Client::new(),
+            info.token_url.clone(),
+            Credentials {
+                tenant_id: info.tenant_id.clone(),
+                client_id: info.client_id.clone(),
+                client_secret: Secret::new(info.client_secret.clone()),
+            },
+            scope.into(),
+        ))
+    };
+    let (graph, arm) = (source(GRAPH_SCOPE), source(ARM_SCOPE));
+    let mut callers = Vec::new();
+    for i in 0..16 {
+        let tokens = if i % 2 == 0 { graph.clone() } else { arm.clone() };
+        callers.push(tokio::spawn(async move { tokens.token().await.unwrap() }));
+    }
+    let mut tokens = Vec::new();
+    for caller in callers {
+        tokens.push(caller.await.unwrap());
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 2, "one token per audience");
+    assert_eq!(token_grants(&emulator).len(), 2, "one request per audience");
+}
