@@ -678,7 +678,11 @@ async fn concurrent_callers_share_one_token_request_per_audience() {
     let (graph, arm) = (source(GRAPH_SCOPE), source(ARM_SCOPE));
     let mut callers = Vec::new();
     for i in 0..16 {
-        let tokens = if i % 2 == 0 { graph.clone() } else { arm.clone() };
+        let tokens = if i % 2 == 0 {
+            graph.clone()
+        } else {
+            arm.clone()
+        };
         callers.push(tokio::spawn(async move { tokens.token().await.unwrap() }));
     }
     let mut tokens = Vec::new();
