@@ -493,9 +493,10 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
     std::fs::write(&test, spec.to_string()).unwrap();
     let text = std::fs::read_to_string(&config)
         .unwrap()
+        // /proc refuses new files even to root: an unwritable state folder.
         .replace(
             "state = \"state.db\"",
-            "state = \"no-such-folder/state.db\"",
+            "state = \"/proc/rulebridge-state.db\"",
         )
         .replace(
             &format!(
@@ -508,10 +509,14 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
     std::fs::write(&broken_config, text).unwrap();
     let (_, checks) = doctor(&broken_config, &[]);
     assert_eq!(failed(&checks), ["rule pack", "state"], "{checks:#?}");
-    assert!(checks["state"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("does not exist"));
+    assert!(
+        checks["state"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create files in /proc"),
+        "{}",
+        checks["state"]
+    );
     assert!(
         checks["rule pack"]["detail"]
             .as_str()
@@ -521,10 +526,14 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
         checks["rule pack"]
     );
 
-    // A missing workspace.
+    // A missing workspace, and a state folder that does not exist.
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("rulebridge-workspace", "no-such-workspace");
+        .replace("rulebridge-workspace", "no-such-workspace")
+        .replace(
+            "state = \"state.db\"",
+            "state = \"no-such-folder/state.db\"",
+        );
     std::fs::write(&broken_config, text).unwrap();
     let (_, checks) = doctor(&broken_config, &[]);
     assert_eq!(
@@ -533,10 +542,15 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
             "connector",
             "sentinel permissions",
             "sentinel read",
-            "sentinel workspace"
+            "sentinel workspace",
+            "state"
         ],
         "{checks:#?}"
     );
+    assert!(checks["state"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
     assert!(checks["sentinel workspace"]["detail"]
         .as_str()
         .unwrap()

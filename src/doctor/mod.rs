@@ -714,4 +714,31 @@ mod tests {
         assert!(!allowed(&json!({}), "x"));
         assert!(glob("a*c*e", "abcde") && !glob("a*c*e", "abcd") && glob("*", ""));
     }
+
+    #[test]
+    fn the_clock_fails_beyond_the_skew_a_sign_in_allows() {
+        let at = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let run = |ours: i64| {
+            let mut report = Report::default();
+            check_clock(
+                &mut report,
+                &[("Graph", at(0), at(ours))],
+                Duration::from_secs(300),
+            );
+            report.checks.remove(0)
+        };
+        assert!(run(2).ok);
+        let ahead = run(400);
+        assert!(
+            !ahead.ok && ahead.detail.contains("400 s ahead of Graph's"),
+            "{ahead:?}"
+        );
+        assert!(run(-301).detail.contains("behind"));
+        let mut report = Report::default();
+        check_clock(&mut report, &[], Duration::from_secs(300));
+        assert!(
+            !report.checks[0].ok,
+            "no answer to compare with is not a pass"
+        );
+    }
 }
