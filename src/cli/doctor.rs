@@ -14,7 +14,7 @@ pub struct DoctorArgs {
     /// The service configuration `run` would use.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// One JSON object ({"ok": bool, "checks": [{"check", "ok", "detail", "fix"}]}) for automation.
+    /// One JSON object ({"ok": bool, "checks": [{"check", "ok", "detail", "fix", "skipped"}]}) for automation.
     #[arg(long)]
     pub json: bool,
 }
@@ -41,6 +41,14 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// The report as a person reads it.
 pub fn render(report: &Report) -> String {
     let width = report
@@ -60,14 +68,15 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!("  {:width$}  fix: {fix}\n", ""));
         }
     }
-    let failed = report.checks.iter().filter(|c| !c.ok).count();
-    out.push_str(&if failed == 0 {
-        "all checks passed: `rulebridge run` has what it needs\n".to_string()
-    } else {
-        format!(
-            "{failed} check{} failed\n",
-            if failed == 1 { "" } else { "s" }
-        )
+    let failed = report.checks.iter().filter(|c| !c.ok && !c.skipped).count();
+    let skipped = report.checks.iter().filter(|c| c.skipped).count();
+    out.push_str(&match (failed, skipped) {
+        (0, 0) => "all checks passed: `rulebridge run` has what it needs\n".to_string(),
+        (failed, 0) => format!("{failed} check{} failed\n", plural(failed)),
+        (failed, skipped) => format!(
+            "{failed} check{} failed, {skipped} not checked because of them\n",
+            plural(failed)
+        ),
     });
     out
 }

@@ -30,6 +30,8 @@ pub struct Check {
     pub ok: bool,
     pub detail: String,
     pub fix: Option<String>,
+    /// Not run because a check it needs failed (still a failure: `run` would not work).
+    pub skipped: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -45,6 +47,7 @@ impl Report {
             ok: true,
             detail: detail.into(),
             fix: None,
+            skipped: false,
         });
     }
 
@@ -54,17 +57,20 @@ impl Report {
             ok: false,
             detail: detail.into(),
             fix: Some(fix.into()),
+            skipped: false,
         });
     }
 
     /// A check that could not run because an earlier one failed: still a failure, since
     /// `run` would not work either.
     fn skip(&mut self, check: &'static str, because: &str) {
-        self.fail(
+        self.checks.push(Check {
             check,
-            format!("not checked: {because}"),
-            "fix the failure above first",
-        );
+            ok: false,
+            detail: format!("not checked: {because}"),
+            fix: None,
+            skipped: true,
+        });
     }
 
     fn finish(mut self) -> Report {
@@ -181,6 +187,7 @@ impl Services {
                     "sentinel workspace",
                     "sentinel permissions",
                     "sentinel read",
+                    "connector",
                 ] {
                     report.skip(check, "no credential");
                 }
@@ -258,6 +265,7 @@ impl Services {
                     "sentinel workspace",
                     "sentinel permissions",
                     "sentinel read",
+                    "connector",
                 ] {
                     report.skip(check, "no ARM token");
                 }
