@@ -619,40 +619,57 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_reads_the_secret_from_azure_client_secret_file() {
+/// `run` as a service manager starts it, with `vars` as its only credential source,
+/// until the emulator's 4 incidents are in Sentinel; its log (debug level).
+async fn run_until_synced(emulator: &Emulator, config: &Path, vars: &[(&str, &str)]) -> String {
     use std::time::Duration;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("AZURE_CLIENT_SECRET_FILE")
+        .env_remove("AZURE_CLIENT_CERTIFICATE_PATH")
+        .envs(vars.iter().copied())
+        .env("RUST_LOG", "rulebridge=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sentinel_count(emulator) < 4 && std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "run exited early: {status}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(child.id());
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_signs_in_from_the_environment_and_never_logs_a_credential() {
     let emulator = start(EmulatorConfig::default()).await;
     let info = emulator.info();
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("mounted-secret");
     std::fs::write(&secret, format!("{}\n", info.client_secret)).unwrap();
-    // No secret key at all in the config: README's AZURE_CLIENT_SECRET_FILE.
+    // No credential key at all in the config: README's AZURE_CLIENT_SECRET_FILE.
     let config = write_config(
         dir.path(),
         &info,
         &format!("client_id = \"{}\"", info.client_id),
         "poll_interval_secs = 5\n[server]\nlisten = \"127.0.0.1:0\"",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env_remove("AZURE_CLIENT_SECRET")
-        .env("AZURE_CLIENT_SECRET_FILE", &secret)
-        .env("RUST_LOG", "rulebridge=info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while sentinel_count(&emulator) < 4 && std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("run exited early: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    terminate(child.id());
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = run_until_synced(
+        &emulator,
+        &config,
+        &[("AZURE_CLIENT_SECRET_FILE", secret.to_str().unwrap())],
+    )
+    .await;
     assert_eq!(sentinel_count(&emulator), 4, "{log}");
     assert!(
         log.contains("signing in with client secret from AZURE_CLIENT_SECRET_FILE"),
@@ -662,6 +679,38 @@ async fn run_reads_the_secret_from_azure_client_secret_file() {
         !log.contains(&info.client_secret),
         "the secret is never logged"
     );
+    // No access token (a JWT: base64url of `{"`) appears either, even at debug level.
+    assert!(!log.contains("eyJ"), "{log}");
+
+    // A certificate from AZURE_CLIENT_CERTIFICATE_PATH: its key and the assertions
+    // signed with it stay out of the log.
+    emulator.store().sentinel.clear();
+    let fresh = tempfile::tempdir().unwrap();
+    let config = write_config(
+        fresh.path(),
+        &info,
+        &format!("client_id = \"{}\"", info.client_id),
+        "poll_interval_secs = 5\n[server]\nlisten = \"127.0.0.1:0\"",
+    );
+    let pem = std::fs::read_to_string(&info.client_certificate_path).unwrap();
+    let key_line = pem
+        .lines()
+        .skip_while(|l| !l.contains("PRIVATE KEY"))
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let log = run_until_synced(
+        &emulator,
+        &config,
+        &[(
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            &info.client_certificate_path,
+        )],
+    )
+    .await;
+    assert_eq!(sentinel_count(&emulator), 4, "{log}");
+    assert!(log.contains("signing in with certificate"), "{log}");
+    assert!(!log.contains(&key_line) && !log.contains("eyJ"), "{log}");
 }
 
 /// SIGTERM, as a service manager stops `run`.
