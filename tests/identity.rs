@@ -590,6 +590,51 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
         .as_str()
         .unwrap()
         .contains("Microsoft Sentinel Responder"));
+    drop(emulator);
+
+    // No admin consent at all: the token carries no role, and Graph refuses the read.
+    let emulator = start(EmulatorConfig {
+        graph_roles: Vec::new(),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let info = emulator.info();
+    let config = write_config(dir.path(), &info, &credentials, "");
+    let (_, checks) = doctor(&config, &[]);
+    assert_eq!(
+        failed(&checks),
+        ["graph read", "graph write"],
+        "{checks:#?}"
+    );
+    assert!(checks["graph read"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("403"));
+    assert!(checks["graph write"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("admin consent is missing"));
+
+    // An expired certificate: found expired locally, and refused by the token endpoint.
+    let expired = write_config(
+        dir.path(),
+        &info,
+        &format!(
+            "kind = \"certificate\"\nclient_id = \"{}\"\ncertificate_path = \"{}\"",
+            info.client_id, info.expired_client_certificate_path
+        ),
+        "",
+    );
+    let (_, checks) = doctor(&expired, &[]);
+    assert!(checks["credential"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("the certificate has expired"));
+    let token = checks["graph token"]["detail"].as_str().unwrap();
+    assert!(
+        token.starts_with("the certificate has expired") && token.contains("AADSTS700027"),
+        "{token}"
+    );
 }
 
 fn break_expectation(spec: &mut Value) {
