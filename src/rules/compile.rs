@@ -10,7 +10,7 @@
 //! [`PackResolver`], which serves only `.rhai` files of the snapshot: a path that leads
 //! outside the pack is a load error, and at run time no module is ever read from disk.
 
-use super::engine::{build_engine, Limits};
+use super::engine::{build_engine, with_limits, Limits, DEADLINE_TOKEN, MEMORY_TOKEN};
 use super::json::{FieldNames, JsonView};
 use super::manifest::{referenced_file, referenced_schema, Manifest, RuleSpec, MANIFEST};
 use super::tables::Tables;
@@ -41,11 +41,21 @@ pub struct CompiledRule {
     /// Whether the script has top-level statements (imports, constants) that must run
     /// before each call; scripts made only of functions skip that step.
     pub runs_top_level: bool,
+    /// Where each entry point is defined (line, col), to locate errors about what it
+    /// returned.
+    pub entry_positions: Vec<(&'static str, usize, usize)>,
 }
 
 impl CompiledRule {
     pub fn defines(&self, entry: &str) -> bool {
         self.entries.contains(&entry)
+    }
+
+    pub fn entry_position(&self, entry: &str) -> Option<(usize, usize)> {
+        self.entry_positions
+            .iter()
+            .find(|(e, _, _)| *e == entry)
+            .map(|&(_, l, c)| (l, c))
     }
 }
 
@@ -229,7 +239,15 @@ fn compile_rule(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let entry_positions = entries
+        .iter()
+        .filter_map(|&e| match find_fn(source, e) {
+            (Some(l), Some(c)) => Some((e, l, c)),
+            _ => None,
+        })
+        .collect();
     Ok(CompiledRule {
+        entry_positions,
         name: spec.name.clone(),
         script_name: spec.name.as_str().into(),
         stage,
@@ -453,15 +471,18 @@ impl ModuleResolver for PackResolver {
                     Position::NONE,
                 )
             })?;
-        // A module's top level runs once, here, under the pack's operation limit.
+        // A module's top level runs once, here, under the same limits as a rule call:
+        // operations, the wall-clock deadline and the memory budget.
         let mut module_engine = build_engine(&state.limits);
         module_engine.set_module_resolver(self.clone());
-        let module =
-            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
+        let module = with_limits(&state.limits, || {
+            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine)
+        })
+        .map_err(|err| {
                 let p = err.position();
                 let message = format!(
                     "{} (imported by {importer})",
-                    strip_position(&err.to_string())
+                    module_failure(&err, &state.limits)
                 );
                 state
                     .problems
@@ -480,6 +501,27 @@ impl ModuleResolver for PackResolver {
             .expect("resolver lock")
             .insert(rel, module.clone());
         Ok(module)
+    }
+}
+
+/// Why a module's top level failed, in the words a rule call's failure would use.
+fn module_failure(err: &EvalAltResult, limits: &Limits) -> String {
+    match err.unwrap_inner() {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
+            format!(
+                "the module's top level ran past the wall-clock deadline of {} ms (limits.timeout_ms)",
+                limits.timeout_ms
+            )
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => format!(
+            "the module's top level grew memory past {} bytes (limits.max_memory)",
+            limits.max_memory
+        ),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the module's top level stopped after {} operations (limits.max_operations)",
+            limits.max_operations
+        ),
+        _ => strip_position(&crate::problem::clip_display(err)),
     }
 }
 

@@ -280,9 +280,14 @@ impl CompiledPack {
         target: &Dynamic,
         steps: &[Step],
     ) -> Result<Value, RuleError> {
-        let fields = dynamic_to_value(target).map_err(|e| RuleError {
-            kind: RuleErrorKind::BadReturn,
-            ..output_error(self, steps, "", e.message).at_pointer(e.pointer)
+        // Blamed on the rule that set the offending top-level field (`/field/...`).
+        let fields = dynamic_to_value(target).map_err(|e| {
+            let field = e.pointer.trim_start_matches('/').split('/').next().unwrap_or("");
+            let field = field.replace("~1", "/").replace("~0", "~");
+            RuleError {
+                kind: RuleErrorKind::BadReturn,
+                ..output_error(self, steps, &field, e.message).at_pointer(e.pointer)
+            }
         })?;
         let (body, schema_name, prefix) = match source {
             Side::Defender => (
@@ -392,8 +397,9 @@ fn bad_return(rule: &CompiledRule, entry: &str, wanted: &str, got: &Dynamic) -> 
     )
 }
 
+/// The value, formatted only as far as it is shown (it may be gigabytes).
 fn clip_debug(value: &Dynamic) -> String {
-    crate::rules::natives::clip(&value.to_string(), 80)
+    crate::problem::clip_display(value)
 }
 
 fn to_json(rule: &CompiledRule, value: &Dynamic) -> Result<Value, RuleError> {
