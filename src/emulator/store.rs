@@ -46,8 +46,31 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The JSON body; `None` for token requests and bodies over [`MAX_LOGGED_BODY`].
     pub body: Option<Value>,
+    /// Size of the body as received.
+    pub body_bytes: usize,
     pub status: u16,
+}
+
+/// Requests the log keeps: the last ones. A long demo or soak test must not grow the
+/// emulator without bound (twenty 15 MB PUTs were 300 MB of log).
+pub const MAX_LOGGED_REQUESTS: usize = 20_000;
+/// Bodies larger than this are logged by size only.
+pub const MAX_LOGGED_BODY: usize = 64 * 1024;
+
+impl Store {
+    /// Appends to the request log, dropping the oldest entries beyond
+    /// [`MAX_LOGGED_REQUESTS`] (a tenth at a time, so appending stays cheap).
+    pub fn log_request(&mut self, mut record: RequestRecord) {
+        if record.body_bytes > MAX_LOGGED_BODY {
+            record.body = None;
+        }
+        if self.requests.len() >= MAX_LOGGED_REQUESTS {
+            self.requests.drain(..MAX_LOGGED_REQUESTS / 10);
+        }
+        self.requests.push(record);
+    }
 }
 
 /// A list walk frozen at its first page, so every page of it comes from one snapshot:
