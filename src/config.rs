@@ -604,7 +604,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 17);
+        assert_eq!(checked, 18);
     }
 
     #[test]

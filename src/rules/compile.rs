@@ -318,6 +318,9 @@ struct ResolverState {
     snapshot: PackSnapshot,
     limits: Limits,
     modules: Mutex<HashMap<String, SharedModule>>,
+    /// Modules whose top level failed, with the problem: imported again (by another
+    /// rule), they fail at once instead of running out their limits a second time.
+    failed: Mutex<HashMap<String, Problem>>,
     /// Files being compiled right now, innermost last: (display path, text). The last
     /// one is the importer of the path being resolved; a repeat is an import cycle.
     compiling: Mutex<Vec<(String, String)>>,
@@ -332,6 +335,7 @@ impl PackResolver {
                 snapshot: snapshot.clone(),
                 limits: *limits,
                 modules: Mutex::new(HashMap::new()),
+                failed: Mutex::new(HashMap::new()),
                 compiling: Mutex::new(Vec::new()),
                 problems: Mutex::new(Vec::new()),
             }),
@@ -425,6 +429,18 @@ impl ModuleResolver for PackResolver {
         if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
             return Ok(module.clone());
         }
+        if let Some(problem) = state.failed.lock().expect("resolver lock").get(&rel) {
+            state
+                .problems
+                .lock()
+                .expect("resolver lock")
+                .push(problem.clone());
+            return Err(EvalAltResult::ErrorRuntime(
+                format!("import '{path}' failed to load").into(),
+                Position::NONE,
+            )
+            .into());
+        }
         let display = state.snapshot.display_path(&rel);
         if state
             .compiling
@@ -484,11 +500,13 @@ impl ModuleResolver for PackResolver {
                     "{} (imported by {importer})",
                     module_failure(&err, &state.limits)
                 );
+                let problem = Problem::at(&display, p.line(), p.position(), message);
                 state
-                    .problems
+                    .failed
                     .lock()
                     .expect("resolver lock")
-                    .push(Problem::at(&display, p.line(), p.position(), message));
+                    .insert(rel.clone(), problem.clone());
+                state.problems.lock().expect("resolver lock").push(problem);
                 Box::new(EvalAltResult::ErrorRuntime(
                     format!("import '{path}' failed to load").into(),
                     Position::NONE,

@@ -202,3 +202,55 @@ pub fn build_engine(limits: &Limits) -> Engine {
     super::context::register(&mut engine);
     engine
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every function a rule can call, one signature a line, reviewed. A new Rhai
+    /// release or a new native shows up here as a failing diff; bless a reviewed list
+    /// with `RULEBRIDGE_BLESS=1 cargo test --lib every_callable_function`.
+    const REVIEWED: &str = include_str!("allowed-functions.txt");
+
+    #[test]
+    fn every_callable_function_is_reviewed() {
+        let engine = build_engine(&Limits::default());
+        let mut got = engine.gen_fn_signatures(true);
+        got.sort();
+        got.dedup();
+        for forbidden in [
+            "sleep(",
+            "exit(",
+            "parse_json(",
+            "timestamp()",
+            "elapsed(",
+            "back_trace(",
+            "blob(",
+            "get_fn_metadata_list(",
+            "eval(",
+            "take(",
+        ] {
+            let found: Vec<&String> = got.iter().filter(|s| s.starts_with(forbidden)).collect();
+            assert!(found.is_empty(), "{forbidden} is callable: {found:?}");
+        }
+        let want: Vec<&str> = REVIEWED
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if std::env::var_os("RULEBRIDGE_BLESS").is_some() {
+            let mut text = String::from("# Every function a rule can call (rules::engine tests). Review additions before blessing.\n");
+            for sig in &got {
+                text.push_str(sig);
+                text.push('\n');
+            }
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/rules/allowed-functions.txt"), text).unwrap();
+            return;
+        }
+        let added: Vec<&String> = got.iter().filter(|s| !want.contains(&s.as_str())).collect();
+        let removed: Vec<&&str> = want.iter().filter(|s| !got.iter().any(|g| g == **s)).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "callable functions changed; review, then bless.\nnew: {added:#?}\ngone: {removed:#?}"
+        );
+    }
+}

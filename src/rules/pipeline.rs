@@ -284,9 +284,14 @@ impl CompiledPack {
         let fields = dynamic_to_value(target).map_err(|e| {
             let field = e.pointer.trim_start_matches('/').split('/').next().unwrap_or("");
             let field = field.replace("~1", "/").replace("~0", "~");
+            // The pointer into the request body, as schema failures give it.
+            let pointer = match source {
+                Side::Defender => format!("/properties{}", e.pointer.trim_end_matches('/')),
+                Side::Sentinel => e.pointer.clone(),
+            };
             RuleError {
                 kind: RuleErrorKind::BadReturn,
-                ..output_error(self, steps, &field, e.message).at_pointer(e.pointer)
+                ..output_error(self, steps, &field, e.message).at_pointer(pointer)
             }
         })?;
         let (body, schema_name, prefix) = match source {
