@@ -166,7 +166,6 @@ impl std::fmt::Write for Clipped {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

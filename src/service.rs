@@ -224,7 +224,10 @@ fn record_outcome(
     }
     if !matches!(outcome, ReloadOutcome::Stuck { .. }) {
         // A finished attempt ends the stuck report.
-        if state.meta("reload_stuck_at")?.is_some_and(|v| !v.is_empty()) {
+        if state
+            .meta("reload_stuck_at")?
+            .is_some_and(|v| !v.is_empty())
+        {
             state.set_meta("reload_stuck_at", "")?;
         }
     }

@@ -3,7 +3,7 @@
 //! pack's whole pipeline and direction rules, and through a pack of rules that return
 //! pieces of their input in every shape (views, copies, nested arrays, numbers at the
 //! edges). Whatever comes in, the result is an outcome or a located rule error: no
-//! panic, no abort. `FUZZ_CASES` raises the number of cases (default 300 per property,
+//! panic, no abort. `FUZZ_CASES` raises the number of cases (default 3,000 per property,
 //! a few seconds in release builds).
 
 use proptest::prelude::*;
@@ -81,8 +81,16 @@ fn scalar() -> impl Strategy<Value = Value> {
         ".{0,40}".prop_map(Value::String),
         // Names and values the rules look for.
         prop::sample::select(vec![
-            "active", "resolved", "redirected", "high", "informational", "truePositive",
-            "2026-03-01T10:00:00Z", "not a date", "\u{1F600}\u{0301}", "",
+            "active",
+            "resolved",
+            "redirected",
+            "high",
+            "informational",
+            "truePositive",
+            "2026-03-01T10:00:00Z",
+            "not a date",
+            "\u{1F600}\u{0301}",
+            "",
         ])
         .prop_map(|s| Value::String(s.to_string())),
     ]
@@ -101,10 +109,26 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "id", "displayName", "status", "severity", "classification", "determination",
-            "assignedTo", "customTags", "comments", "alerts", "evidence", "title",
-            "properties", "labels", "owner", "createdDateTime", "lastUpdateDateTime",
-            "serviceSource", "redirectIncidentId", "tenantId",
+            "id",
+            "displayName",
+            "status",
+            "severity",
+            "classification",
+            "determination",
+            "assignedTo",
+            "customTags",
+            "comments",
+            "alerts",
+            "evidence",
+            "title",
+            "properties",
+            "labels",
+            "owner",
+            "createdDateTime",
+            "lastUpdateDateTime",
+            "serviceSource",
+            "redirectIncidentId",
+            "tenantId",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z_~/ ]{1,12}",
@@ -127,7 +151,10 @@ fn incident() -> impl Strategy<Value = Value> {
 }
 
 fn cases() -> u32 {
-    std::env::var("FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000)
 }
 
 proptest! {

@@ -93,8 +93,8 @@ fn cases() -> Vec<Case> {
         .map(|e| {
             let dir = e.path();
             let text = std::fs::read_to_string(dir.join("expect.toml")).unwrap();
-            let expect: Expect = toml::from_str(&text)
-                .unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
+            let expect: Expect =
+                toml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
             Case {
                 name: e.file_name().to_string_lossy().into_owned(),
                 dir,
@@ -218,9 +218,10 @@ fn timeout_ms(pack: &Path) -> u64 {
 }
 
 fn probe(dir: &Path, step: &EvalStep) -> PathBuf {
-    let mut incident: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(Path::new(CORPUS).join("incident.json")).unwrap())
-            .unwrap();
+    let mut incident: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(CORPUS).join("incident.json")).unwrap(),
+    )
+    .unwrap();
     if let (Some(field), Some(bytes)) = (&step.input_field, step.input_bytes) {
         let huge = serde_json::Value::String("A".repeat(bytes));
         incident[field] = match step.input_json_type.as_deref() {
@@ -265,14 +266,26 @@ fn every_hostile_pack_is_contained_by_check_and_eval() {
     let incident = Path::new(CORPUS).join("incident.json");
     let baseline = (0..3)
         .map(|_| {
-            let r = run(&["eval", "--rules", good.to_str().unwrap(), "--input", incident.to_str().unwrap()]);
+            let r = run(&[
+                "eval",
+                "--rules",
+                good.to_str().unwrap(),
+                "--input",
+                incident.to_str().unwrap(),
+            ]);
             assert_eq!(r.code, Some(0), "the good pack: {}", r.stderr);
             r.elapsed
         })
         .min()
         .unwrap();
-    eprintln!("baseline: a good pack's eval takes {} ms", baseline.as_millis());
-    eprintln!("{:<18} {:>8} {:>8} {:>9} {:>9}  row", "case", "check ms", "eval ms", "limit ms", "peak MB");
+    eprintln!(
+        "baseline: a good pack's eval takes {} ms",
+        baseline.as_millis()
+    );
+    eprintln!(
+        "{:<18} {:>8} {:>8} {:>9} {:>9}  row",
+        "case", "check ms", "eval ms", "limit ms", "peak MB"
+    );
     for case in cases() {
         let pack = work.path().join(&case.name);
         materialize(&case, &pack);
@@ -284,15 +297,31 @@ fn every_hostile_pack_is_contained_by_check_and_eval() {
         let mut peak_mb = 0;
         if let Some(step) = &e.check {
             let r = run(&["check", "--rules", rules]);
-            assert_eq!(r.code, Some(step.exit), "{}: check:\n{}", case.name, clip(&r.stderr));
+            assert_eq!(
+                r.code,
+                Some(step.exit),
+                "{}: check:\n{}",
+                case.name,
+                clip(&r.stderr)
+            );
             assert_contains(&case.name, "check's output", &r.stderr, &step.contains);
             if let Some(max) = e.max_ms {
-                assert!(r.elapsed <= Duration::from_millis(max), "{}: check took {:?}", case.name, r.elapsed);
+                assert!(
+                    r.elapsed <= Duration::from_millis(max),
+                    "{}: check took {:?}",
+                    case.name,
+                    r.elapsed
+                );
             }
             if e.timed {
                 let allowed = Duration::from_millis(timeout_ms(&pack) + 250);
                 let added = r.elapsed.saturating_sub(baseline);
-                assert!(added <= allowed, "{}: check took {:?} beyond a good pack's eval, more than {allowed:?}", case.name, added);
+                assert!(
+                    added <= allowed,
+                    "{}: check took {:?} beyond a good pack's eval, more than {allowed:?}",
+                    case.name,
+                    added
+                );
                 limit = allowed.as_millis().to_string();
             }
             check_ms = r.elapsed.as_millis().to_string();
@@ -302,26 +331,51 @@ fn every_hostile_pack_is_contained_by_check_and_eval() {
         if let Some(step) = &e.eval {
             let input = probe(work.path(), step);
             let r = run(&["eval", "--rules", rules, "--input", input.to_str().unwrap()]);
-            assert_eq!(r.code, Some(step.exit), "{}: eval:\n{}", case.name, clip(&r.stderr));
+            assert_eq!(
+                r.code,
+                Some(step.exit),
+                "{}: eval:\n{}",
+                case.name,
+                clip(&r.stderr)
+            );
             assert_contains(&case.name, "eval's output", &r.stderr, &step.contains);
             if e.timed {
                 let allowed = Duration::from_millis(timeout_ms(&pack) + 250);
                 let added = r.elapsed.saturating_sub(baseline);
-                assert!(added <= allowed, "{}: eval took {:?} beyond the good pack's, more than {allowed:?}", case.name, added);
+                assert!(
+                    added <= allowed,
+                    "{}: eval took {:?} beyond the good pack's, more than {allowed:?}",
+                    case.name,
+                    added
+                );
                 limit = allowed.as_millis().to_string();
             }
             if let Some(max) = e.max_ms {
-                assert!(r.elapsed <= Duration::from_millis(max), "{}: eval took {:?}", case.name, r.elapsed);
+                assert!(
+                    r.elapsed <= Duration::from_millis(max),
+                    "{}: eval took {:?}",
+                    case.name,
+                    r.elapsed
+                );
                 limit = max.to_string();
             }
             if let Some(max) = e.max_output_bytes {
-                assert!(r.stderr.len() <= max, "{}: {} bytes of output:\n{}", case.name, r.stderr.len(), clip(&r.stderr));
+                assert!(
+                    r.stderr.len() <= max,
+                    "{}: {} bytes of output:\n{}",
+                    case.name,
+                    r.stderr.len(),
+                    clip(&r.stderr)
+                );
             }
             eval_ms = r.elapsed.as_millis().to_string();
             peak_mb = peak_mb.max(r.peak_rss_kb / 1024);
             check_rss(&case, &r);
         }
-        eprintln!("{:<18} {check_ms:>8} {eval_ms:>8} {limit:>9} {peak_mb:>9}  {}", case.name, e.row);
+        eprintln!(
+            "{:<18} {check_ms:>8} {eval_ms:>8} {limit:>9} {peak_mb:>9}  {}",
+            case.name, e.row
+        );
     }
 }
 
@@ -413,7 +467,9 @@ impl Service {
     }
 
     async fn health(&self) -> (u16, String) {
-        let r = reqwest::get(format!("http://{}/healthz", self.ops)).await.unwrap();
+        let r = reqwest::get(format!("http://{}/healthz", self.ops))
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -446,7 +502,11 @@ fn clip_tail(text: &str) -> String {
 fn pack_version(metrics: &str) -> String {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("rulebridge_pack_info{version=\"")?.split('"').next())
+        .find_map(|l| {
+            l.strip_prefix("rulebridge_pack_info{version=\"")?
+                .split('"')
+                .next()
+        })
         .unwrap_or_default()
         .to_string()
 }
@@ -469,8 +529,27 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
     // `status` on a state file that does not exist yet must not create it.
     let status = run(&["status", "--config", &config_arg]);
     assert_eq!(status.code, Some(1), "{}", status.stderr);
-    assert!(status.stderr.contains("no state database"), "{}", status.stderr);
-    assert!(!work.path().join("state.db").exists(), "status created the state file");
+    assert!(
+        status.stderr.contains("no state database"),
+        "{}",
+        status.stderr
+    );
+    for args in [
+        vec!["explain", "--config", &config_arg, "h-1"],
+        vec!["retry", "--config", &config_arg],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("no state database"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert!(
+        !work.path().join("state.db").exists(),
+        "status, explain or retry created the state file"
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
         .args(["run", "--config", &config_arg])
@@ -486,7 +565,10 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
     let reader = {
         let log = log.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Some(rest) = line.split("addr=").nth(1) {
                     let _ = addr_tx.send(rest.split_whitespace().next().unwrap().to_string());
                 }
@@ -496,8 +578,13 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
             }
         })
     };
-    let ops = addr_rx.recv_timeout(Duration::from_secs(30)).expect("the ops address in the log");
-    let service = Service { ops, log: log.clone() };
+    let ops = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the ops address in the log");
+    let service = Service {
+        ops,
+        log: log.clone(),
+    };
     let until = Instant::now() + Duration::from_secs(30);
     while emulator.store().sentinel.len() < 15 && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -509,15 +596,27 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
     // One process per state file: a second `run` is refused, naming the holder.
     let second = run(&["run", "--config", &config_arg]);
     assert_eq!(second.code, Some(1), "{}", second.stderr);
-    assert!(second.stderr.contains(&format!("pid {pid}")), "{}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("pid {pid}")),
+        "{}",
+        second.stderr
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(work.path().join("state.db")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(work.path().join("state.db"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "state file mode {mode:o}");
 
     let mut peak_mb = 0;
-    let stuck_case = cases().into_iter().find(|c| c.name == "slow-checks").unwrap();
+    let stuck_case = cases()
+        .into_iter()
+        .find(|c| c.name == "slow-checks")
+        .unwrap();
     for case in cases() {
-        let Some(live) = &case.expect.live else { continue };
+        let Some(live) = &case.expect.live else {
+            continue;
+        };
         if live.result != "rejected" {
             continue;
         }
@@ -525,13 +624,30 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
         let before = service.metric(series).await;
         n += 1;
         let started = Instant::now();
-        publish(work.path(), &rules, &case.name, |d| materialize(&case, d), n);
-        service.wait_for(series, before + 1.0, Duration::from_secs(20)).await;
+        publish(
+            work.path(),
+            &rules,
+            &case.name,
+            |d| materialize(&case, d),
+            n,
+        );
+        service
+            .wait_for(series, before + 1.0, Duration::from_secs(20))
+            .await;
         let rss = rss_kb(pid).unwrap() / 1024;
         peak_mb = peak_mb.max(peak_rss_kb(pid).unwrap() / 1024);
-        eprintln!("live {:<18} rejected after {:>5} ms, RSS {rss} MB", case.name, started.elapsed().as_millis());
+        eprintln!(
+            "live {:<18} rejected after {:>5} ms, RSS {rss} MB",
+            case.name,
+            started.elapsed().as_millis()
+        );
         assert!(rss <= LIVE_RSS_MB, "{}: RSS {rss} MB", case.name);
-        assert_eq!(pack_version(&service.metrics().await), good_version, "{}", case.name);
+        assert_eq!(
+            pack_version(&service.metrics().await),
+            good_version,
+            "{}",
+            case.name
+        );
         let (code, text) = service.health().await;
         assert_eq!(code, 200, "{}: {text}", case.name);
     }
@@ -542,7 +658,13 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
     // A reload that takes too long is reported stuck and abandoned…
     let stuck = "rulebridge_reloads_total{result=\"stuck\"}";
     n += 1;
-    publish(work.path(), &rules, "slow-checks", |d| materialize(&stuck_case, d), n);
+    publish(
+        work.path(),
+        &rules,
+        "slow-checks",
+        |d| materialize(&stuck_case, d),
+        n,
+    );
     service.wait_for(stuck, 1.0, Duration::from_secs(20)).await;
     assert_eq!(service.metric("rulebridge_reload_stuck").await, 1.0);
     let (code, text) = service.health().await;
@@ -567,38 +689,110 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
         |d| {
             copy_tree(&good, d);
             let rule = std::fs::read_to_string(d.join("rule.rhai")).unwrap();
-            std::fs::write(d.join("rule.rhai"), rule.replace("incident.displayName ?? \"untitled\"", "`v2: ${incident.displayName}`")).unwrap();
+            std::fs::write(
+                d.join("rule.rhai"),
+                rule.replace(
+                    "incident.displayName ?? \"untitled\"",
+                    "`v2: ${incident.displayName}`",
+                ),
+            )
+            .unwrap();
         },
         n,
     );
     let swapped = "rulebridge_reloads_total{result=\"swapped\"}";
-    service.wait_for(swapped, 1.0, Duration::from_secs(20)).await;
+    service
+        .wait_for(swapped, 1.0, Duration::from_secs(20))
+        .await;
     assert_ne!(pack_version(&service.metrics().await), good_version);
-    assert_eq!(service.health().await.0, 200, "a finished reload ends the stuck report");
+    assert_eq!(
+        service.health().await.0,
+        200,
+        "a finished reload ends the stuck report"
+    );
+    // Still syncing, now with the new pack: a Defender edit reaches Sentinel with its title.
+    {
+        let mut store = emulator.store();
+        let stamp = store.tick();
+        let incident = store.graph.values_mut().next().unwrap();
+        incident["displayName"] = serde_json::json!("edited after the hostile corpus");
+        incident["lastUpdateDateTime"] = serde_json::json!(stamp);
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let synced = emulator
+            .store()
+            .sentinel
+            .values()
+            .any(|i| i["properties"]["title"] == "v2: edited after the hostile corpus");
+        if synced {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the edit never synced; log:\n{}",
+            clip_tail(&log.lock().unwrap())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No hostile pack was ever active, so no incident was dead-lettered by one.
+    let out = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+        .args(["status", "--config", &config_arg, "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["pack"]["reload_stuck_since"].is_null(), "{status:#}");
+    assert_eq!(
+        status["dead_letters"].as_array().map(Vec::len),
+        Some(0),
+        "{status:#}"
+    );
 
     // A stuck reload again, and SIGTERM while it is stuck: the process ends in 10 s.
     n += 1;
-    publish(work.path(), &rules, "slow-checks-again", |d| materialize(&stuck_case, d), n);
+    publish(
+        work.path(),
+        &rules,
+        "slow-checks-again",
+        |d| materialize(&stuck_case, d),
+        n,
+    );
     service.wait_for(stuck, 2.0, Duration::from_secs(20)).await;
     let dead_letters_ok = service.metrics().await;
-    assert!(dead_letters_ok.contains("rulebridge_writes_total"), "the service wrote nothing");
+    assert!(
+        dead_letters_ok.contains("rulebridge_writes_total"),
+        "the service wrote nothing"
+    );
     let sent = Instant::now();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     let exit = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
         if sent.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            panic!("still running 10 s after SIGTERM; log:\n{}", clip_tail(&log.lock().unwrap()));
+            panic!(
+                "still running 10 s after SIGTERM; log:\n{}",
+                clip_tail(&log.lock().unwrap())
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let took = sent.elapsed();
     reader.join().unwrap();
-    eprintln!("SIGTERM during a stuck reload: exited in {} ms", took.as_millis());
+    eprintln!(
+        "SIGTERM during a stuck reload: exited in {} ms",
+        took.as_millis()
+    );
     let log = log.lock().unwrap();
     assert!(exit.success(), "{}", clip_tail(&log));
-    assert!(log.contains("stopped; state committed"), "{}", clip_tail(&log));
+    assert!(
+        log.contains("stopped; state committed"),
+        "{}",
+        clip_tail(&log)
+    );
     assert!(!log.contains(&info.client_secret));
 }

@@ -16,9 +16,11 @@
 //! 256 KB string is small in memory but 2.6 GB as JSON, so its size (every string
 //! counted each time it appears) must fit `limits.max_memory` too.
 
-use super::compile::{strip_position, CompiledRule};
 use super::budget;
-use super::engine::{build_engine, stopped_at_ops, with_deadline_at, Limits, DEADLINE_TOKEN, MEMORY_TOKEN};
+use super::compile::{strip_position, CompiledRule};
+use super::engine::{
+    build_engine, stopped_at_ops, with_deadline_at, Limits, DEADLINE_TOKEN, MEMORY_TOKEN,
+};
 use super::json::{register_field_getters, result_bytes, FieldNames};
 use crate::model::Stage;
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
@@ -199,7 +201,15 @@ pub fn call_rule(
                     None
                 };
                 let until = deadline.max(Instant::now()) + LOCATE_GRACE;
-                locate_limit_hit(rule, (limits, fields), entry, first.clone(), ctx.clone(), until, ops)
+                locate_limit_hit(
+                    rule,
+                    (limits, fields),
+                    entry,
+                    first.clone(),
+                    ctx.clone(),
+                    until,
+                    ops,
+                )
             } else {
                 None
             };
@@ -269,7 +279,9 @@ fn locate_limit_hit(
         },
     );
     let _ = with_deadline_at(until, || {
-        budget::with_budget(limits.max_memory, || invoke(&engine, rule, entry, first, ctx))
+        budget::with_budget(limits.max_memory, || {
+            invoke(&engine, rule, entry, first, ctx)
+        })
     });
     let found = last.lock().expect("debugger lock").clone();
     found

@@ -145,6 +145,9 @@ impl CompiledPack {
             ));
         }
         if !problems.is_empty() {
+            // One broken library imported by several rules is one problem, not several.
+            let mut seen = std::collections::HashSet::new();
+            problems.retain(|p| seen.insert(p.to_string()));
             return Err(problems);
         }
         let field_names =
@@ -495,23 +498,23 @@ impl ModuleResolver for PackResolver {
             Module::eval_ast_as_new(Scope::new(), &ast, &module_engine)
         })
         .map_err(|err| {
-                let p = err.position();
-                let message = format!(
-                    "{} (imported by {importer})",
-                    module_failure(&err, &state.limits)
-                );
-                let problem = Problem::at(&display, p.line(), p.position(), message);
-                state
-                    .failed
-                    .lock()
-                    .expect("resolver lock")
-                    .insert(rel.clone(), problem.clone());
-                state.problems.lock().expect("resolver lock").push(problem);
-                Box::new(EvalAltResult::ErrorRuntime(
-                    format!("import '{path}' failed to load").into(),
-                    Position::NONE,
-                ))
-            })?;
+            let p = err.position();
+            let message = format!(
+                "{} (imported by {importer})",
+                module_failure(&err, &state.limits)
+            );
+            let problem = Problem::at(&display, p.line(), p.position(), message);
+            state
+                .failed
+                .lock()
+                .expect("resolver lock")
+                .insert(rel.clone(), problem.clone());
+            state.problems.lock().expect("resolver lock").push(problem);
+            Box::new(EvalAltResult::ErrorRuntime(
+                format!("import '{path}' failed to load").into(),
+                Position::NONE,
+            ))
+        })?;
         let module: SharedModule = module.into();
         state
             .modules

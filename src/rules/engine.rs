@@ -19,9 +19,9 @@
 
 use super::budget;
 use rhai::packages::{
-    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage,
-    BasicMapPackage, BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage,
-    MoreStringPackage, Package,
+    ArithmeticPackage, BasicArrayPackage, BasicFnPackage, BasicIteratorPackage, BasicMapPackage,
+    BasicMathPackage, BasicStringPackage, BitFieldPackage, LogicPackage, MoreStringPackage,
+    Package,
 };
 use rhai::{Dynamic, Engine, OptimizationLevel};
 use serde::{Deserialize, Serialize};
@@ -243,11 +243,21 @@ mod tests {
                 text.push_str(sig);
                 text.push('\n');
             }
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/rules/allowed-functions.txt"), text).unwrap();
+            std::fs::write(
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/src/rules/allowed-functions.txt"
+                ),
+                text,
+            )
+            .unwrap();
             return;
         }
         let added: Vec<&String> = got.iter().filter(|s| !want.contains(&s.as_str())).collect();
-        let removed: Vec<&&str> = want.iter().filter(|s| !got.iter().any(|g| g == **s)).collect();
+        let removed: Vec<&&str> = want
+            .iter()
+            .filter(|s| !got.iter().any(|g| g == **s))
+            .collect();
         assert!(
             added.is_empty() && removed.is_empty(),
             "callable functions changed; review, then bless.\nnew: {added:#?}\ngone: {removed:#?}"

@@ -282,7 +282,12 @@ impl CompiledPack {
     ) -> Result<Value, RuleError> {
         // Blamed on the rule that set the offending top-level field (`/field/...`).
         let fields = dynamic_to_value(target).map_err(|e| {
-            let field = e.pointer.trim_start_matches('/').split('/').next().unwrap_or("");
+            let field = e
+                .pointer
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("");
             let field = field.replace("~1", "/").replace("~0", "~");
             // The pointer into the request body, as schema failures give it.
             let pointer = match source {
@@ -422,7 +427,19 @@ fn output_error(pack: &CompiledPack, steps: &[Step], field: &str, message: Strin
         .or_else(|| steps.iter().find(|s| s.stage == Stage::Map));
     let rule = culprit.and_then(|s| pack.rule(&s.rule));
     match rule {
-        Some(rule) => RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message),
+        Some(rule) => {
+            let mut error = RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message);
+            // Located at the function that returned the field (a map or enrich entry).
+            let at = rule
+                .entries
+                .iter()
+                .find_map(|entry| rule.entry_position(entry));
+            if let Some((line, col)) = at {
+                error.line = Some(line);
+                error.col = Some(col);
+            }
+            error
+        }
         None => RuleError::new(RuleErrorKind::InvalidOutput, message),
     }
 }
