@@ -49,6 +49,9 @@ struct Make {
     symlink: Option<String>,
     target: Option<String>,
     fifo: Option<String>,
+    /// A sparse file of `bytes` (no disk used): a pack far over the size ceiling.
+    sparse: Option<String>,
+    bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +134,10 @@ fn materialize(case: &Case, dest: &Path) {
             let at = dest.join(link);
             std::fs::create_dir_all(at.parent().unwrap()).unwrap();
             std::os::unix::fs::symlink(target, &at).unwrap();
+        }
+        if let (Some(file), Some(bytes)) = (&make.sparse, make.bytes) {
+            let f = std::fs::File::create(dest.join(file)).unwrap();
+            f.set_len(bytes).unwrap();
         }
         if let Some(fifo) = &make.fifo {
             let at = dest.join(fifo);

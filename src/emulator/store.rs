@@ -297,3 +297,39 @@ impl Store {
         (page, next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body_bytes: usize) -> RequestRecord {
+        RequestRecord {
+            method: "PUT".into(),
+            path: "/x".into(),
+            query: String::new(),
+            body: Some(json!({"n": body_bytes})),
+            body_bytes,
+            status: 200,
+        }
+    }
+
+    #[test]
+    fn the_request_log_keeps_the_last_requests_and_large_bodies_by_size() {
+        let mut store = Store::new("t", "c", "s");
+        store.log_request(record(15 * 1024 * 1024));
+        assert_eq!(
+            store.requests[0].body, None,
+            "a 15 MB body is kept as its size"
+        );
+        assert_eq!(store.requests[0].body_bytes, 15 * 1024 * 1024);
+        for i in 0..MAX_LOGGED_REQUESTS + 5 {
+            store.log_request(record(i % 100));
+        }
+        assert!(store.requests.len() <= MAX_LOGGED_REQUESTS);
+        let last = store.requests.last().unwrap();
+        assert_eq!(
+            last.body,
+            Some(json!({"n": (MAX_LOGGED_REQUESTS + 4) % 100}))
+        );
+    }
+}
