@@ -103,6 +103,8 @@ pub fn with_deadline_at<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
         }
     }
     let _reset = Reset(DEADLINE.with(|d| d.replace(Some(deadline))));
+    // A stop by a native's `check_deadline` records no count: never a stale one.
+    STOPPED_AT_OPS.with(|s| s.set(0));
     f()
 }
 
