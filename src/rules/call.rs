@@ -178,14 +178,15 @@ pub fn call_rule(
         Ok(out) => match result_bytes(&out, limits.max_memory) {
             Ok(_) => Ok(out),
             Err(too_big) => {
-                let mut error = RuleError::for_rule(
-                    rule,
-                    RuleErrorKind::Limit,
+                let message = if too_big.starts_with("data nested") {
+                    format!("fn {entry} returned {too_big}; results that deep are refused")
+                } else {
                     format!(
                         "fn {entry} returned {too_big} (each string counted every time it appears), over limits.max_memory ({} bytes)",
                         limits.max_memory
-                    ),
-                );
+                    )
+                };
+                let mut error = RuleError::for_rule(rule, RuleErrorKind::Limit, message);
                 if let Some((line, col)) = rule.entry_position(entry) {
                     error.line = Some(line);
                     error.col = Some(col);
