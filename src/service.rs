@@ -34,9 +34,14 @@ pub enum ServiceError {
     Reload(#[from] ReloadError),
 }
 
-/// Opens the state file a config names.
+/// Opens the state file a config names, creating it if missing (`run`).
 pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>, ServiceError> {
     Ok(Arc::new(SqliteStore::open(&config.sync.state)?))
+}
+
+/// Opens the state file a config names only if it exists (`status`, `explain`).
+pub fn open_existing_state(config: &Config) -> Result<Arc<dyn StateStore>, ServiceError> {
+    Ok(Arc::new(SqliteStore::open_existing(&config.sync.state)?))
 }
 
 /// The syncer a config describes (credentials from the environment or files).
@@ -141,6 +146,7 @@ impl Reloading {
             schemas_dir,
             metrics,
         ));
+        reloader.set_stuck_after(options.stuck_after());
         if options.shadow {
             let syncer = syncer.clone();
             reloader.set_shadow_source(Box::new(move || syncer.recent_incidents()));
@@ -225,7 +231,20 @@ fn record_outcome(
             let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
             state.set_meta("reload_problems", &lines.join("\n"))?;
         }
+        ReloadOutcome::Stuck { after_secs } => {
+            state.set_meta("reload_stuck_at", &now)?;
+            state.set_meta("reload_stuck_after_secs", &after_secs.to_string())?;
+        }
         ReloadOutcome::Unchanged { .. } => {}
+    }
+    if !matches!(outcome, ReloadOutcome::Stuck { .. }) {
+        // A finished attempt ends the stuck report.
+        if state
+            .meta("reload_stuck_at")?
+            .is_some_and(|v| !v.is_empty())
+        {
+            state.set_meta("reload_stuck_at", "")?;
+        }
     }
     if let Some(shadow) = shadow {
         if let Ok(json) = serde_json::to_string(&shadow) {
@@ -276,8 +295,16 @@ pub async fn run(
     let health = {
         let last_error = last_error.clone();
         let syncer = syncer.clone();
+        let reloader = reloading.as_ref().map(|r| r.reloader.clone());
         Arc::new(move || {
             let version = syncer.pack().current().version.clone();
+            let stuck = reloader.as_ref().and_then(|r| r.status().stuck_since);
+            if let Some(since) = stuck {
+                return (
+                    false,
+                    format!("degraded: a rule pack reload has been stuck since {since} (abandoned); rule pack {version} keeps syncing"),
+                );
+            }
             match &*last_error.lock().unwrap_or_else(|p| p.into_inner()) {
                 None => (true, format!("ok; rule pack {version}")),
                 Some(e) => (

@@ -282,6 +282,8 @@ pub struct ReloadConfig {
     pub debounce_ms: u64,
     pub shadow: bool,
     pub shadow_incidents: usize,
+    /// A reload attempt running longer than this is reported stuck and abandoned.
+    pub stuck_after_secs: u64,
 }
 
 impl Default for ReloadConfig {
@@ -292,6 +294,7 @@ impl Default for ReloadConfig {
             debounce_ms: 300,
             shadow: false,
             shadow_incidents: 100,
+            stuck_after_secs: 30,
         }
     }
 }
@@ -299,6 +302,10 @@ impl Default for ReloadConfig {
 impl ReloadConfig {
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_after_secs)
     }
 }
 
@@ -546,7 +553,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 17);
+        assert_eq!(checked, 18);
     }
 
     #[test]
