@@ -114,7 +114,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    eprintln!("{}", super::describe(&pack));
+    tracing::info!(event = "pack.loaded", pack_version = %pack.version, "{}", super::describe(&pack));
     let metrics = Arc::new(Metrics::new());
     let pack = Arc::new(PackHandle::new(pack));
     let syncer = Arc::new(service::build_syncer(

@@ -279,7 +279,13 @@ impl Reloader {
         match outcome {
             ReloadOutcome::Unchanged { version } => {
                 status.counts.unchanged += 1;
-                tracing::debug!(version, elapsed_ms, "rule pack unchanged");
+                tracing::debug!(
+                    event = "reload.unchanged",
+                    candidate_version = version,
+                    pack_version = version,
+                    duration_ms = elapsed_ms,
+                    "rule pack unchanged"
+                );
             }
             ReloadOutcome::Swapped { from, to } => {
                 status.counts.swapped += 1;
@@ -290,11 +296,13 @@ impl Reloader {
                 self.metrics
                     .replace_gauge(metrics::PACK_INFO, &[("version", to)], 1.0);
                 tracing::info!(
-                    from,
-                    to,
+                    event = "reload.swapped",
+                    candidate_version = to,
+                    pack_version = to,
+                    previous_version = from,
                     pack = %active.name,
                     rules = active.rules.len(),
-                    elapsed_ms,
+                    duration_ms = elapsed_ms,
                     "rule pack reloaded"
                 );
             }
@@ -305,16 +313,17 @@ impl Reloader {
                     version: version.clone(),
                     problems: problems.iter().map(Problem::to_string).collect(),
                 });
+                // One event, every problem in it (a collector keeps them together).
+                let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
                 tracing::warn!(
-                    candidate = version.as_deref().unwrap_or("unreadable"),
-                    active = %status.active_version,
-                    problems = problems.len(),
-                    elapsed_ms,
+                    event = "reload.rejected",
+                    candidate_version = version.as_deref().unwrap_or("unreadable"),
+                    pack_version = %status.active_version,
+                    problem_count = problems.len(),
+                    problems = %lines.join("\n"),
+                    duration_ms = elapsed_ms,
                     "rule pack change rejected; the running pack stays"
                 );
-                for p in problems {
-                    tracing::warn!("{p}");
-                }
             }
         }
     }
