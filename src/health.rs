@@ -251,12 +251,19 @@ mod tests {
         h.polled(Side::Defender, Ok(()), t0);
         h.polled(Side::Sentinel, Ok(()), t0);
         h.polled(Side::Sentinel, Err("503".into()), t0);
-        h.polled(Side::Sentinel, Err("503 again".into()), t0 + Duration::from_secs(60));
+        h.polled(
+            Side::Sentinel,
+            Err("503 again".into()),
+            t0 + Duration::from_secs(60),
+        );
         assert!(h.readiness(&pack(), t0 + Duration::from_secs(119)).0);
         let (ready, body) = h.readiness(&pack(), t0 + Duration::from_secs(121));
         assert!(!ready);
         let reason = body["reason"].as_str().unwrap();
-        assert!(reason.starts_with("sentinel: polls failing for 121s"), "{reason}");
+        assert!(
+            reason.starts_with("sentinel: polls failing for 121s"),
+            "{reason}"
+        );
         assert!(reason.ends_with("503 again"), "{reason}");
         h.polled(Side::Sentinel, Ok(()), t0 + Duration::from_secs(130));
         assert!(h.readiness(&pack(), t0 + Duration::from_secs(130)).0);

@@ -7,13 +7,13 @@
 
 use crate::client::{Api, GraphClient, RetryPolicy, SentinelClient, TokenSource};
 use crate::config::{Config, ConfigError, Env, ProcessEnv};
+use crate::health::{Health, PackHealth};
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadError, ReloadOutcome, Reloader, WatchOptions, Watcher};
 use crate::rules::{CompiledPack, PackHandle};
 use crate::state::{SqliteStore, StateError, StateStore};
 use crate::sync::{SyncError, SyncOptions, Syncer};
 use std::future::Future;
-use crate::health::{Health, PackHealth};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -28,7 +28,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log lines on stderr as text or as one JSON object per line (README "Log fields").
-    #[arg(long, global = true, value_enum, env = "RULEBRIDGE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RULEBRIDGE_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: logging::LogFormat,
 }
 
