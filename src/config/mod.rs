@@ -565,7 +565,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 17);
+        assert_eq!(checked, 19);
     }
 
     #[test]
