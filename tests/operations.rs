@@ -440,7 +440,7 @@ async fn json_log_of_a_run_through_a_configmap_swap_documents_every_outcome() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_failing_polls_and_a_locked_state_while_healthz_stays_ok() {
+async fn readyz_follows_failing_polls_while_healthz_stays_ok() {
     let emulator = start_emulator().await;
     emulator
         .store()
@@ -489,6 +489,24 @@ async fn readyz_follows_failing_polls_and_a_locked_state_while_healthz_stays_ok(
         .await
         .unwrap();
     readyz_becomes(&ops, 200).await;
+    run.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_when_the_state_file_refuses_writes_and_syncing_resumes() {
+    let emulator = start_emulator().await;
+    emulator
+        .store()
+        .seed_many(vec![incident("620001", "medium")])
+        .unwrap();
+    let info = emulator.info();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    ProjectedPack::new(rules.clone(), &default_pack_with("pack.toml", |t| t.into()));
+    let config = write_config(dir.path(), &info, &rules, "");
+    let mut run = Run::start(&config);
+    let ops = run.ops.clone();
+    readyz_becomes(&ops, 200).await;
 
     // Another process holds the state file's write lock (a second replica on a shared
     // volume, a backup tool): syncing pauses, not ready, still alive; released, ready.
@@ -503,9 +521,18 @@ async fn readyz_follows_failing_polls_and_a_locked_state_while_healthz_stays_ok(
         "{body:#}"
     );
     assert_eq!(get(format!("http://{ops}/healthz")).await.0, 200);
+    // An incident raised meanwhile is synced once the file takes writes again.
+    emulator
+        .store()
+        .seed_many(vec![incident("620002", "high")])
+        .unwrap();
     db.execute_batch("ROLLBACK").unwrap();
     drop(db);
     readyz_becomes(&ops, 200).await;
+    run.wait_for(
+        |e| e["event"] == "incident.synced" && e["defender_id"] == "620002",
+        "the incident raised while the state was locked, synced",
+    );
     let log = run.stop();
     assert!(
         log.iter()
