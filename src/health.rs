@@ -7,8 +7,8 @@
 //! Readiness answers "is this instance doing its job?": 200 once both sides have been
 //! polled successfully with the pack loaded; 503 with a JSON reason while a side has
 //! failed for longer than `server.unready_after_secs`, the last reload of the pack was
-//! rejected (the files on disk are not what runs), or the state file could not be
-//! written. Every condition recovers by itself when its cause goes away.
+//! rejected (the files on disk are not what runs) or is stuck, or the state file could
+//! not be written. Every condition recovers by itself when its cause goes away.
 //!
 //! Pure bookkeeping (std only, clock passed in): the service records what happens,
 //! the ops server asks on each request, and unit tests drive it with made-up instants.
@@ -49,6 +49,8 @@ pub struct PackHealth {
     pub version: String,
     /// `(candidate version, problems)` of a rejected last reload.
     pub rejected: Option<(Option<String>, Vec<String>)>,
+    /// RFC 3339: a reload attempt has been stuck (and abandoned) since then.
+    pub stuck_since: Option<String>,
 }
 
 /// Shared between the poll loop (writer) and the ops server (reader).
@@ -186,10 +188,18 @@ impl Health {
                 pack.version
             ));
         }
+        if let Some(since) = &pack.stuck_since {
+            reasons.push(format!(
+                "pack: a reload has been stuck since {since} (abandoned); pack {} still runs",
+                pack.version
+            ));
+        }
+        let pack_ok = pack_ok && pack.stuck_since.is_none();
         checks.insert(
             "pack".into(),
             json!({
                 "ok": pack_ok,
+                "reload_stuck_since": pack.stuck_since,
                 "version": pack.version,
                 "rejected_candidate": pack.rejected.as_ref().map(|(v, _)| v),
                 "problems": pack.rejected.as_ref().map(|(_, p)| p),
@@ -225,7 +235,7 @@ mod tests {
     fn pack() -> PackHealth {
         PackHealth {
             version: "abc".into(),
-            rejected: None,
+            ..PackHealth::default()
         }
     }
 
@@ -278,10 +288,21 @@ mod tests {
         let rejected = PackHealth {
             version: "abc".into(),
             rejected: Some((Some("def".into()), vec!["a.rhai:1:1: bad".into()])),
+            stuck_since: None,
         };
         let (ready, body) = h.readiness(&rejected, t0);
         assert!(!ready);
         assert_eq!(body["checks"]["pack"]["rejected_candidate"], "def");
+        let stuck = PackHealth {
+            stuck_since: Some("2026-12-04T20:00:00Z".into()),
+            ..pack()
+        };
+        let (ready, body) = h.readiness(&stuck, t0);
+        assert!(!ready);
+        assert!(
+            body["reason"].as_str().unwrap().contains("stuck since"),
+            "{body}"
+        );
         h.state_written(Err("database is locked".into()));
         let (_, body) = h.readiness(&pack(), t0);
         assert_eq!(body["reason"], "state: not writable: database is locked");

@@ -26,6 +26,8 @@ pub const RULE_ERRORS: &str = "rulebridge_rule_errors_total";
 pub const PACK_INFO: &str = "rulebridge_pack_info";
 /// Rule pack reloads, per `result`.
 pub const RELOADS: &str = "rulebridge_reloads_total";
+/// 1 while a reload attempt runs past `reload.stuck_after_secs` (it was abandoned).
+pub const RELOAD_STUCK: &str = "rulebridge_reload_stuck";
 /// HTTP calls to one API, per `side`.
 pub const API_CALLS: &str = "rulebridge_api_calls_total";
 /// 1 while Graph's `$expand=alerts` + `$filter` fails and alerts are read per incident.
@@ -120,6 +122,11 @@ impl Metrics {
                 "The running rule pack: 1 for its version (content hash).",
             ),
             (RELOADS, Kind::Counter, "Rule pack reloads, by result."),
+            (
+                RELOAD_STUCK,
+                Kind::Gauge,
+                "1 while the last reload attempt is stuck (abandoned after reload.stuck_after_secs).",
+            ),
             (API_CALLS, Kind::Counter, "HTTP calls to one API."),
             (
                 EXPAND_FALLBACK,
@@ -504,6 +511,7 @@ mod tests {
             RULE_ERRORS,
             PACK_INFO,
             RELOADS,
+            RELOAD_STUCK,
             API_CALLS,
             EXPAND_FALLBACK,
             POLL_WINDOWS,

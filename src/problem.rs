@@ -4,6 +4,9 @@
 //! point, failing table row — becomes a [`Problem`] so that `check`, hot reload and
 //! `status` print them the same way: `path:line:col: message` (GCC style, so editors
 //! jump to it), or `path: /json/pointer: message` for schema violations.
+//!
+//! Values quoted in any message are clipped ([`clip_display`], [`clip_text`]): a
+//! few hundred bytes and the size, never a 50 MB field echoed into a log line.
 
 use serde::Serialize;
 use std::fmt;
@@ -91,6 +94,76 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+/// Bytes of message a value may contribute to an error: enough to recognise it.
+pub const CLIP_BYTES: usize = 300;
+
+/// Formats `value` with `Display`, stopping after [`CLIP_BYTES`]: a 50 MB value in an
+/// error must cost 300 bytes, not 50 MB formatted and then cut.
+pub fn clip_display(value: &impl std::fmt::Display) -> String {
+    clip_formatted(|w| std::fmt::Write::write_fmt(w, format_args!("{value}")))
+}
+
+/// The same with `Debug`.
+pub fn clip_debug(value: &impl std::fmt::Debug) -> String {
+    clip_formatted(|w| std::fmt::Write::write_fmt(w, format_args!("{value:?}")))
+}
+
+fn clip_formatted(write: impl FnOnce(&mut Clipped) -> std::fmt::Result) -> String {
+    let mut out = Clipped {
+        text: String::new(),
+        total: 0,
+    };
+    // The writer keeps counting past the clip (to state the size) but stops the
+    // formatting at `COUNT_BYTES`; that error is ours, not a failure.
+    let stopped = write(&mut out).is_err();
+    if out.total <= CLIP_BYTES {
+        return out.text;
+    }
+    let size = if stopped {
+        format!("more than {COUNT_BYTES} bytes")
+    } else {
+        format!("{} bytes", out.total)
+    };
+    format!("{}… ({size})", out.text)
+}
+
+/// Formatting stops here; a clipped message then says "more than" this.
+const COUNT_BYTES: usize = 1 << 20;
+
+/// Clips an already formatted message (from a library that gives only a `String`).
+pub fn clip_text(text: &str) -> String {
+    if text.len() <= CLIP_BYTES {
+        return text.to_string();
+    }
+    let mut end = CLIP_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+struct Clipped {
+    text: String,
+    total: usize,
+}
+
+impl std::fmt::Write for Clipped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = CLIP_BYTES.saturating_sub(self.text.len());
+        self.total += s.len();
+        let mut end = room.min(s.len());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        if self.total > COUNT_BYTES {
+            Err(std::fmt::Error)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

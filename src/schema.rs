@@ -175,7 +175,10 @@ pub fn violations(validator: &Validator, instance: &Value) -> Vec<Violation> {
                 } else {
                     pointer
                 },
-                message: e.to_string(),
+                // The message quotes the offending value: clipped, however large.
+                message: e
+                    .masked_with(crate::problem::clip_display(&**e.instance()))
+                    .to_string(),
             }
         })
         .collect();

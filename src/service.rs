@@ -36,9 +36,14 @@ pub enum ServiceError {
     Reload(#[from] ReloadError),
 }
 
-/// Opens the state file a config names.
+/// Opens the state file a config names, creating it if missing (`run`).
 pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>, ServiceError> {
     Ok(Arc::new(SqliteStore::open(&config.sync.state)?))
+}
+
+/// Opens the state file a config names only if it exists (`status`, `explain`).
+pub fn open_existing_state(config: &Config) -> Result<Arc<dyn StateStore>, ServiceError> {
+    Ok(Arc::new(SqliteStore::open_existing(&config.sync.state)?))
 }
 
 /// The syncer a config describes (credentials from the environment or files).
@@ -143,6 +148,7 @@ impl Reloading {
             schemas_dir,
             metrics,
         ));
+        reloader.set_stuck_after(options.stuck_after());
         if options.shadow {
             let syncer = syncer.clone();
             reloader.set_shadow_source(Box::new(move || syncer.recent_incidents()));
@@ -227,7 +233,20 @@ fn record_outcome(
             let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
             state.set_meta("reload_problems", &lines.join("\n"))?;
         }
+        ReloadOutcome::Stuck { after_secs } => {
+            state.set_meta("reload_stuck_at", &now)?;
+            state.set_meta("reload_stuck_after_secs", &after_secs.to_string())?;
+        }
         ReloadOutcome::Unchanged { .. } => {}
+    }
+    if !matches!(outcome, ReloadOutcome::Stuck { .. }) {
+        // A finished attempt ends the stuck report.
+        if state
+            .meta("reload_stuck_at")?
+            .is_some_and(|v| !v.is_empty())
+        {
+            state.set_meta("reload_stuck_at", "")?;
+        }
     }
     if let Some(shadow) = shadow {
         if let Ok(json) = serde_json::to_string(&shadow) {
@@ -410,7 +429,9 @@ fn record_cycle(health: &Health, reports: &[crate::sync::PassReport; 3]) {
 
 /// The `/healthz` and `/readyz` answers, asked per request: liveness counts finished
 /// incidents as progress (a long first sync is not a hung loop), readiness adds the
-/// running pack and a rejected last reload to what the loop recorded.
+/// running pack, a rejected last reload and a stuck one to what the loop recorded (a
+/// stuck reload leaves the loop syncing with the running pack: a restart would not
+/// help, so it is not a liveness failure).
 fn probes(
     health: &Arc<Health>,
     syncer: &Arc<Syncer>,
@@ -440,6 +461,7 @@ fn probes(
             let pack = PackHealth {
                 version: syncer.pack().current().version.clone(),
                 rejected,
+                stuck_since: reloader.as_ref().and_then(|r| r.status().stuck_since),
             };
             health.readiness(&pack, Instant::now())
         }) as crate::ops_server::Readiness

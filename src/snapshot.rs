@@ -8,12 +8,20 @@
 //! Walking rules: hidden entries (`.git`, editor swap files, the timestamped folders of a
 //! Kubernetes ConfigMap) are skipped; symlinks are followed only when they resolve inside
 //! the pack (which is how a ConfigMap's `file -> ..data/file` links resolve).
+//!
+//! A pack is untrusted input, so the walk reads only what a pack is: regular files and
+//! folders. Every folder is read once (a visited set of real paths): a link back to a
+//! folder being walked is a cycle, a second link to a folder already read is refused,
+//! both errors naming the link. FIFOs, sockets and devices are errors with their path,
+//! judged from metadata without opening them (opening a FIFO blocks). Size, file count
+//! and depth have ceilings checked before reading, so a hostile tree fails fast.
 
 use crate::problem::Problem;
 use crate::schema;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How the default pack built into the binary is named in messages.
@@ -21,6 +29,10 @@ pub const BUILT_IN_PACK_LABEL: &str = "<built-in default pack>";
 
 /// A pack larger than this is refused: a rule pack is text, not a data store.
 const MAX_PACK_BYTES: u64 = 64 * 1024 * 1024;
+/// Files a pack may hold (the default pack has a few dozen).
+const MAX_PACK_FILES: usize = 10_000;
+/// Folder nesting a pack may have.
+const MAX_PACK_DEPTH: usize = 32;
 
 /// The files of a rule pack and of the schemas it is judged by, as bytes.
 #[derive(Debug, Clone)]
@@ -171,8 +183,11 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
         }
     };
     let mut total = 0u64;
-    let mut pending = vec![(root.clone(), String::new())];
-    while let Some((path, rel_dir)) = pending.pop() {
+    // Real path of every folder read → how it was reached (relative path).
+    let mut visited: HashMap<PathBuf, String> = HashMap::from([(root.clone(), String::new())]);
+    // (real path, relative path, real paths of the folders above it, innermost last)
+    let mut pending = vec![(root.clone(), String::new(), Vec::<PathBuf>::new())];
+    while let Some((path, rel_dir, ancestors)) = pending.pop() {
         let entries = match fs::read_dir(&path) {
             Ok(entries) => entries,
             Err(e) => {
@@ -183,7 +198,10 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
                 continue;
             }
         };
-        for entry in entries.flatten() {
+        let mut entries: Vec<_> = entries.flatten().collect();
+        // A stable order: the same tree always yields the same problems.
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_ignored(&name) {
                 continue;
@@ -208,17 +226,86 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
                 ));
                 continue;
             }
-            if real.is_dir() {
-                pending.push((real, rel));
+            // `metadata` follows the link but opens nothing: a FIFO is judged, not read.
+            let meta = match fs::metadata(&real) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    problems.push(Problem::in_file(shown, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                if real == path || ancestors.contains(&real) {
+                    let target = visited.get(&real).cloned().unwrap_or_default();
+                    problems.push(Problem::in_file(
+                        shown,
+                        format!(
+                            "symlink cycle: leads back to {}, which contains it",
+                            join(label, &target)
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(first) = visited.get(&real) {
+                    problems.push(Problem::in_file(
+                        shown,
+                        format!(
+                            "links to a folder already in the pack ({}); a folder is read once",
+                            join(label, first)
+                        ),
+                    ));
+                    continue;
+                }
+                if ancestors.len() + 1 >= MAX_PACK_DEPTH {
+                    problems.push(Problem::in_file(
+                        shown,
+                        format!("folders nested deeper than {MAX_PACK_DEPTH} levels"),
+                    ));
+                    return files;
+                }
+                visited.insert(real.clone(), rel.clone());
+                let mut inner = ancestors.clone();
+                inner.push(path.clone());
+                pending.push((real, rel, inner));
                 continue;
             }
-            match fs::read(&real) {
+            if !meta.is_file() {
+                problems.push(Problem::in_file(
+                    shown,
+                    format!(
+                        "is a {}, not a file or folder; a pack holds only files and folders",
+                        special_kind(&meta)
+                    ),
+                ));
+                continue;
+            }
+            if files.len() >= MAX_PACK_FILES {
+                problems.push(Problem::in_file(
+                    label,
+                    format!("pack has more than {MAX_PACK_FILES} files"),
+                ));
+                return files;
+            }
+            if total + meta.len() > MAX_PACK_BYTES {
+                problems.push(Problem::in_file(
+                    label,
+                    format!("pack is larger than {MAX_PACK_BYTES} bytes (at {shown})"),
+                ));
+                return files;
+            }
+            // Read at most what is left of the ceiling: a file may grow after `metadata`.
+            let read = fs::File::open(&real).and_then(|f| {
+                let mut bytes = Vec::with_capacity(meta.len() as usize);
+                f.take(MAX_PACK_BYTES - total + 1).read_to_end(&mut bytes)?;
+                Ok(bytes)
+            });
+            match read {
                 Ok(bytes) => {
                     total += bytes.len() as u64;
                     if total > MAX_PACK_BYTES {
                         problems.push(Problem::in_file(
                             label,
-                            format!("pack is larger than {MAX_PACK_BYTES} bytes"),
+                            format!("pack is larger than {MAX_PACK_BYTES} bytes (at {shown})"),
                         ));
                         return files;
                     }
@@ -229,6 +316,26 @@ fn read_tree(dir: &Path, label: &str, problems: &mut Vec<Problem>) -> BTreeMap<S
         }
     }
     files
+}
+
+/// What a non-regular file is, for messages.
+fn special_kind(meta: &fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "device";
+        }
+    }
+    let _ = meta;
+    "special file"
 }
 
 /// Hidden entries and editor leftovers are not part of a pack.

@@ -133,6 +133,9 @@ async fn demo(
                         eprintln!("    {p}");
                     }
                 }
+                crate::reload::ReloadOutcome::Stuck { after_secs } => {
+                    eprintln!("rule pack reload stuck after {after_secs} s; abandoned, the running pack stays")
+                }
                 crate::reload::ReloadOutcome::Unchanged { .. } => {}
             }));
     }

@@ -115,6 +115,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tracing::info!(event = "pack.loaded", pack_version = %pack.version, "{}", super::describe(&pack));
+    // Before anything else touches the state: one process per state file.
+    let _lock = crate::state::StateLock::acquire(&config.sync.state)?;
     let metrics = Arc::new(Metrics::new());
     let pack = Arc::new(PackHandle::new(pack));
     let syncer = Arc::new(service::build_syncer(
@@ -125,7 +127,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     service::announce_pack(syncer.state().as_ref(), &metrics, &pack.current())?;
     let runtime = runtime()?;
     let pack_args = pack_args(&config, args);
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Inside the runtime: the reload hooks wake the poll loop through tokio.
         let reloading = service::Reloading::start(
             pack_args
@@ -138,7 +140,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         )?;
         let reloading = Some(Arc::new(reloading));
         service::run(&config, syncer, metrics, reloading, shutdown_signal()).await
-    })?;
+    });
+    // Shutdown always wins: a blocking task still busy (a reload stuck on a hung
+    // mount) is left behind rather than waited for; the process exits anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -153,6 +159,15 @@ pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    // `retry` writes to both services: never next to a running service, never on a
+    // database that does not exist yet.
+    if !config.sync.state.exists() {
+        return Err(crate::state::StateError::Missing {
+            path: config.sync.state.display().to_string(),
+        }
+        .into());
+    }
+    let _lock = crate::state::StateLock::acquire(&config.sync.state)?;
     let metrics = Arc::new(Metrics::new());
     let syncer = service::build_syncer(&config, Arc::new(PackHandle::new(pack)), metrics)?;
     let before = syncer.state().counts()?.dead_letters;
@@ -176,7 +191,7 @@ pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
-    let state = service::open_state(&config)?;
+    let state = service::open_existing_state(&config)?;
     let counts = state.counts()?;
     let letters = state.dead_letters()?;
     let meta = |k: &str| state.meta(k).ok().flatten();
@@ -205,6 +220,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             "last_failed_reload": meta("reload_failed_at"),
             "last_failed_version": meta("reload_failed_version"),
             "last_failed_problems": meta("reload_problems"),
+            "reload_stuck_since": meta("reload_stuck_at").filter(|s| !s.is_empty()),
             "last_shadow": meta("last_shadow").and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok()),
         },
         "graph_listing": {
@@ -256,6 +272,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         meta("pack_version").unwrap_or_else(|| "unknown".into()),
         meta("pack_loaded_at").unwrap_or_else(|| "?".into())
     );
+    if let Some(at) = meta("reload_stuck_at").filter(|s| !s.is_empty()) {
+        println!(
+            "reload stuck   since {at}: an attempt ran past reload.stuck_after_secs ({} s) and was abandoned; the running pack stays",
+            meta("reload_stuck_after_secs").unwrap_or_else(|| "?".into())
+        );
+    }
     if let Some(at) = meta("reload_failed_at") {
         println!(
             "last failed reload at {at} (candidate {}):",
@@ -296,7 +318,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
-    let state = service::open_state(&config)?;
+    let state = service::open_existing_state(&config)?;
     let rows = state.audit_for(&args.id)?;
     let link = match state.link(&args.id)? {
         Some(link) => Some(link),

@@ -301,6 +301,8 @@ pub struct ReloadConfig {
     pub debounce_ms: u64,
     pub shadow: bool,
     pub shadow_incidents: usize,
+    /// A reload attempt running longer than this is reported stuck and abandoned.
+    pub stuck_after_secs: u64,
 }
 
 impl Default for ReloadConfig {
@@ -311,6 +313,7 @@ impl Default for ReloadConfig {
             debounce_ms: 300,
             shadow: false,
             shadow_incidents: 100,
+            stuck_after_secs: 30,
         }
     }
 }
@@ -318,6 +321,10 @@ impl Default for ReloadConfig {
 impl ReloadConfig {
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_after_secs)
     }
 }
 
@@ -565,7 +572,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 19);
+        assert_eq!(checked, 20);
     }
 
     #[test]

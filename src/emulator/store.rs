@@ -48,7 +48,10 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The JSON body; `None` for token requests and bodies over [`MAX_LOGGED_BODY`].
     pub body: Option<Value>,
+    /// Size of the body as received.
+    pub body_bytes: usize,
     pub status: u16,
     /// Token requests: how the client proved who it is ("secret", "certificate",
     /// "federated"); their bodies (credentials) are never kept.
@@ -58,6 +61,26 @@ pub struct RequestRecord {
     /// client read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// Requests the log keeps: the last ones. A long demo or soak test must not grow the
+/// emulator without bound (twenty 15 MB PUTs were 300 MB of log).
+pub const MAX_LOGGED_REQUESTS: usize = 20_000;
+/// Bodies larger than this are logged by size only.
+pub const MAX_LOGGED_BODY: usize = 64 * 1024;
+
+impl Store {
+    /// Appends to the request log, dropping the oldest entries beyond
+    /// [`MAX_LOGGED_REQUESTS`] (a tenth at a time, so appending stays cheap).
+    pub fn log_request(&mut self, mut record: RequestRecord) {
+        if record.body_bytes > MAX_LOGGED_BODY {
+            record.body = None;
+        }
+        if self.requests.len() >= MAX_LOGGED_REQUESTS {
+            self.requests.drain(..MAX_LOGGED_REQUESTS / 10);
+        }
+        self.requests.push(record);
+    }
 }
 
 /// A list walk frozen at its first page, so every page of it comes from one snapshot:
@@ -267,5 +290,43 @@ impl Store {
             .unwrap_or_default();
         let next = (end < items.len()).then(|| format!("{id}.{end}"));
         (page, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body_bytes: usize) -> RequestRecord {
+        RequestRecord {
+            method: "PUT".into(),
+            path: "/x".into(),
+            query: String::new(),
+            body: Some(json!({"n": body_bytes})),
+            body_bytes,
+            status: 200,
+            grant: None,
+            jti: None,
+        }
+    }
+
+    #[test]
+    fn the_request_log_keeps_the_last_requests_and_large_bodies_by_size() {
+        let mut store = Store::new("t", "c", "s");
+        store.log_request(record(15 * 1024 * 1024));
+        assert_eq!(
+            store.requests[0].body, None,
+            "a 15 MB body is kept as its size"
+        );
+        assert_eq!(store.requests[0].body_bytes, 15 * 1024 * 1024);
+        for i in 0..MAX_LOGGED_REQUESTS + 5 {
+            store.log_request(record(i % 100));
+        }
+        assert!(store.requests.len() <= MAX_LOGGED_REQUESTS);
+        let last = store.requests.last().unwrap();
+        assert_eq!(
+            last.body,
+            Some(json!({"n": (MAX_LOGGED_REQUESTS + 4) % 100}))
+        );
     }
 }

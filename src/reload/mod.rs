@@ -9,6 +9,12 @@
 //! every problem as `path:line:col: message`. [`watch`](watch::watch) calls it when files
 //! change; SIGHUP and admin paths call it directly.
 //!
+//! Each attempt runs on a thread of its own, watched for [`Reloader::set_stuck_after`]
+//! (`reload.stuck_after_secs`): one still running then (a hung network mount, a pack
+//! whose checks take too long) is reported stuck — log, `status`, the
+//! `rulebridge_reload_stuck` gauge, `/healthz` — and abandoned: it may never swap, its
+//! place in the queue is given up, and the next change is attempted as usual.
+//!
 //! Invariant (DESIGN.md): the running pack is always one that passed every check.
 //! Incidents in flight keep the `Arc` they started with, so a swap never mixes packs.
 
@@ -26,9 +32,14 @@ use crate::snapshot::PackSnapshot;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// How long an attempt may run before it is reported stuck, unless configured.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// Called after every attempt, on the thread that made it (the watch thread, usually).
 pub type Hook = Box<dyn Fn(&ReloadOutcome) + Send + Sync>;
@@ -61,6 +72,8 @@ pub enum ReloadOutcome {
         version: Option<String>,
         problems: Vec<Problem>,
     },
+    /// The attempt ran past the stuck limit and was abandoned; the running pack stays.
+    Stuck { after_secs: u64 },
 }
 
 impl ReloadOutcome {
@@ -70,6 +83,7 @@ impl ReloadOutcome {
             ReloadOutcome::Unchanged { .. } => "unchanged",
             ReloadOutcome::Swapped { .. } => "swapped",
             ReloadOutcome::Rejected { .. } => "rejected",
+            ReloadOutcome::Stuck { .. } => "stuck",
         }
     }
 }
@@ -89,6 +103,7 @@ pub struct ReloadCounts {
     pub swapped: u64,
     pub rejected: u64,
     pub unchanged: u64,
+    pub stuck: u64,
 }
 
 /// What `status` shows about reloading.
@@ -105,6 +120,9 @@ pub struct ReloadStatus {
     pub counts: ReloadCounts,
     /// The shadow run of the last candidate that got that far.
     pub last_shadow: Option<ShadowReport>,
+    /// Since when (RFC 3339) the last attempt has been stuck; cleared by the next
+    /// attempt that finishes.
+    pub stuck_since: Option<String>,
 }
 
 /// Reloads one rule pack (and its schemas folder) into one [`PackHandle`].
@@ -116,9 +134,15 @@ pub struct Reloader {
     status: Mutex<ReloadStatus>,
     hooks: Mutex<Vec<Hook>>,
     shadow_source: Mutex<Option<ShadowSource>>,
-    /// Held for a whole attempt: the watch thread and SIGHUP may ask at the same time,
-    /// and two candidates racing to swap could leave the older one active.
-    serial: Mutex<()>,
+    /// The attempt holding the queue (its number), for a whole attempt: the watch
+    /// thread and SIGHUP may ask at the same time, and two candidates racing to swap
+    /// could leave the older one active. An abandoned holder gives its place up.
+    serial: Mutex<Option<u64>>,
+    serial_free: Condvar,
+    /// Numbers of abandoned attempts; checked under this lock right before a swap.
+    abandoned: Mutex<HashSet<u64>>,
+    attempts: AtomicU64,
+    stuck_after: Mutex<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,6 +174,7 @@ impl Reloader {
             last_failure: None,
             counts: ReloadCounts::default(),
             last_shadow: None,
+            stuck_since: None,
         };
         Reloader {
             pack,
@@ -159,8 +184,17 @@ impl Reloader {
             status: Mutex::new(status),
             hooks: Mutex::new(Vec::new()),
             shadow_source: Mutex::new(None),
-            serial: Mutex::new(()),
+            serial: Mutex::new(None),
+            serial_free: Condvar::new(),
+            abandoned: Mutex::new(HashSet::new()),
+            attempts: AtomicU64::new(0),
+            stuck_after: Mutex::new(DEFAULT_STUCK_AFTER),
         }
+    }
+
+    /// How long an attempt may run before it is reported stuck and abandoned.
+    pub fn set_stuck_after(&self, limit: Duration) {
+        *lock(&self.stuck_after) = limit;
     }
 
     pub fn rules_dir(&self) -> &Path {
@@ -200,12 +234,83 @@ impl Reloader {
         lock(&self.status).clone()
     }
 
-    /// One reload attempt; see the module doc for the steps.
-    pub fn try_reload(&self) -> ReloadOutcome {
+    /// One reload attempt; see the module doc for the steps. Returns when the attempt
+    /// finished, or as `Stuck` once it ran past the stuck limit (it is then abandoned).
+    pub fn try_reload(self: &Arc<Self>) -> ReloadOutcome {
+        let number = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let limit = *lock(&self.stuck_after);
+        let (tx, rx) = mpsc::channel();
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rulebridge-reload-attempt".into())
+            .spawn(move || {
+                let outcome = me.run_attempt(number);
+                let _ = tx.send(outcome);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a reload attempt thread; attempting inline");
+            return self.run_attempt(number);
+        }
+        match rx.recv_timeout(limit) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.abandon(number);
+                let outcome = ReloadOutcome::Stuck {
+                    after_secs: limit.as_secs(),
+                };
+                self.record(&outcome, limit);
+                for hook in lock(&self.hooks).iter() {
+                    hook(&outcome);
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Whether the attempt was abandoned (it must not swap, record or call hooks).
+    fn is_abandoned(&self, number: u64) -> bool {
+        lock(&self.abandoned).contains(&number)
+    }
+
+    fn abandon(&self, number: u64) {
+        lock(&self.abandoned).insert(number);
+        // Its place in the queue goes to whoever waits.
         let _serial = lock(&self.serial);
+        self.serial_free.notify_all();
+    }
+
+    fn run_attempt(&self, number: u64) -> ReloadOutcome {
+        {
+            let mut holder = lock(&self.serial);
+            while let Some(h) = *holder {
+                if self.is_abandoned(h) {
+                    break;
+                }
+                holder = self
+                    .serial_free
+                    .wait(holder)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            *holder = Some(number);
+        }
         let started = Instant::now();
         let active = self.pack.current();
-        let outcome = self.attempt(&active);
+        let outcome = self.attempt(&active, number);
+        {
+            let mut holder = lock(&self.serial);
+            if *holder == Some(number) {
+                *holder = None;
+            }
+            self.serial_free.notify_all();
+        }
+        if self.is_abandoned(number) {
+            tracing::warn!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                result = outcome.result(),
+                "an abandoned reload attempt finished late; its result is ignored"
+            );
+            return outcome;
+        }
         self.record(&outcome, started.elapsed());
         for hook in lock(&self.hooks).iter() {
             hook(&outcome);
@@ -213,7 +318,7 @@ impl Reloader {
         outcome
     }
 
-    fn attempt(&self, active: &Arc<CompiledPack>) -> ReloadOutcome {
+    fn attempt(&self, active: &Arc<CompiledPack>, number: u64) -> ReloadOutcome {
         let snapshot = match PackSnapshot::read(&self.rules_dir, self.schemas_dir.as_deref()) {
             Ok(snapshot) => snapshot,
             Err(problems) => {
@@ -238,7 +343,15 @@ impl Reloader {
             }
         };
         self.shadow_run(active, &candidate);
+        // Checked and swapped under one lock: an attempt abandoned meanwhile never swaps.
+        let abandoned = lock(&self.abandoned);
+        if abandoned.contains(&number) {
+            return ReloadOutcome::Unchanged {
+                version: active.version.clone(),
+            };
+        }
         let old = self.pack.swap(candidate);
+        drop(abandoned);
         ReloadOutcome::Swapped {
             from: old.version.clone(),
             to: version,
@@ -276,7 +389,22 @@ impl Reloader {
         let mut status = lock(&self.status);
         status.last_attempt_at = Some(at.clone());
         status.last_result = Some(result.to_string());
+        if !matches!(outcome, ReloadOutcome::Stuck { .. }) && status.stuck_since.is_some() {
+            status.stuck_since = None;
+            self.metrics.set_gauge(metrics::RELOAD_STUCK, &[], 0.0);
+        }
         match outcome {
+            ReloadOutcome::Stuck { after_secs } => {
+                status.counts.stuck += 1;
+                status.stuck_since.get_or_insert(at);
+                self.metrics.set_gauge(metrics::RELOAD_STUCK, &[], 1.0);
+                tracing::error!(
+                    event = "reload.stuck",
+                    after_secs,
+                    pack_version = %status.active_version,
+                    "rule pack reload stuck; abandoned (the running pack stays, later changes are still picked up)"
+                );
+            }
             ReloadOutcome::Unchanged { version } => {
                 status.counts.unchanged += 1;
                 tracing::debug!(

@@ -58,12 +58,19 @@ enum Msg {
     Stop,
 }
 
-/// The running watch. Dropping it stops the thread (after an action in progress).
+/// The running watch. Dropping it stops the thread: at once when it is idle, and when
+/// an action is in progress after at most [`STOP_WAIT`] (then it is left to finish on
+/// its own: a stuck action must never hold up a shutdown).
 pub struct Watcher {
     tx: mpsc::Sender<Msg>,
     thread: Option<JoinHandle<()>>,
+    /// Closed (sender dropped) when the thread ends.
+    ended: std::sync::Mutex<mpsc::Receiver<()>>,
     polling: Arc<AtomicBool>,
 }
+
+/// How long dropping a [`Watcher`] waits for an action in progress.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
 impl Watcher {
     /// Runs the action as soon as the thread is free, without waiting for a debounce.
@@ -81,8 +88,17 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         let _ = self.tx.send(Msg::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        match ended.recv_timeout(STOP_WAIT) {
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!("the reload thread is still busy; not waiting for it");
+            }
+            _ => {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -118,9 +134,11 @@ pub fn watch_paths(
         backend,
         polling: polling.clone(),
     };
+    let (ended_tx, ended) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("rulebridge-reload".into())
         .spawn(move || {
+            let _ended = ended_tx;
             run_guarded(&mut action);
             state.run(rx, &mut action);
         })
@@ -128,6 +146,7 @@ pub fn watch_paths(
     Ok(Watcher {
         tx,
         thread: Some(thread),
+        ended: std::sync::Mutex::new(ended),
         polling,
     })
 }

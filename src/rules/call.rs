@@ -4,14 +4,24 @@
 //! with): engines are cheap to keep but one engine shared by threads scales worse than
 //! one per thread, while the compiled ASTs are shared.
 //!
-//! Rhai reports limit hits (operations, call depth, data size, deadline) without the
-//! position they happened at. For those rare failures the call is repeated once on a
-//! diagnostic engine that records every statement it steps on, and the last one is the
-//! location reported. Normal calls pay nothing for this.
+//! Rhai reports limit hits (operations, call depth, data size, deadline, memory) without
+//! the position they happened at. For those rare failures the call is repeated once on
+//! a diagnostic engine that records every statement it steps on, and the last one is the
+//! location reported. Normal calls pay nothing for this. The re-run does not get a
+//! fresh deadline: it keeps the original one plus [`LOCATE_GRACE`] (a timeout has no
+//! time left), and it stops at the operation the first run stopped at, so a call that
+//! hit a limit costs at most `timeout_ms` + the grace, not twice the timeout.
+//!
+//! A result is measured before it is returned: a map of 10,000 references to one
+//! 256 KB string is small in memory but 2.6 GB as JSON, so its size (every string
+//! counted each time it appears) must fit `limits.max_memory` too.
 
+use super::budget;
 use super::compile::{strip_position, CompiledRule};
-use super::engine::{build_engine, with_deadline, Limits, DEADLINE_TOKEN};
-use super::json::{register_field_getters, FieldNames};
+use super::engine::{
+    build_engine, stopped_at_ops, with_deadline_at, Limits, DEADLINE_TOKEN, MEMORY_TOKEN,
+};
+use super::json::{register_field_getters, result_bytes, FieldNames};
 use crate::model::Stage;
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
@@ -20,6 +30,11 @@ use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Extra time a located re-run may take past the call's own deadline (a timeout has
+/// none left). Keeps a limit hit within `timeout_ms` + 250 ms with room to spare.
+pub const LOCATE_GRACE: Duration = Duration::from_millis(100);
 
 /// What kind of failure a rule error is; the sync engine dead-letters all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -153,17 +168,55 @@ pub fn call_rule(
     ctx: &Dynamic,
 ) -> Result<Dynamic, RuleError> {
     let engine = engine_for(limits, fields);
-    let result = with_deadline(limits.timeout(), || {
-        invoke(&engine, rule, entry, first.clone(), ctx.clone())
+    let deadline = Instant::now() + limits.timeout();
+    let result = with_deadline_at(deadline, || {
+        budget::with_budget(limits.max_memory, || {
+            invoke(&engine, rule, entry, first.clone(), ctx.clone())
+        })
     });
-    result.map_err(|err| {
-        let location = if err.is_system_exception() || is_deadline(&err) {
-            locate_limit_hit(rule, (limits, fields), entry, first.clone(), ctx.clone())
-        } else {
-            None
-        };
-        to_rule_error(rule, limits, &err, location)
-    })
+    match result {
+        Ok(out) => match result_bytes(&out, limits.max_memory) {
+            Ok(_) => Ok(out),
+            Err(too_big) => {
+                let message = if too_big.starts_with("data nested") {
+                    format!("fn {entry} returned {too_big}; results that deep are refused")
+                } else {
+                    format!(
+                        "fn {entry} returned {too_big} (each string counted every time it appears), over limits.max_memory ({} bytes)",
+                        limits.max_memory
+                    )
+                };
+                let mut error = RuleError::for_rule(rule, RuleErrorKind::Limit, message);
+                if let Some((line, col)) = rule.entry_position(entry) {
+                    error.line = Some(line);
+                    error.col = Some(col);
+                }
+                Err(error)
+            }
+        },
+        Err(err) => {
+            let location = if err.is_system_exception() || is_deadline(&err) || is_memory(&err) {
+                let ops = if is_deadline(&err) || is_memory(&err) {
+                    Some(stopped_at_ops())
+                } else {
+                    None
+                };
+                let until = deadline.max(Instant::now()) + LOCATE_GRACE;
+                locate_limit_hit(
+                    rule,
+                    (limits, fields),
+                    entry,
+                    first.clone(),
+                    ctx.clone(),
+                    until,
+                    ops,
+                )
+            } else {
+                None
+            };
+            Err(to_rule_error(rule, limits, &err, location))
+        }
+    }
 }
 
 fn invoke(
@@ -189,20 +242,32 @@ fn is_deadline(err: &EvalAltResult) -> bool {
     matches!(err.unwrap_inner(), EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN)
 }
 
+fn is_memory(err: &EvalAltResult) -> bool {
+    matches!(err.unwrap_inner(), EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN)
+}
+
 /// Where a call that hit a limit was when it stopped: (source, position).
 type Location = (Option<String>, Position);
 
-/// Repeats a failed call with a stepping debugger to find the statement it stopped at.
+/// Repeats a failed call with a stepping debugger to find the statement it stopped at:
+/// until `until` at the latest, and after `ops` operations when the first run was
+/// stopped by the clock or the memory budget (the same operation, for a deterministic
+/// script, found without running the whole timeout again).
 fn locate_limit_hit(
     rule: &CompiledRule,
     (limits, fields): (&Limits, &FieldNames),
     entry: &str,
     first: Dynamic,
     ctx: Dynamic,
+    until: Instant,
+    ops: Option<u64>,
 ) -> Option<Location> {
     let last: Arc<Mutex<Option<Location>>> = Arc::default();
     // The same functions as the failed call, so it stops at the same place.
     let mut engine = runtime_engine(limits, fields);
+    if let Some(ops) = ops.filter(|&n| n > 0) {
+        engine.set_max_operations(ops);
+    }
     let recorder = last.clone();
     #[allow(deprecated)] // "volatile", not deprecated: see Engine::register_debugger
     engine.register_debugger(
@@ -214,8 +279,10 @@ fn locate_limit_hit(
             Ok(DebuggerCommand::StepInto)
         },
     );
-    let _ = with_deadline(limits.timeout(), || {
-        invoke(&engine, rule, entry, first, ctx)
+    let _ = with_deadline_at(until, || {
+        budget::with_budget(limits.max_memory, || {
+            invoke(&engine, rule, entry, first, ctx)
+        })
     });
     let found = last.lock().expect("debugger lock").clone();
     found
@@ -266,11 +333,26 @@ fn to_rule_error(
         ),
         e if is_deadline(e) => (
             RuleErrorKind::Timeout,
-            "stopped at its wall-clock deadline (limits.timeout_ms)".to_string(),
+            format!(
+                "stopped at its wall-clock deadline of {} ms (limits.timeout_ms)",
+                limits.timeout_ms
+            ),
+        ),
+        e if is_memory(e) => (
+            RuleErrorKind::Limit,
+            format!(
+                "stopped: it grew memory past {} bytes (limits.max_memory)",
+                limits.max_memory
+            ),
         ),
         // A script's `throw`, or a native helper refusing: the value is the message.
-        EvalAltResult::ErrorRuntime(value, _) => (RuleErrorKind::Script, value.to_string()),
-        other => (RuleErrorKind::Script, strip_position(&other.to_string())),
+        EvalAltResult::ErrorRuntime(value, _) => {
+            (RuleErrorKind::Script, crate::problem::clip_display(value))
+        }
+        other => (
+            RuleErrorKind::Script,
+            strip_position(&crate::problem::clip_display(other)),
+        ),
     };
     if let Some((src, at)) = location {
         source = src.or(source);

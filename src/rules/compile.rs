@@ -10,7 +10,7 @@
 //! [`PackResolver`], which serves only `.rhai` files of the snapshot: a path that leads
 //! outside the pack is a load error, and at run time no module is ever read from disk.
 
-use super::engine::{build_engine, Limits};
+use super::engine::{build_engine, with_limits, Limits, DEADLINE_TOKEN, MEMORY_TOKEN};
 use super::json::{FieldNames, JsonView};
 use super::manifest::{referenced_file, referenced_schema, Manifest, RuleSpec, MANIFEST};
 use super::tables::Tables;
@@ -41,11 +41,21 @@ pub struct CompiledRule {
     /// Whether the script has top-level statements (imports, constants) that must run
     /// before each call; scripts made only of functions skip that step.
     pub runs_top_level: bool,
+    /// Where each entry point is defined (line, col), to locate errors about what it
+    /// returned.
+    pub entry_positions: Vec<(&'static str, usize, usize)>,
 }
 
 impl CompiledRule {
     pub fn defines(&self, entry: &str) -> bool {
         self.entries.contains(&entry)
+    }
+
+    pub fn entry_position(&self, entry: &str) -> Option<(usize, usize)> {
+        self.entry_positions
+            .iter()
+            .find(|(e, _, _)| *e == entry)
+            .map(|&(_, l, c)| (l, c))
     }
 }
 
@@ -135,6 +145,9 @@ impl CompiledPack {
             ));
         }
         if !problems.is_empty() {
+            // One broken library imported by several rules is one problem, not several.
+            let mut seen = std::collections::HashSet::new();
+            problems.retain(|p| seen.insert(p.to_string()));
             return Err(problems);
         }
         let field_names =
@@ -229,7 +242,15 @@ fn compile_rule(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let entry_positions = entries
+        .iter()
+        .filter_map(|&e| match find_fn(source, e) {
+            (Some(l), Some(c)) => Some((e, l, c)),
+            _ => None,
+        })
+        .collect();
     Ok(CompiledRule {
+        entry_positions,
         name: spec.name.clone(),
         script_name: spec.name.as_str().into(),
         stage,
@@ -300,6 +321,9 @@ struct ResolverState {
     snapshot: PackSnapshot,
     limits: Limits,
     modules: Mutex<HashMap<String, SharedModule>>,
+    /// Modules whose top level failed, with the problem: imported again (by another
+    /// rule), they fail at once instead of running out their limits a second time.
+    failed: Mutex<HashMap<String, Problem>>,
     /// Files being compiled right now, innermost last: (display path, text). The last
     /// one is the importer of the path being resolved; a repeat is an import cycle.
     compiling: Mutex<Vec<(String, String)>>,
@@ -314,6 +338,7 @@ impl PackResolver {
                 snapshot: snapshot.clone(),
                 limits: *limits,
                 modules: Mutex::new(HashMap::new()),
+                failed: Mutex::new(HashMap::new()),
                 compiling: Mutex::new(Vec::new()),
                 problems: Mutex::new(Vec::new()),
             }),
@@ -407,6 +432,18 @@ impl ModuleResolver for PackResolver {
         if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
             return Ok(module.clone());
         }
+        if let Some(problem) = state.failed.lock().expect("resolver lock").get(&rel) {
+            state
+                .problems
+                .lock()
+                .expect("resolver lock")
+                .push(problem.clone());
+            return Err(EvalAltResult::ErrorRuntime(
+                format!("import '{path}' failed to load").into(),
+                Position::NONE,
+            )
+            .into());
+        }
         let display = state.snapshot.display_path(&rel);
         if state
             .compiling
@@ -453,26 +490,31 @@ impl ModuleResolver for PackResolver {
                     Position::NONE,
                 )
             })?;
-        // A module's top level runs once, here, under the pack's operation limit.
+        // A module's top level runs once, here, under the same limits as a rule call:
+        // operations, the wall-clock deadline and the memory budget.
         let mut module_engine = build_engine(&state.limits);
         module_engine.set_module_resolver(self.clone());
-        let module =
-            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine).map_err(|err| {
-                let p = err.position();
-                let message = format!(
-                    "{} (imported by {importer})",
-                    strip_position(&err.to_string())
-                );
-                state
-                    .problems
-                    .lock()
-                    .expect("resolver lock")
-                    .push(Problem::at(&display, p.line(), p.position(), message));
-                Box::new(EvalAltResult::ErrorRuntime(
-                    format!("import '{path}' failed to load").into(),
-                    Position::NONE,
-                ))
-            })?;
+        let module = with_limits(&state.limits, || {
+            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine)
+        })
+        .map_err(|err| {
+            let p = err.position();
+            let message = format!(
+                "{} (imported by {importer})",
+                module_failure(&err, &state.limits)
+            );
+            let problem = Problem::at(&display, p.line(), p.position(), message);
+            state
+                .failed
+                .lock()
+                .expect("resolver lock")
+                .insert(rel.clone(), problem.clone());
+            state.problems.lock().expect("resolver lock").push(problem);
+            Box::new(EvalAltResult::ErrorRuntime(
+                format!("import '{path}' failed to load").into(),
+                Position::NONE,
+            ))
+        })?;
         let module: SharedModule = module.into();
         state
             .modules
@@ -480,6 +522,27 @@ impl ModuleResolver for PackResolver {
             .expect("resolver lock")
             .insert(rel, module.clone());
         Ok(module)
+    }
+}
+
+/// Why a module's top level failed, in the words a rule call's failure would use.
+fn module_failure(err: &EvalAltResult, limits: &Limits) -> String {
+    match err.unwrap_inner() {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
+            format!(
+                "the module's top level ran past the wall-clock deadline of {} ms (limits.timeout_ms)",
+                limits.timeout_ms
+            )
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => format!(
+            "the module's top level grew memory past {} bytes (limits.max_memory)",
+            limits.max_memory
+        ),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the module's top level stopped after {} operations (limits.max_operations)",
+            limits.max_operations
+        ),
+        _ => strip_position(&crate::problem::clip_display(err)),
     }
 }
 

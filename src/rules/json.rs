@@ -133,6 +133,75 @@ pub fn value_to_dynamic(value: &Value) -> Dynamic {
     }
 }
 
+/// How deep script results may nest; deeper ones are refused before any recursion
+/// over them could exhaust the stack.
+pub const MAX_RESULT_DEPTH: usize = 64;
+
+/// Bytes a result stands for as JSON: every string counted each time it appears
+/// (shared or not), plus a little per element. `Err` with a description once it
+/// passes `limit` (the walk stops there) or nests deeper than [`MAX_RESULT_DEPTH`].
+pub fn result_bytes(value: &Dynamic, limit: usize) -> Result<usize, String> {
+    let mut total = 0usize;
+    measure(value, 0, limit, &mut total)?;
+    Ok(total)
+}
+
+fn measure(value: &Dynamic, depth: usize, limit: usize, total: &mut usize) -> Result<(), String> {
+    if depth > MAX_RESULT_DEPTH {
+        return Err(format!("data nested deeper than {MAX_RESULT_DEPTH} levels"));
+    }
+    let over = |total: usize| -> Result<(), String> {
+        if total > limit {
+            Err(format!("more than {limit} bytes"))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(s) = value.read_lock::<ImmutableString>() {
+        *total += s.len() + 8;
+        return over(*total);
+    }
+    if let Some(array) = value.read_lock::<Array>() {
+        for item in array.iter() {
+            *total += 8;
+            measure(item, depth + 1, limit, total)?;
+        }
+        return over(*total);
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        for (k, item) in map.iter() {
+            *total += k.len() + 8;
+            measure(item, depth + 1, limit, total)?;
+        }
+        return over(*total);
+    }
+    if let Some(view) = value.read_lock::<JsonView>() {
+        measure_json(view.node(), limit, total);
+        return over(*total);
+    }
+    *total += 8;
+    over(*total)
+}
+
+/// The same for a viewed document (which is a tree the engine parsed: not deep).
+fn measure_json(value: &Value, limit: usize, total: &mut usize) {
+    if *total > limit {
+        return;
+    }
+    match value {
+        Value::String(s) => *total += s.len() + 8,
+        Value::Array(items) => items.iter().for_each(|v| {
+            *total += 8;
+            measure_json(v, limit, total)
+        }),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            *total += k.len() + 8;
+            measure_json(v, limit, total)
+        }),
+        _ => *total += 8,
+    }
+}
+
 /// Why a script value could not become JSON.
 #[derive(Debug, thiserror::Error)]
 #[error("{pointer}: {message}")]

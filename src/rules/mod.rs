@@ -4,6 +4,7 @@
 //! [`PackSnapshot`](crate::snapshot::PackSnapshot)). Entry points: [`CompiledPack::build`]
 //! and the stage runners in [`pipeline`].
 
+pub mod budget;
 pub mod call;
 pub mod compile;
 pub mod context;

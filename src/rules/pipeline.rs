@@ -280,9 +280,24 @@ impl CompiledPack {
         target: &Dynamic,
         steps: &[Step],
     ) -> Result<Value, RuleError> {
-        let fields = dynamic_to_value(target).map_err(|e| RuleError {
-            kind: RuleErrorKind::BadReturn,
-            ..output_error(self, steps, "", e.message).at_pointer(e.pointer)
+        // Blamed on the rule that set the offending top-level field (`/field/...`).
+        let fields = dynamic_to_value(target).map_err(|e| {
+            let field = e
+                .pointer
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("");
+            let field = field.replace("~1", "/").replace("~0", "~");
+            // The pointer into the request body, as schema failures give it.
+            let pointer = match source {
+                Side::Defender => format!("/properties{}", e.pointer.trim_end_matches('/')),
+                Side::Sentinel => e.pointer.clone(),
+            };
+            RuleError {
+                kind: RuleErrorKind::BadReturn,
+                ..output_error(self, steps, &field, e.message).at_pointer(pointer)
+            }
         })?;
         let (body, schema_name, prefix) = match source {
             Side::Defender => (
@@ -392,8 +407,9 @@ fn bad_return(rule: &CompiledRule, entry: &str, wanted: &str, got: &Dynamic) -> 
     )
 }
 
+/// The value, formatted only as far as it is shown (it may be gigabytes).
 fn clip_debug(value: &Dynamic) -> String {
-    crate::rules::natives::clip(&value.to_string(), 80)
+    crate::problem::clip_display(value)
 }
 
 fn to_json(rule: &CompiledRule, value: &Dynamic) -> Result<Value, RuleError> {
@@ -411,7 +427,19 @@ fn output_error(pack: &CompiledPack, steps: &[Step], field: &str, message: Strin
         .or_else(|| steps.iter().find(|s| s.stage == Stage::Map));
     let rule = culprit.and_then(|s| pack.rule(&s.rule));
     match rule {
-        Some(rule) => RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message),
+        Some(rule) => {
+            let mut error = RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message);
+            // Located at the function that returned the field (a map or enrich entry).
+            let at = rule
+                .entries
+                .iter()
+                .find_map(|entry| rule.entry_position(entry));
+            if let Some((line, col)) = at {
+                error.line = Some(line);
+                error.col = Some(col);
+            }
+            error
+        }
         None => RuleError::new(RuleErrorKind::InvalidOutput, message),
     }
 }

@@ -7,8 +7,10 @@
 //! acknowledged, and always in the same transaction as that write's audit rows
 //! ([`StateStore::commit`]). Everything here is plain data; the sync engine decides.
 
+mod lock;
 mod sqlite;
 
+pub use lock::StateLock;
 pub use sqlite::SqliteStore;
 
 use crate::model::Side;
@@ -23,6 +25,10 @@ pub type Fields = Map<String, Value>;
 pub enum StateError {
     #[error("state database {path}: {message}")]
     Open { path: String, message: String },
+    #[error("state database {path} is in use by {holder}; one process per state file")]
+    Locked { path: String, holder: String },
+    #[error("no state database at {path} (it is created by `rulebridge run`; is this the right config?)")]
+    Missing { path: String },
     #[error("state database: {0}")]
     Sql(String),
     #[error("state database was written by a newer rulebridge (schema version {found}, this build knows up to {known})")]

@@ -91,10 +91,27 @@ impl SqliteStore {
     pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
     /// Opens (creating if needed) the state file at `path` and brings its schema up to
-    /// [`Self::SCHEMA_VERSION`].
+    /// [`Self::SCHEMA_VERSION`]. A new file is created 0600: it holds incident content.
+    /// (SQLite gives its `-wal` and `-shm` files the database file's permissions.)
     pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        create_private(path)?;
+        Self::open_existing(path)
+    }
+
+    /// Opens the state file at `path` only if it exists (`status`, `explain`, `retry`
+    /// must never leave an empty database behind a mistyped path).
+    pub fn open_existing(path: &Path) -> Result<SqliteStore, StateError> {
         let open_err = |message: String| open_error(path, message);
-        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        if !path.exists() {
+            return Err(StateError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
         // Another process (`status`, a backup) may hold the write lock briefly; waiting a
         // few seconds beats failing a sync over it.
         conn.busy_timeout(Duration::from_secs(5))
@@ -158,6 +175,22 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
         tx.pragma_update(None, "user_version", target)
             .map_err(step)?;
         tx.commit().map_err(step)?;
+    }
+}
+
+/// Creates an empty file with mode 0600 if none is there, for SQLite to fill.
+fn create_private(path: &Path) -> Result<(), StateError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(open_error(path, format!("cannot create: {e}"))),
     }
 }
 

@@ -484,7 +484,13 @@ type ApiResult = Result<Response, ApiError>;
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
-    let body_json = serde_json::from_slice::<Value>(&bytes).ok();
+    let body_bytes = bytes.len();
+    // Large bodies are logged by size only (see `Store::log_request`): not parsed twice.
+    let body_json = if body_bytes <= super::store::MAX_LOGGED_BODY {
+        serde_json::from_slice::<Value>(&bytes).ok()
+    } else {
+        None
+    };
     let method = parts.method.to_string();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
@@ -505,11 +511,12 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
             // body, with only how they signed in (and the assertion's jti).
             let body = if token_request { None } else { body_json };
             let status = response.status().as_u16();
-            state.lock().requests.push(RequestRecord {
+            state.lock().log_request(RequestRecord {
                 method,
                 path,
                 query,
                 body,
+                body_bytes,
                 status,
                 grant,
                 jti,
