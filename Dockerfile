@@ -10,7 +10,7 @@
 # (examples/kubernetes mounts a ConfigMap at /etc/rulebridge/rules).
 
 # Build: the toolchain the crate asks for (Cargo.toml rust-version), the locked deps.
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin rulebridge && mkdir -p /out/state
