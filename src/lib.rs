@@ -16,6 +16,7 @@ pub mod config;
 pub mod default_pack;
 pub mod doctor;
 pub mod emulator;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod ops_server;

@@ -480,6 +480,14 @@ impl Service {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// `/readyz`: status and body (JSON with the reasons).
+    async fn ready(&self) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}/readyz", self.ops))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     /// Waits until the counter `series` reaches `at_least`.
     async fn wait_for(&self, series: &str, at_least: f64, within: Duration) {
         let until = Instant::now() + within;
@@ -674,9 +682,13 @@ async fn a_live_service_survives_every_hostile_pack_and_stops_on_sigterm_while_a
     );
     service.wait_for(stuck, 1.0, Duration::from_secs(20)).await;
     assert_eq!(service.metric("rulebridge_reload_stuck").await, 1.0);
-    let (code, text) = service.health().await;
+    // Not ready, with the reason; still alive (the loop syncs on with the running
+    // pack, so a restart would not help).
+    let (code, text) = service.ready().await;
     assert_eq!(code, 503, "{text}");
     assert!(text.contains("stuck"), "{text}");
+    let (code, text) = service.health().await;
+    assert_eq!(code, 200, "{text}");
     let status = run(&["status", "--config", &config_arg, "--json"]);
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     let human = Command::new(env!("CARGO_BIN_EXE_rulebridge"))

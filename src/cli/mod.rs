@@ -6,6 +6,7 @@ mod demo;
 mod doctor;
 mod emulate;
 mod eval;
+mod logging;
 mod service;
 
 use crate::packtest;
@@ -26,6 +27,15 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr as text or as one JSON object per line (README "Log fields").
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RULEBRIDGE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -125,15 +135,13 @@ impl PackArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A service's log is its record of what it synced; elsewhere only warnings.
+    let default_filter = match cli.command {
+        Command::Run(_) => "warn,rulebridge=info",
+        _ => "warn",
+    };
+    let json_log = cli.log_format == logging::LogFormat::Json;
+    logging::install(cli.log_format, default_filter);
     let result = match cli.command {
         Command::Check(args) if args.watch => check_watch(&args.pack),
         Command::Check(args) => Ok(check(&args.pack)),
@@ -149,6 +157,11 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if json_log => {
+            // Every stderr line of a JSON log parses, the last one too.
+            tracing::error!(event = "command.failed", error = %format!("{err:#}"), "{err:#}");
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

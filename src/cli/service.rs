@@ -114,7 +114,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    eprintln!("{}", super::describe(&pack));
+    tracing::info!(event = "pack.loaded", pack_version = %pack.version, "{}", super::describe(&pack));
     // Before anything else touches the state: one process per state file.
     let _lock = crate::state::StateLock::acquire(&config.sync.state)?;
     let metrics = Arc::new(Metrics::new());

@@ -262,6 +262,11 @@ pub fn parse_span(text: &str) -> Result<chrono::TimeDelta, String> {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `/healthz` (liveness) fails after this long without a loop turn or a finished
+    /// incident.
+    pub stuck_after_secs: u64,
+    /// `/readyz` (readiness) fails once a side's polls have been failing this long.
+    pub unready_after_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -269,6 +274,20 @@ impl Default for ServerConfig {
         ServerConfig {
             // The Prometheus exporter port range; loopback, since /metrics has no auth.
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            // Long enough for a throttled request's longest wait and a big first page:
+            // a restart is for a hung process, not a slow one.
+            stuck_after_secs: 900,
+            // Ten polls at the default interval: a blip is not an outage.
+            unready_after_secs: 300,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn health_options(&self) -> crate::health::HealthOptions {
+        crate::health::HealthOptions {
+            stuck_after: Duration::from_secs(self.stuck_after_secs),
+            unready_after: Duration::from_secs(self.unready_after_secs),
         }
     }
 }
@@ -553,7 +572,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 18);
+        assert_eq!(checked, 20);
     }
 
     #[test]

@@ -399,14 +399,21 @@ impl Reloader {
                 status.stuck_since.get_or_insert(at);
                 self.metrics.set_gauge(metrics::RELOAD_STUCK, &[], 1.0);
                 tracing::error!(
+                    event = "reload.stuck",
                     after_secs,
-                    active = %status.active_version,
+                    pack_version = %status.active_version,
                     "rule pack reload stuck; abandoned (the running pack stays, later changes are still picked up)"
                 );
             }
             ReloadOutcome::Unchanged { version } => {
                 status.counts.unchanged += 1;
-                tracing::debug!(version, elapsed_ms, "rule pack unchanged");
+                tracing::debug!(
+                    event = "reload.unchanged",
+                    candidate_version = version,
+                    pack_version = version,
+                    duration_ms = elapsed_ms,
+                    "rule pack unchanged"
+                );
             }
             ReloadOutcome::Swapped { from, to } => {
                 status.counts.swapped += 1;
@@ -417,11 +424,13 @@ impl Reloader {
                 self.metrics
                     .replace_gauge(metrics::PACK_INFO, &[("version", to)], 1.0);
                 tracing::info!(
-                    from,
-                    to,
+                    event = "reload.swapped",
+                    candidate_version = to,
+                    pack_version = to,
+                    previous_version = from,
                     pack = %active.name,
                     rules = active.rules.len(),
-                    elapsed_ms,
+                    duration_ms = elapsed_ms,
                     "rule pack reloaded"
                 );
             }
@@ -432,16 +441,17 @@ impl Reloader {
                     version: version.clone(),
                     problems: problems.iter().map(Problem::to_string).collect(),
                 });
+                // One event, every problem in it (a collector keeps them together).
+                let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
                 tracing::warn!(
-                    candidate = version.as_deref().unwrap_or("unreadable"),
-                    active = %status.active_version,
-                    problems = problems.len(),
-                    elapsed_ms,
+                    event = "reload.rejected",
+                    candidate_version = version.as_deref().unwrap_or("unreadable"),
+                    pack_version = %status.active_version,
+                    problem_count = problems.len(),
+                    problems = %lines.join("\n"),
+                    duration_ms = elapsed_ms,
                     "rule pack change rejected; the running pack stays"
                 );
-                for p in problems {
-                    tracing::warn!("{p}");
-                }
             }
         }
     }

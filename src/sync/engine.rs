@@ -7,6 +7,7 @@
 //! poll starts from the last committed position, and re-reading is harmless because an
 //! unchanged incident costs no write.
 
+use super::events::{self, Note};
 use super::reconcile::{Outcome, SyncError};
 use crate::client::{ClientError, GraphClient, SentinelClient};
 use crate::metrics::{self, Metrics};
@@ -235,14 +236,23 @@ impl Syncer {
                 break;
             }
             report.seen += 1;
-            let defender = self.graph.get(&link.defender_id).await;
-            self.metrics
-                .inc(metrics::API_CALLS, &[("side", "defender")]);
-            let outcome = match defender {
-                Ok(Some(d)) => self.from_defender(d, true).await,
-                Ok(None) => Ok(self.dead_letter_gone(&link.defender_id)?),
-                Err(e) => Err(SyncError::Transient(e)),
+            // One event for the sweep's read and the sync it leads to.
+            let start = Note {
+                defender_id: Some(link.defender_id.clone()),
+                sentinel_name: Some(link.sentinel_id.clone()),
+                ..Note::default()
             };
+            let outcome = events::observe(Side::Defender, start, async {
+                let defender = self.graph.get(&link.defender_id).await;
+                self.metrics
+                    .inc(metrics::API_CALLS, &[("side", "defender")]);
+                match defender {
+                    Ok(Some(d)) => self.from_defender(d, true).await,
+                    Ok(None) => self.dead_letter_gone(&link.defender_id),
+                    Err(e) => Err(SyncError::Transient(e)),
+                }
+            })
+            .await;
             match outcome {
                 Ok(outcome) => report.written += outcome.writes(),
                 Err(SyncError::Transient(e)) => {
@@ -265,18 +275,31 @@ impl Syncer {
                 break;
             }
             report.seen += 1;
-            let outcome = match letter.side {
-                Side::Defender => match self.graph.get(&letter.incident_id).await {
-                    Ok(Some(d)) => self.from_defender(d, true).await,
-                    Ok(None) => Ok(Outcome::Gone),
-                    Err(e) => Err(SyncError::Transient(e)),
+            let start = match letter.side {
+                Side::Defender => Note {
+                    defender_id: Some(letter.incident_id.clone()),
+                    ..Note::default()
                 },
-                Side::Sentinel => match self.sentinel.get(&letter.incident_id).await {
-                    Ok(Some(s)) => self.from_sentinel(s, true).await,
-                    Ok(None) => Ok(Outcome::Gone),
-                    Err(e) => Err(SyncError::Transient(e)),
+                Side::Sentinel => Note {
+                    sentinel_name: Some(letter.incident_id.clone()),
+                    ..Note::default()
                 },
             };
+            let outcome = events::observe(letter.side, start, async {
+                match letter.side {
+                    Side::Defender => match self.graph.get(&letter.incident_id).await {
+                        Ok(Some(d)) => self.from_defender(d, true).await,
+                        Ok(None) => Ok(Outcome::Gone),
+                        Err(e) => Err(SyncError::Transient(e)),
+                    },
+                    Side::Sentinel => match self.sentinel.get(&letter.incident_id).await {
+                        Ok(Some(s)) => self.from_sentinel(s, true).await,
+                        Ok(None) => Ok(Outcome::Gone),
+                        Err(e) => Err(SyncError::Transient(e)),
+                    },
+                }
+            })
+            .await;
             match outcome {
                 Ok(Outcome::DeadLettered) => {}
                 Ok(outcome) => {

@@ -177,6 +177,15 @@ impl Syncer {
     /// them, so they are read here, but only when the incident changed since its last
     /// sync (an unchanged one needs no rule run, so no alerts).
     async fn sync_listed_defender(&self, d: Value) -> Result<Outcome, SyncError> {
+        // One event for the alerts read and the sync it leads to.
+        let start = super::events::Note {
+            defender_id: d["id"].as_str().map(str::to_string),
+            ..Default::default()
+        };
+        super::events::observe(Side::Defender, start, self.sync_listed_defender_now(d)).await
+    }
+
+    async fn sync_listed_defender_now(&self, d: Value) -> Result<Outcome, SyncError> {
         if d.get("alerts").is_some() {
             return self.from_defender(d, false).await;
         }

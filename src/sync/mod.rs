@@ -13,11 +13,13 @@
 //! - `backfill`: history before the first start, window by window behind the polls.
 //! - `reconcile`: one incident's create or reconcile, writes and commit (async edge).
 //! - `comment_sync`: one incident's comment copies through the outbox (async edge).
+//! - `events`: the one log event per incident outcome (README "Log fields").
 
 mod backfill;
 mod comment_sync;
 pub mod comments;
 mod engine;
+mod events;
 pub mod fields;
 mod listing;
 pub mod plan;

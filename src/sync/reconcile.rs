@@ -8,6 +8,7 @@
 //! (otherwise the next poll re-reads, which costs a read, never a lost change).
 
 use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
+use super::events::{self, note, Note};
 use super::fields::{properties, sentinel_id, sentinel_put_body};
 use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Views};
 use crate::client::ClientError;
@@ -107,11 +108,23 @@ impl Syncer {
     /// Syncs a Defender incident as listed or read. `force` skips the "same version as
     /// last time" shortcut (sweeps and retries read on purpose).
     pub async fn from_defender(&self, d: Value, force: bool) -> Result<Outcome, SyncError> {
+        let start = Note {
+            defender_id: d["id"].as_str().map(str::to_string),
+            ..Note::default()
+        };
+        events::observe(Side::Defender, start, self.sync_defender(d, force)).await
+    }
+
+    async fn sync_defender(&self, d: Value, force: bool) -> Result<Outcome, SyncError> {
         self.count(|s| s.incidents_seen += 1);
         let Some(id) = d["id"].as_str().map(str::to_string) else {
             tracing::warn!("a Defender incident without an id was skipped");
+            note(|n| n.reason = Some("a Defender incident without an id".into()));
             return Ok(Outcome::Filtered);
         };
+        note(|n| {
+            n.defender_id.get_or_insert_with(|| id.clone());
+        });
         self.remember(&d);
         let pack = self.pack.current();
         match self.state.link(&id)? {
@@ -119,6 +132,7 @@ impl Syncer {
                 if !force && link.defender_version.as_deref() == defender_stamp(&d) {
                     return Ok(Outcome::Unchanged);
                 }
+                note(|n| n.sentinel_name = Some(link.sentinel_id.clone()));
                 let s = match self.sentinel.get(&link.sentinel_id).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
@@ -142,6 +156,14 @@ impl Syncer {
 
     /// Syncs a Sentinel incident as listed or read.
     pub async fn from_sentinel(&self, s: Value, force: bool) -> Result<Outcome, SyncError> {
+        let start = Note {
+            sentinel_name: s["name"].as_str().map(str::to_string),
+            ..Note::default()
+        };
+        events::observe(Side::Sentinel, start, self.sync_sentinel(s, force)).await
+    }
+
+    async fn sync_sentinel(&self, s: Value, force: bool) -> Result<Outcome, SyncError> {
         self.count(|st| st.incidents_seen += 1);
         let Some(name) = s["name"].as_str() else {
             return Ok(Outcome::NotOurs);
@@ -149,6 +171,10 @@ impl Syncer {
         let Some(link) = self.state.link_by_sentinel(name)? else {
             return Ok(Outcome::NotOurs);
         };
+        note(|n| {
+            n.sentinel_name = Some(name.to_string());
+            n.defender_id = Some(link.defender_id.clone());
+        });
         if !link.created {
             // The Defender side finishes (or repeats) the create.
             return Ok(Outcome::Unchanged);
@@ -184,7 +210,18 @@ impl Syncer {
         failure: Failure,
     ) -> Result<Outcome, SyncError> {
         let now = now_rfc3339();
-        tracing::warn!(side = side.name(), incident = id, kind = failure.kind, reason = %failure.reason, "dead-lettered");
+        let noted = note(|n| {
+            n.kind = Some(failure.kind);
+            n.reason = Some(failure.reason.clone());
+            n.pack_version = Some(pack.version.clone());
+            if let Some(rule) = &failure.rule {
+                n.rule(rule);
+            }
+        });
+        if !noted {
+            // Outside an incident's sync (no event will say it): log it here.
+            tracing::warn!(side = side.name(), incident = id, kind = failure.kind, reason = %failure.reason, "dead-lettered");
+        }
         if let Some(rule) = &failure.rule {
             self.metrics.inc(metrics::RULE_ERRORS, &[("rule", rule)]);
         }
@@ -232,11 +269,16 @@ impl Syncer {
         link: Option<&Link>,
     ) -> Result<Step<Fields>, SyncError> {
         let id = d["id"].as_str().unwrap_or("");
+        note(|n| n.pack_version = Some(pack.version.clone()));
         match pack.run_pipeline(Arc::new(d.clone()), Side::Defender, &self.options(link)) {
             Ok(outcome) => match outcome.verdict {
                 Verdict::Synced { body } => Ok(Step::Go(properties(&body))),
                 Verdict::Filtered { rule } => {
                     tracing::debug!(incident = id, rule, "filtered out");
+                    note(|n| {
+                        n.rule(&rule);
+                        n.reason = Some(format!("filter rule {rule}"));
+                    });
                     self.count(|s| s.filtered += 1);
                     Ok(Step::Stop(Outcome::Filtered))
                 }
@@ -266,6 +308,7 @@ impl Syncer {
             // a twin of one would be listed again, and twinned again, without end. A
             // hard rule, not policy (the default pack's filter says the same).
             tracing::debug!(incident = %id, "raised by Sentinel itself; never twinned");
+            note(|n| n.reason = Some("raised by Sentinel itself; never twinned".into()));
             self.count(|s| s.filtered += 1);
             return Ok(Outcome::Filtered);
         }
@@ -353,6 +396,7 @@ impl Syncer {
             synced_at: Some(now.clone()),
             swept_at: None,
         };
+        let written_fields = audit_fields(&view);
         let audit = AuditRow {
             id: 0,
             at: now,
@@ -373,10 +417,19 @@ impl Syncer {
             resolved: vec![(Side::Defender, id)],
         })?;
         self.count(|s| s.created += 1);
+        note(|n| {
+            n.action = Some("create");
+            n.sentinel_name = Some(link.sentinel_id.clone());
+            n.to_sentinel = written_fields;
+            for rule in map_rules(pack).split(", ") {
+                n.rule(rule);
+            }
+        });
         // A new twin has no comments yet: no need to list them.
         let comments = self
             .sync_comments(pack, &link, &d, Some(Vec::new()))
             .await?;
+        note(|n| n.comments += comments);
         Ok(Outcome::Synced {
             writes: 1 + comments,
         })
@@ -435,6 +488,10 @@ impl Syncer {
             resolved: vec![(Side::Defender, id.clone())],
         })?;
         tracing::info!(incident = %id, sentinel = %name, "linked to the Sentinel incident Microsoft's connector made");
+        note(|n| {
+            n.twin = Some("connector");
+            n.sentinel_name = Some(name.clone());
+        });
         self.count(|st| st.linked_to_connector += 1);
         self.reconcile(pack, link, d, s, None).await
     }
@@ -450,6 +507,10 @@ impl Syncer {
         s_comments: Option<Vec<Value>>,
     ) -> Result<Outcome, SyncError> {
         let id = link.defender_id.clone();
+        note(|n| {
+            n.defender_id = Some(id.clone());
+            n.sentinel_name = Some(link.sentinel_id.clone());
+        });
         let dview = match self.render_defender(pack, &d, Some(&link))? {
             Step::Go(view) => view,
             Step::Stop(outcome) => return Ok(outcome),
@@ -670,6 +731,15 @@ impl Syncer {
                 }
                 if let Some(side) = f.written {
                     writes += 1;
+                    note(|n| {
+                        match side {
+                            Side::Sentinel => n.to_sentinel.push(f.field.clone()),
+                            Side::Defender => n.to_defender.push(f.field.clone()),
+                        }
+                        if let Some(rule) = &f.rule {
+                            n.rule(rule);
+                        }
+                    });
                     let source_stamp = match side {
                         Side::Sentinel => defender_stamp(&d),
                         Side::Defender => sentinel_stamp(&s),
@@ -744,6 +814,7 @@ impl Syncer {
             break (writes, new_link);
         };
         let comments = self.sync_comments(pack, &link, &d, s_comments).await?;
+        note(|n| n.comments += comments);
         let total = written + comments;
         Ok(if total == 0 {
             Outcome::Unchanged
@@ -801,6 +872,13 @@ fn raised_by_sentinel(d: &Value) -> bool {
                     .is_some_and(|s| s.eq_ignore_ascii_case("microsoftSentinel"))
             })
     })
+}
+
+/// The fields a create wrote, sorted (for its event).
+fn audit_fields(fields: &Fields) -> Vec<String> {
+    let mut names: Vec<String> = fields.keys().cloned().collect();
+    names.sort();
+    names
 }
 
 /// The names of the map rules, for a create's audit row.
