@@ -55,8 +55,20 @@ pub struct Identity {
     pub source: String,
     pub graph: SignIn,
     pub arm: SignIn,
-    /// The certificate, for `doctor`'s expiry check.
-    pub certificate: Option<Arc<Proof>>,
+}
+
+impl Identity {
+    /// The client certificate both audiences sign with, if the kind is `certificate`
+    /// (for `doctor`'s expiry check).
+    pub fn certificate(&self) -> Option<&ClientCertificate> {
+        match &self.graph {
+            SignIn::App { proof, .. } => match &**proof {
+                Proof::Certificate(certificate) => Some(certificate),
+                _ => None,
+            },
+            SignIn::Managed(_) => None,
+        }
+    }
 }
 
 impl Config {
@@ -208,7 +220,6 @@ impl Config {
                 },
             )
         };
-        let mut certificate = None;
         let (source, (graph, arm)) = match kind {
             CredentialKind::Secret => {
                 let (secret, source) = self.secret(env)?;
@@ -244,7 +255,6 @@ impl Config {
                     unix_to_rfc3339(loaded.not_after)
                 );
                 let proof = Arc::new(Proof::Certificate(Box::new(loaded)));
-                certificate = Some(proof.clone());
                 (source, app(client_id()?, proof))
             }
             CredentialKind::WorkloadIdentity => {
@@ -301,7 +311,6 @@ impl Config {
             source,
             graph,
             arm,
-            certificate,
         })
     }
 
