@@ -125,7 +125,10 @@ impl Flow {
 pub struct FieldChange {
     /// The synced field: `status`, `owner`, `classification`, `labels`, `title`, …
     pub field: String,
-    /// Value at the last successful sync (`null` before the first).
+    /// The Defender side's base: the Defender rendering at the last successful sync
+    /// (`null` before the first). Each side's own base is `defender.base` and
+    /// `sentinel.base`; they differ where a mapping is not exactly reversible (an owner's
+    /// display name exists only in Sentinel). Kept for rules written before per-side bases.
     #[serde(default)]
     pub base: serde_json::Value,
     pub defender: SideValue,
@@ -138,6 +141,9 @@ pub struct FieldChange {
 pub struct SideValue {
     #[serde(default)]
     pub value: serde_json::Value,
+    /// This side's value at the last successful sync (`null` before the first).
+    #[serde(default)]
+    pub base: serde_json::Value,
     #[serde(default)]
     pub changed: bool,
     /// RFC 3339 time of the change on that side (its last-modified stamp).
@@ -149,6 +155,14 @@ impl FieldChange {
     /// Both sides changed the field, to different values: the direction rule must choose.
     pub fn is_conflict(&self) -> bool {
         self.defender.changed && self.sentinel.changed && self.defender.value != self.sentinel.value
+    }
+
+    /// One side's value, base and stamp.
+    pub fn side(&self, side: Side) -> &SideValue {
+        match side {
+            Side::Defender => &self.defender,
+            Side::Sentinel => &self.sentinel,
+        }
     }
 
     /// The JSON the direction rule receives as `change`.

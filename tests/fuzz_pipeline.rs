@@ -183,8 +183,8 @@ proptest! {
         let change = FieldChange {
             field,
             base,
-            defender: SideValue { value: d, changed: d_changed, changed_at: Some("2026-03-01T10:00:00Z".into()) },
-            sentinel: SideValue { value: s, changed: s_changed, changed_at: None },
+            defender: SideValue { value: d, base: Value::Null, changed: d_changed, changed_at: Some("2026-03-01T10:00:00Z".into()) },
+            sentinel: SideValue { value: s, base: Value::Null, changed: s_changed, changed_at: None },
         };
         let incident = Arc::new(doc);
         for pack in [default_pack(), echo_pack()] {

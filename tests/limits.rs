@@ -208,11 +208,13 @@ fn a_direction_rule_must_return_a_known_flow() {
         base: json!("New"),
         defender: SideValue {
             value: json!("Active"),
+            base: json!("New"),
             changed: true,
             changed_at: None,
         },
         sentinel: SideValue {
             value: json!("New"),
+            base: json!("New"),
             changed: false,
             changed_at: None,
         },

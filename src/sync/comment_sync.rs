@@ -228,11 +228,13 @@ impl Syncer {
         let stamp = defender_stamp(d).map(str::to_string);
         let new = SideValue {
             value: Value::Array(texts),
+            base: Value::Array(Vec::new()),
             changed: true,
             changed_at: stamp.clone(),
         };
         let none = SideValue {
             value: Value::Array(Vec::new()),
+            base: Value::Array(Vec::new()),
             changed: false,
             changed_at: stamp,
         };

@@ -118,15 +118,7 @@ pub(super) fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Defender's change stamp of an incident.
-pub(super) fn defender_stamp(incident: &Value) -> Option<&str> {
-    incident["lastUpdateDateTime"].as_str()
-}
-
-/// Sentinel's change stamp of an incident.
-pub(super) fn sentinel_stamp(resource: &Value) -> Option<&str> {
-    resource["properties"]["lastModifiedTimeUtc"].as_str()
-}
+pub(super) use super::step::{defender_stamp, sentinel_stamp};
 
 impl Syncer {
     pub fn new(

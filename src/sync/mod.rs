@@ -11,7 +11,9 @@
 //! - `listing`: one window's first page or every page, Graph's `$expand` fallback, and a
 //!   page's incidents synced a few at a time (async edge).
 //! - `backfill`: history before the first start, window by window behind the polls.
-//! - `reconcile`: one incident's create or reconcile, writes and commit (async edge).
+//! - `step`: one incident's sync decided and settled without I/O (rules, plan, next
+//!   link, audit rows). Pure.
+//! - `reconcile`: the I/O shell around `step`: reads, writes, commit (async edge).
 //! - `comment_sync`: one incident's comment copies through the outbox (async edge).
 //! - `events`: the one log event per incident outcome (README "Log fields").
 
@@ -25,6 +27,7 @@ mod listing;
 pub mod plan;
 pub mod poll;
 mod reconcile;
+pub mod step;
 
 pub use backfill::BackfillStatus;
 pub use engine::{PassReport, Stats, SyncOptions, Syncer};

@@ -66,11 +66,13 @@ pub fn detect(views: &Views, base_defender: &Fields, base_sentinel: &Fields) -> 
                 base: get(base_defender, &field).clone(),
                 defender: SideValue {
                     value: d.clone(),
+                    base: get(base_defender, &field).clone(),
                     changed: d_changed,
                     changed_at: views.defender_changed_at.map(str::to_string),
                 },
                 sentinel: SideValue {
                     value: s.clone(),
+                    base: get(base_sentinel, &field).clone(),
                     changed: s_changed,
                     changed_at: views.sentinel_changed_at.map(str::to_string),
                 },

@@ -1,24 +1,23 @@
-//! One incident's sync: create its twin, or compare both sides with their bases, ask
-//! the rules, write what the plan says, copy new comments, and commit — or dead-letter
-//! the incident with its reason and let the others go on.
+//! One incident's sync, the I/O shell around the pure [`step`]: read what is needed, let
+//! `step` decide, send the writes it plans, let `step` settle the answers, commit, copy
+//! new comments — or dead-letter the incident with its reason and let the others go on.
 //!
 //! Invariants: every rule call for one incident uses the one pack taken at its start;
 //! bases and versions are committed only for acknowledged writes, together with their
-//! audit rows; a version is stored only when it is provably the state our write left
-//! (otherwise the next poll re-reads, which costs a read, never a lost change).
+//! audit rows (what `step::settle` returns is committed whole or not at all); a version is
+//! stored only when it is provably the state our write left (otherwise the next poll
+//! re-reads, which costs a read, never a lost change).
 
-use super::engine::{defender_stamp, now_rfc3339, sentinel_stamp, Syncer};
+use super::engine::{defender_stamp, now_rfc3339, Syncer};
 use super::events::{self, note, Note};
-use super::fields::{properties, sentinel_id, sentinel_put_body};
-use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Views};
+use super::fields::sentinel_id;
+use super::step::{self, CreateDecision, Decision, DefenderAnswer};
 use crate::client::ClientError;
 use crate::metrics;
-use crate::model::{FieldChange, Flow, Side};
-use crate::rules::{CompiledPack, RuleError, RunOptions, Twin, Verdict};
+use crate::model::{Flow, Side};
+use crate::rules::{CompiledPack, RuleError, RunOptions, Twin};
 use crate::state::{AuditRow, Commit, DeadLetter, Fields, Link, StateError};
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-use std::sync::Arc;
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -69,16 +68,6 @@ impl From<RuleError> for Failure {
             rule: e.rule.clone(),
         }
     }
-}
-
-enum Step<T> {
-    Go(T),
-    Stop(Outcome),
-}
-
-fn lag_secs(changed_at: Option<&str>) -> Option<f64> {
-    let t = DateTime::parse_from_rfc3339(changed_at?).ok()?;
-    Some(((Utc::now() - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0).max(0.0))
 }
 
 impl Syncer {
@@ -261,35 +250,39 @@ impl Syncer {
         self.dead_letter(pack, side, id, failure)
     }
 
-    /// Filter → map → enrich on a Defender incident: its synced fields, or a stop.
-    fn render_defender(
+    /// The dead letter for a failure the pure step reported.
+    fn step_failure(
         &self,
         pack: &CompiledPack,
-        d: &Value,
         link: Option<&Link>,
-    ) -> Result<Step<Fields>, SyncError> {
-        let id = d["id"].as_str().unwrap_or("");
-        note(|n| n.pack_version = Some(pack.version.clone()));
-        match pack.run_pipeline(Arc::new(d.clone()), Side::Defender, &self.options(link)) {
-            Ok(outcome) => match outcome.verdict {
-                Verdict::Synced { body } => Ok(Step::Go(properties(&body))),
-                Verdict::Filtered { rule } => {
-                    tracing::debug!(incident = id, rule, "filtered out");
-                    note(|n| {
-                        n.rule(&rule);
-                        n.reason = Some(format!("filter rule {rule}"));
-                    });
-                    self.count(|s| s.filtered += 1);
-                    Ok(Step::Stop(Outcome::Filtered))
-                }
+        defender_id: &str,
+        failure: step::Failure,
+    ) -> Result<Outcome, SyncError> {
+        let id = match (failure.side, link) {
+            (Side::Sentinel, Some(link)) => link.sentinel_id.clone(),
+            _ => defender_id.to_string(),
+        };
+        let side = failure.side;
+        self.dead_letter(
+            pack,
+            side,
+            &id,
+            Failure {
+                kind: failure.kind,
+                reason: failure.reason,
+                rule: failure.rule,
             },
-            Err(e) => Ok(Step::Stop(self.dead_letter(
-                pack,
-                Side::Defender,
-                id,
-                e.into(),
-            )?)),
-        }
+        )
+    }
+
+    fn filtered(&self, id: &str, rule: String) -> Outcome {
+        tracing::debug!(incident = id, rule, "filtered out");
+        note(|n| {
+            n.rule(&rule);
+            n.reason = Some(format!("filter rule {rule}"));
+        });
+        self.count(|s| s.filtered += 1);
+        Outcome::Filtered
     }
 
     async fn create(
@@ -299,19 +292,19 @@ impl Syncer {
         d: Value,
     ) -> Result<Outcome, SyncError> {
         let id = d["id"].as_str().unwrap_or("").to_string();
-        let view = match self.render_defender(pack, &d, None)? {
-            Step::Go(view) => view,
-            Step::Stop(outcome) => return Ok(outcome),
+        note(|n| n.pack_version = Some(pack.version.clone()));
+        let view = match step::decide_create(pack, &d, &self.options(None)) {
+            CreateDecision::Create(view) => view,
+            CreateDecision::Filtered { rule } => return Ok(self.filtered(&id, rule)),
+            CreateDecision::Failed(failure) => return self.step_failure(pack, None, &id, failure),
+            CreateDecision::RaisedBySentinel => {
+                // The default pack's filter says the same; this holds whatever the pack.
+                tracing::debug!(incident = %id, "raised by Sentinel itself; never twinned");
+                note(|n| n.reason = Some("raised by Sentinel itself; never twinned".into()));
+                self.count(|s| s.filtered += 1);
+                return Ok(Outcome::Filtered);
+            }
         };
-        if raised_by_sentinel(&d) {
-            // In the unified portal Sentinel's own incidents are listed by Graph too:
-            // a twin of one would be listed again, and twinned again, without end. A
-            // hard rule, not policy (the default pack's filter says the same).
-            tracing::debug!(incident = %id, "raised by Sentinel itself; never twinned");
-            note(|n| n.reason = Some("raised by Sentinel itself; never twinned".into()));
-            self.count(|s| s.filtered += 1);
-            return Ok(Outcome::Filtered);
-        }
         let sid = sentinel_id(&self.opts.tenant, &id);
         if pending.is_none() {
             // Microsoft's Defender XDR connector is usually on already: its incident is
@@ -351,8 +344,6 @@ impl Syncer {
             }
         }
         self.state.begin_create(&id, &sid)?;
-        self.metrics
-            .inc(metrics::API_CALLS, &[("side", "sentinel")]);
         let s = match self
             .sentinel
             .put(&sid, &Value::Object(view.clone()), None)
@@ -360,56 +351,12 @@ impl Syncer {
         {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.inc(
-                    metrics::WRITES,
-                    &[("side", "sentinel"), ("result", "error")],
-                );
+                self.count_write(Side::Sentinel, "error");
                 return self.client_failure(pack, Side::Defender, &id, e);
             }
         };
-        self.metrics
-            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "ok")]);
-        // The bases a reconcile would store right after this create.
-        let after = properties(&s);
-        let views = Views {
-            defender: &view,
-            sentinel: &after,
-            defender_changed_at: None,
-            sentinel_changed_at: None,
-        };
-        let (base_defender, base_sentinel) = next_bases(
-            &views,
-            &Fields::new(),
-            &Fields::new(),
-            &super::plan::Plan::default(),
-            Acknowledged::default(),
-        );
-        let now = now_rfc3339();
-        let link = Link {
-            defender_id: id.clone(),
-            sentinel_id: sid.clone(),
-            created: true,
-            defender_version: defender_stamp(&d).map(str::to_string),
-            sentinel_version: s["etag"].as_str().map(str::to_string),
-            base_defender,
-            base_sentinel,
-            synced_at: Some(now.clone()),
-            swept_at: None,
-        };
-        let written_fields = audit_fields(&view);
-        let audit = AuditRow {
-            id: 0,
-            at: now,
-            defender_id: id.clone(),
-            sentinel_id: sid,
-            side: Side::Sentinel,
-            action: "create".into(),
-            field: None,
-            old: Value::Null,
-            new: Value::Object(view),
-            rule: Some(map_rules(pack)),
-            pack_version: pack.version.clone(),
-        };
+        self.count_write(Side::Sentinel, "ok");
+        let (link, audit) = step::settle_create(pack, &d, &sid, &view, &s, &now_rfc3339());
         self.state.commit(&Commit {
             link: Some(link.clone()),
             audit: vec![audit],
@@ -417,12 +364,14 @@ impl Syncer {
             resolved: vec![(Side::Defender, id)],
         })?;
         self.count(|s| s.created += 1);
+        self.metrics
+            .inc(metrics::CHANGES, &[("side", Side::Defender.name())]);
         note(|n| {
             n.action = Some("create");
             n.sentinel_name = Some(link.sentinel_id.clone());
-            n.to_sentinel = written_fields;
-            for rule in map_rules(pack).split(", ") {
-                n.rule(rule);
+            n.to_sentinel = sorted_names(&view);
+            for rule in step::map_rules(pack) {
+                n.rule(&rule);
             }
         });
         // A new twin has no comments yet: no need to list them.
@@ -496,8 +445,10 @@ impl Syncer {
         self.reconcile(pack, link, d, s, None).await
     }
 
-    /// Compares both sides with their bases and writes what the rules decide. `s_comments`
-    /// are the Sentinel comments when already known.
+    /// Reads nothing and decides nothing itself: [`step::decide`] plans, this sends the
+    /// writes (Sentinel first: its etag makes the PUT conditional on what was planned
+    /// from), [`step::settle`] says what to commit. `s_comments` are the Sentinel
+    /// comments when already known.
     async fn reconcile(
         &self,
         pack: &CompiledPack,
@@ -510,97 +461,41 @@ impl Syncer {
         note(|n| {
             n.defender_id = Some(id.clone());
             n.sentinel_name = Some(link.sentinel_id.clone());
+            n.pack_version = Some(pack.version.clone());
         });
-        let dview = match self.render_defender(pack, &d, Some(&link))? {
-            Step::Go(view) => view,
-            Step::Stop(outcome) => return Ok(outcome),
-        };
+        let options = self.options(Some(&link));
         let mut attempts = 0;
-        let (written, link) = loop {
+        let written = loop {
             attempts += 1;
-            let sview = properties(&s);
-            let views = Views {
-                defender: &dview,
-                sentinel: &sview,
-                defender_changed_at: defender_stamp(&d),
-                sentinel_changed_at: sentinel_stamp(&s),
+            let input = step::Input {
+                pack,
+                link: &link,
+                defender: &d,
+                sentinel: &s,
+                options: &options,
             };
-            let changes = detect(&views, &link.base_defender, &link.base_sentinel);
-            let decisions = match self.decide_all(pack, &changes, &d, &link) {
-                Ok(decisions) => decisions,
-                Err(e) => return self.dead_letter(pack, Side::Defender, &id, e.into()),
-            };
-            // Merged fields: what both sides will hold; the Defender form is rendered
-            // from Sentinel as it will be after the merge.
-            let mut merged = Fields::new();
-            for (change, decided) in changes.iter().zip(&decisions) {
-                if decided.flow == Flow::Merge {
-                    let base = link
-                        .base_defender
-                        .get(&change.field)
-                        .unwrap_or(&Value::Null);
-                    if let Some(value) =
-                        merge_set(base, &change.defender.value, &change.sentinel.value)
-                    {
-                        merged.insert(change.field.clone(), value);
-                    }
+            let planned = match step::decide(&input) {
+                Decision::Write(planned) => planned,
+                Decision::Filtered { rule } => return Ok(self.filtered(&id, rule)),
+                Decision::Failed(failure) => {
+                    return self.step_failure(pack, Some(&link), &id, failure)
                 }
-            }
-            let s_planned = if merged.is_empty() {
-                s.clone()
-            } else {
-                let mut planned = s.clone();
-                for (field, value) in &merged {
-                    planned["properties"][field] = value.clone();
-                }
-                planned
             };
-            let form = if decisions
-                .iter()
-                .any(|x| matches!(x.flow, Flow::ToDefender | Flow::Merge))
-            {
-                match pack.run_pipeline(
-                    Arc::new(s_planned),
-                    Side::Sentinel,
-                    &self.options(Some(&link)),
-                ) {
-                    Ok(outcome) => match outcome.verdict {
-                        Verdict::Synced { body } => body.as_object().cloned(),
-                        Verdict::Filtered { .. } => None,
-                    },
-                    Err(e) => {
-                        let name = link.sentinel_id.clone();
-                        return self.dead_letter(pack, Side::Sentinel, &name, e.into());
-                    }
-                }
-            } else {
-                None
-            };
-            let plan = plan(&changes, &decisions, &d, form.as_ref(), &merged);
-
-            // Sentinel first: its etag makes the write conditional on what we planned from.
             let mut s_after = None;
-            if !plan.sentinel.is_empty() {
-                let body = sentinel_put_body(&sview, &plan.sentinel);
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "sentinel")]);
+            if let Some(body) = planned.sentinel_body() {
                 match self
                     .sentinel
                     .put(&link.sentinel_id, &body, s["etag"].as_str())
                     .await
                 {
                     Ok(updated) => {
-                        self.metrics
-                            .inc(metrics::WRITES, &[("side", "sentinel"), ("result", "ok")]);
+                        self.count_write(Side::Sentinel, "ok");
                         s_after = Some(updated);
                     }
                     Err(ClientError::Conflict { .. }) if attempts < 4 => {
                         // Someone wrote in between: re-read and plan again, never overwrite.
                         self.count(|st| st.etag_retries += 1);
-                        self.metrics.inc(
-                            metrics::WRITES,
-                            &[("side", "sentinel"), ("result", "conflict")],
-                        );
+                        self.count_write(Side::Sentinel, "conflict");
                         match self.sentinel.get(&link.sentinel_id).await {
                             Ok(Some(fresh)) => {
                                 s = fresh;
@@ -611,192 +506,41 @@ impl Syncer {
                         }
                     }
                     Err(e) => {
-                        self.metrics.inc(
-                            metrics::WRITES,
-                            &[("side", "sentinel"), ("result", "error")],
-                        );
+                        self.count_write(Side::Sentinel, "error");
                         return self.client_failure(pack, Side::Defender, &id, e);
                     }
                 }
             }
-            let mut d_after = None;
-            let mut d_version = defender_stamp(&d).map(str::to_string);
             let mut failure = None;
-            let mut patched = None;
-            if !plan.defender.is_empty() {
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "defender")]);
-                match self.graph.patch(&id, &plan.defender).await {
-                    Ok(Some(response)) => {
-                        self.metrics
-                            .inc(metrics::WRITES, &[("side", "defender"), ("result", "ok")]);
-                        let merged = merge(&d, &response);
-                        if let Step::Go(view) = self.render_defender(pack, &merged, Some(&link))? {
-                            // The new version may be skipped by the next poll only if it
-                            // is provably ours alone: nobody else changed the incident, and
-                            // our write changed no field we did not write (a derived
-                            // field must still flow to Sentinel from that poll).
-                            let derived = renders_unwritten_change(&plan, &view, &dview);
-                            if !derived && only_ours_changed(&d, &merged, &plan.defender) {
-                                d_version = defender_stamp(&merged).map(str::to_string);
-                            }
-                            d_after = Some(view);
-                        }
-                        patched = Some(merged);
+            let patched = match planned.defender_body() {
+                None => None,
+                Some(body) => match self.graph.patch(&id, body).await {
+                    Ok(response) => {
+                        self.count_write(Side::Defender, "ok");
+                        Some(response)
                     }
-                    Ok(None) => {}
                     Err(e) => {
-                        self.metrics.inc(
-                            metrics::WRITES,
-                            &[("side", "defender"), ("result", "error")],
-                        );
+                        self.count_write(Side::Defender, "error");
                         failure = Some(e);
+                        None
                     }
-                }
-            }
-            let s_after_props = s_after.as_ref().map(properties);
-            let (base_defender, base_sentinel) = next_bases(
-                &views,
-                &link.base_defender,
-                &link.base_sentinel,
-                &plan,
-                Acknowledged {
-                    sentinel_after: s_after_props.as_ref(),
-                    defender_after: d_after.as_ref(),
                 },
-            );
-            let now = now_rfc3339();
-            let new_link = Link {
-                defender_version: if failure.is_some() {
-                    link.defender_version.clone()
-                } else {
-                    d_version
-                },
-                sentinel_version: s_after
-                    .as_ref()
-                    .unwrap_or(&s)
-                    .get("etag")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                base_defender,
-                base_sentinel,
-                synced_at: Some(now.clone()),
-                ..link.clone()
             };
-            let mut audit = Vec::new();
-            let mut writes = 0;
-            // A merge plans one entry per side; it is still one conflict.
-            let mut counted_conflicts = std::collections::HashSet::new();
-            for f in &plan.fields {
-                let acknowledged = match f.written {
-                    Some(Side::Sentinel) => s_after.is_some(),
-                    Some(Side::Defender) => failure.is_none(),
-                    None => true,
-                };
-                if !acknowledged {
-                    continue;
-                }
-                let (side, action, old, new) = match f.written {
-                    Some(side) => (side, "update", f.old.clone(), f.new.clone()),
-                    None => {
-                        let change = changes.iter().find(|c| c.field == f.field);
-                        let from = if change.is_some_and(|c| c.defender.changed) {
-                            Side::Defender
-                        } else {
-                            Side::Sentinel
-                        };
-                        let (old, new) = change.map_or((Value::Null, Value::Null), |c| {
-                            (
-                                c.base.clone(),
-                                if from == Side::Defender {
-                                    c.defender.value.clone()
-                                } else {
-                                    c.sentinel.value.clone()
-                                },
-                            )
-                        });
-                        (from, "skip", old, new)
-                    }
-                };
-                if f.conflict && counted_conflicts.insert(f.field.clone()) {
-                    self.count(|st| {
-                        st.conflicts += 1;
-                        match f.flow {
-                            Flow::ToSentinel => st.conflicts_to_sentinel += 1,
-                            Flow::ToDefender => st.conflicts_to_defender += 1,
-                            Flow::Skip => st.conflicts_skipped += 1,
-                            Flow::Merge => st.conflicts_merged += 1,
-                        }
-                    });
-                }
-                if let Some(side) = f.written {
-                    writes += 1;
-                    note(|n| {
-                        match side {
-                            Side::Sentinel => n.to_sentinel.push(f.field.clone()),
-                            Side::Defender => n.to_defender.push(f.field.clone()),
-                        }
-                        if let Some(rule) = &f.rule {
-                            n.rule(rule);
-                        }
-                    });
-                    let source_stamp = match side {
-                        Side::Sentinel => defender_stamp(&d),
-                        Side::Defender => sentinel_stamp(&s),
-                    };
-                    // A link without bases (a twin adopted from Microsoft's connector, or
-                    // after a lost create) writes no change of the moment: its stamp can
-                    // be years old, and would not be a lag.
-                    let first_sync = link.base_defender.is_empty() && link.base_sentinel.is_empty();
-                    if let Some(lag) = lag_secs(source_stamp).filter(|_| !first_sync) {
-                        self.metrics.observe(metrics::SYNC_LAG, &[], lag);
-                    }
-                    self.metrics
-                        .inc(metrics::CHANGES, &[("side", side.other().name())]);
-                }
-                audit.push(AuditRow {
-                    id: 0,
-                    at: now.clone(),
-                    defender_id: id.clone(),
-                    sentinel_id: link.sentinel_id.clone(),
-                    side,
-                    action: action.into(),
-                    field: Some(if f.conflict {
-                        format!("{} (conflict)", f.field)
-                    } else {
-                        f.field.clone()
-                    }),
-                    old,
-                    new,
-                    rule: f.rule.clone(),
-                    pack_version: pack.version.clone(),
-                });
-            }
-            let to_s = plan
-                .fields
-                .iter()
-                .filter(|f| f.written == Some(Side::Sentinel))
-                .count() as u64;
-            let to_d = plan
-                .fields
-                .iter()
-                .filter(|f| f.written == Some(Side::Defender))
-                .count() as u64;
-            self.count(|st| {
-                if s_after.is_some() {
-                    st.updates_to_sentinel += 1;
-                    st.fields_to_sentinel += to_s;
-                }
-                if !plan.defender.is_empty() && failure.is_none() {
-                    st.updates_to_defender += 1;
-                    st.fields_to_defender += to_d;
-                }
-            });
-            let changed_link = new_link != link;
-            if changed_link || !audit.is_empty() {
+            let answers = step::Answers {
+                sentinel: s_after.as_ref(),
+                defender: match (&patched, &failure) {
+                    (Some(Some(response)), _) => DefenderAnswer::Patched(response),
+                    (Some(None), _) => DefenderAnswer::NoContent,
+                    (None, Some(_)) => DefenderAnswer::Failed,
+                    (None, None) => DefenderAnswer::NotSent,
+                },
+            };
+            let settled = step::settle(&input, &planned, answers, &now_rfc3339());
+            self.apply_tally(&settled.tally);
+            if settled.link != link || !settled.audit.is_empty() {
                 self.state.commit(&Commit {
-                    link: Some(new_link.clone()),
-                    audit,
+                    link: Some(settled.link),
+                    audit: settled.audit,
                     comments: Vec::new(),
                     resolved: if failure.is_none() {
                         vec![(Side::Defender, id.clone())]
@@ -808,10 +552,10 @@ impl Syncer {
             if let Some(e) = failure {
                 return self.client_failure(pack, Side::Defender, &id, e);
             }
-            if let Some(merged) = patched {
-                d = merged;
+            if let Some(after) = settled.defender_after {
+                d = after;
             }
-            break (writes, new_link);
+            break settled.tally.writes;
         };
         let comments = self.sync_comments(pack, &link, &d, s_comments).await?;
         note(|n| n.comments += comments);
@@ -821,6 +565,56 @@ impl Syncer {
         } else {
             Outcome::Synced { writes: total }
         })
+    }
+
+    fn count_write(&self, side: Side, result: &str) {
+        self.metrics.inc(
+            metrics::WRITES,
+            &[("side", side.name()), ("result", result)],
+        );
+    }
+
+    /// Counters, metrics and the event's fields for what a settled sync wrote.
+    fn apply_tally(&self, tally: &step::Tally) {
+        self.count(|st| {
+            for flow in &tally.conflicts {
+                st.conflicts += 1;
+                match flow {
+                    Flow::ToSentinel => st.conflicts_to_sentinel += 1,
+                    Flow::ToDefender => st.conflicts_to_defender += 1,
+                    Flow::Skip => st.conflicts_skipped += 1,
+                    Flow::Merge => st.conflicts_merged += 1,
+                }
+            }
+            if tally.sentinel_updated {
+                st.updates_to_sentinel += 1;
+                st.fields_to_sentinel += tally.fields_to_sentinel;
+            }
+            if tally.defender_updated {
+                st.updates_to_defender += 1;
+                st.fields_to_defender += tally.fields_to_defender;
+            }
+        });
+        for lag in &tally.lags {
+            self.metrics.observe(metrics::SYNC_LAG, &[], *lag);
+        }
+        // One per incident and direction: a change read from one side and written to the
+        // other, however many fields it touched.
+        for (updated, from) in [
+            (tally.sentinel_updated, Side::Defender),
+            (tally.defender_updated, Side::Sentinel),
+        ] {
+            if updated {
+                self.metrics.inc(metrics::CHANGES, &[("side", from.name())]);
+            }
+        }
+        note(|n| {
+            n.to_sentinel.extend(tally.to_sentinel.iter().cloned());
+            n.to_defender.extend(tally.to_defender.iter().cloned());
+            for rule in &tally.rules {
+                n.rule(rule);
+            }
+        });
     }
 
     fn dead_letter_twin_gone(
@@ -838,92 +632,11 @@ impl Syncer {
         };
         self.dead_letter(pack, Side::Defender, &link.defender_id, failure)
     }
-
-    fn decide_all(
-        &self,
-        pack: &CompiledPack,
-        changes: &[FieldChange],
-        d: &Value,
-        link: &Link,
-    ) -> Result<Vec<Decided>, RuleError> {
-        let incident = Arc::new(d.clone());
-        let opts = self.options(Some(link));
-        changes
-            .iter()
-            .map(|change| {
-                pack.decide(change, incident.clone(), None, &opts)
-                    .map(|decision| Decided {
-                        flow: decision.flow,
-                        rule: decision.rule,
-                    })
-            })
-            .collect()
-    }
-}
-
-/// Whether every alert of a Defender incident came from Sentinel (the unified portal
-/// lists Sentinel's own incidents in Graph). An incident without alerts is not.
-fn raised_by_sentinel(d: &Value) -> bool {
-    d["alerts"].as_array().is_some_and(|alerts| {
-        !alerts.is_empty()
-            && alerts.iter().all(|a| {
-                a["serviceSource"]
-                    .as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case("microsoftSentinel"))
-            })
-    })
 }
 
 /// The fields a create wrote, sorted (for its event).
-fn audit_fields(fields: &Fields) -> Vec<String> {
+fn sorted_names(fields: &Fields) -> Vec<String> {
     let mut names: Vec<String> = fields.keys().cloned().collect();
     names.sort();
     names
-}
-
-/// The names of the map rules, for a create's audit row.
-fn map_rules(pack: &CompiledPack) -> String {
-    pack.stage(crate::model::Stage::Map)
-        .map(|r| r.name.clone())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A Defender incident with a PATCH response laid over it (the response has no alerts).
-fn merge(before: &Value, response: &Value) -> Value {
-    let mut merged = before.clone();
-    if let (Some(target), Some(fields)) = (merged.as_object_mut(), response.as_object()) {
-        for (k, v) in fields {
-            if !k.starts_with("@odata") {
-                target.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    merged
-}
-
-/// True when a field the plan did not write to Defender renders differently after the
-/// write than before it.
-fn renders_unwritten_change(plan: &super::plan::Plan, after: &Fields, before: &Fields) -> bool {
-    let written = |field: &str| {
-        plan.fields
-            .iter()
-            .any(|f| f.field == field && f.written == Some(Side::Defender))
-    };
-    after
-        .keys()
-        .chain(before.keys())
-        .any(|k| !written(k) && after.get(k) != before.get(k))
-}
-
-/// True when the PATCH response differs from what we read only in what we wrote and
-/// the service's own stamps: then its new version is ours alone and may be skipped
-/// when the next poll returns it.
-fn only_ours_changed(before: &Value, after: &Value, patch: &Map<String, Value>) -> bool {
-    const STAMPS: [&str; 2] = ["lastUpdateDateTime", "lastModifiedBy"];
-    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
-        return false;
-    };
-    a.iter()
-        .all(|(k, v)| patch.contains_key(k) || STAMPS.contains(&k.as_str()) || b.get(k) == Some(v))
 }
