@@ -294,7 +294,7 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
             None,
             defender_stamp(input.defender).map(str::to_string),
         ),
-        DefenderAnswer::Failed => (None, None, link.defender_version.clone()),
+        DefenderAnswer::Failed => (None, None, None),
     };
     let defender_failed = answers.defender == DefenderAnswer::Failed;
     let sentinel_after_view = answers.sentinel.map(properties);
@@ -308,14 +308,25 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
             defender_after: defender_view_after.as_ref(),
         },
     );
-    let new_link = Link {
-        defender_version,
-        sentinel_version: answers
+    // A version is the poll's licence to skip an incident. While any planned write is
+    // unacknowledged the changes behind it are still to be written, so neither side's
+    // version may move: the next listing of either side brings the incident back.
+    let all_acknowledged =
+        (plan.sentinel.is_empty() || answers.sentinel.is_some()) && !defender_failed;
+    let (defender_version, sentinel_version) = if all_acknowledged {
+        let etag = answers
             .sentinel
             .unwrap_or(input.sentinel)
             .get("etag")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(str::to_string);
+        (defender_version, etag)
+    } else {
+        (link.defender_version.clone(), link.sentinel_version.clone())
+    };
+    let new_link = Link {
+        defender_version,
+        sentinel_version,
         base_defender,
         base_sentinel,
         synced_at: Some(now.to_string()),
