@@ -10,34 +10,95 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard};
 
-/// Polls of one side: `side` = defender|sentinel, `result` = ok|error.
-pub const POLLS: &str = "rulebridge_polls_total";
-/// Changed incidents a poll brought in, per `side`.
-pub const CHANGES: &str = "rulebridge_changes_total";
+/// Polls of one side: `side` = defender|sentinel, `result` = ok|interrupted (a transient
+/// failure or a shutdown stopped it; the next cycle starts again from the cursor).
+pub const POLLS: Counter = Counter("rulebridge_polls_total");
+/// Incidents whose change on `side` was written to the other side (one per incident and
+/// direction, however many fields; a create counts as a Defender change).
+pub const CHANGES: Counter = Counter("rulebridge_changes_total");
 /// Writes to one side, per `side` and `result`.
-pub const WRITES: &str = "rulebridge_writes_total";
+pub const WRITES: Counter = Counter("rulebridge_writes_total");
 /// Incidents currently dead-lettered.
-pub const DEAD_LETTERS: &str = "rulebridge_dead_letters";
+pub const DEAD_LETTERS: Gauge = Gauge("rulebridge_dead_letters");
 /// From a change on one side to its write on the other.
-pub const SYNC_LAG: &str = "rulebridge_sync_lag_seconds";
+pub const SYNC_LAG: Histogram = Histogram("rulebridge_sync_lag_seconds");
 /// Rule errors, per `rule`.
-pub const RULE_ERRORS: &str = "rulebridge_rule_errors_total";
+pub const RULE_ERRORS: Counter = Counter("rulebridge_rule_errors_total");
 /// 1 for the running rule pack's `version`.
-pub const PACK_INFO: &str = "rulebridge_pack_info";
+pub const PACK_INFO: Gauge = Gauge("rulebridge_pack_info");
 /// Rule pack reloads, per `result`.
-pub const RELOADS: &str = "rulebridge_reloads_total";
+pub const RELOADS: Counter = Counter("rulebridge_reloads_total");
 /// 1 while a reload attempt runs past `reload.stuck_after_secs` (it was abandoned).
-pub const RELOAD_STUCK: &str = "rulebridge_reload_stuck";
-/// HTTP calls to one API, per `side`.
-pub const API_CALLS: &str = "rulebridge_api_calls_total";
+pub const RELOAD_STUCK: Gauge = Gauge("rulebridge_reload_stuck");
+/// HTTP requests sent to one API (pages, retries and reads for comments included), per
+/// `side`, `method` and `status` (`none`: no response). Counted in the HTTP layer.
+pub const API_CALLS: Counter = Counter("rulebridge_api_calls_total");
 /// 1 while Graph's `$expand=alerts` + `$filter` fails and alerts are read per incident.
-pub const EXPAND_FALLBACK: &str = "rulebridge_graph_expand_fallback";
+pub const EXPAND_FALLBACK: Gauge = Gauge("rulebridge_graph_expand_fallback");
 /// Time windows of a poll, per `side` and `result` = listed|split|walked.
-pub const POLL_WINDOWS: &str = "rulebridge_poll_windows_total";
+pub const POLL_WINDOWS: Counter = Counter("rulebridge_poll_windows_total");
 /// The backfill's progress through its time range, 0 to 1 (1 when none is running).
-pub const BACKFILL_PROGRESS: &str = "rulebridge_backfill_progress";
+pub const BACKFILL_PROGRESS: Gauge = Gauge("rulebridge_backfill_progress");
 /// The last `x-ms-ratelimit-remaining-*` an API sent, per `side`.
-pub const RATELIMIT_REMAINING: &str = "rulebridge_ratelimit_remaining";
+pub const RATELIMIT_REMAINING: Gauge = Gauge("rulebridge_ratelimit_remaining");
+
+/// A counter's name. Each kind has its own type, so recording a gauge with `inc` or
+/// observing a counter is a compile error rather than a series silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter(pub &'static str);
+
+/// A gauge's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gauge(pub &'static str);
+
+/// A histogram's name (observations in seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram(pub &'static str);
+
+/// A metric name of any kind.
+pub trait Name: Copy {
+    const KIND: Kind;
+    fn name(self) -> &'static str;
+}
+
+impl Name for Counter {
+    const KIND: Kind = Kind::Counter;
+    fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl Name for Gauge {
+    const KIND: Kind = Kind::Gauge;
+    fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl Name for Histogram {
+    const KIND: Kind = Kind::Histogram;
+    fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Gauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
 
 /// Upper bounds of the histogram buckets, in seconds; `+Inf` is implied.
 pub const BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
@@ -98,58 +159,48 @@ impl Metrics {
     pub fn new() -> Metrics {
         let metrics = Metrics::empty();
         for (name, kind, help) in [
-            (POLLS, Kind::Counter, "Polls of one side, by result."),
             (
-                CHANGES,
+                POLLS.0,
                 Kind::Counter,
-                "Changed incidents read from one side.",
+                "Polls of one side, by result (ok or interrupted).",
             ),
-            (WRITES, Kind::Counter, "Writes to one side, by result."),
-            (
-                DEAD_LETTERS,
-                Kind::Gauge,
+            (CHANGES.0, Kind::Counter,
+                "Incidents whose change on one side was written to the other.",
+            ),
+            (WRITES.0, Kind::Counter, "Writes to one side, by result."),
+            (DEAD_LETTERS.0, Kind::Gauge,
                 "Incidents currently dead-lettered.",
             ),
-            (
-                SYNC_LAG,
-                Kind::Histogram,
+            (SYNC_LAG.0, Kind::Histogram,
                 "Seconds from a change on one side to its write on the other.",
             ),
-            (RULE_ERRORS, Kind::Counter, "Rule errors, by rule."),
-            (
-                PACK_INFO,
-                Kind::Gauge,
+            (RULE_ERRORS.0, Kind::Counter, "Rule errors, by rule."),
+            (PACK_INFO.0, Kind::Gauge,
                 "The running rule pack: 1 for its version (content hash).",
             ),
-            (RELOADS, Kind::Counter, "Rule pack reloads, by result."),
-            (
-                RELOAD_STUCK,
-                Kind::Gauge,
+            (RELOADS.0, Kind::Counter, "Rule pack reloads, by result."),
+            (RELOAD_STUCK.0, Kind::Gauge,
                 "1 while the last reload attempt is stuck (abandoned after reload.stuck_after_secs).",
             ),
-            (API_CALLS, Kind::Counter, "HTTP calls to one API."),
             (
-                EXPAND_FALLBACK,
-                Kind::Gauge,
+                API_CALLS.0,
+                Kind::Counter,
+                "HTTP requests sent to one API, by method and status.",
+            ),
+            (EXPAND_FALLBACK.0, Kind::Gauge,
                 "1 while Graph fails $expand=alerts with $filter and alerts are read per incident.",
             ),
-            (
-                POLL_WINDOWS,
-                Kind::Counter,
+            (POLL_WINDOWS.0, Kind::Counter,
                 "Time windows a poll listed, split (over a page) or walked page by page.",
             ),
-            (
-                BACKFILL_PROGRESS,
-                Kind::Gauge,
+            (BACKFILL_PROGRESS.0, Kind::Gauge,
                 "Progress of the backfill through its time range (1 when none runs).",
             ),
-            (
-                RATELIMIT_REMAINING,
-                Kind::Gauge,
+            (RATELIMIT_REMAINING.0, Kind::Gauge,
                 "The last x-ms-ratelimit-remaining-* value an API sent.",
             ),
         ] {
-            metrics.describe(name, kind, help);
+            metrics.describe_as(name, kind, help);
         }
         // Zero until the state says otherwise, so an alert on it works from the start.
         metrics.set_gauge(DEAD_LETTERS, &[], 0.0);
@@ -169,8 +220,12 @@ impl Metrics {
         self.families.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `name` with its type and help text (re-describing replaces the help).
-    pub fn describe(&self, name: &'static str, kind: Kind, help: &str) {
+    /// Registers `name` with its help text (re-describing replaces the help).
+    pub fn describe<N: Name>(&self, name: N, help: &str) {
+        self.describe_as(name.name(), N::KIND, help);
+    }
+
+    fn describe_as(&self, name: &'static str, kind: Kind, help: &str) {
         let mut families = self.lock();
         let family = families.entry(name).or_insert_with(|| Family {
             kind,
@@ -186,8 +241,8 @@ impl Metrics {
     }
 
     /// Runs `f` on the series, creating family (undescribed: no help) and series as
-    /// needed. A call of the wrong kind for the family is a programming error: it
-    /// panics in debug builds and is dropped in release ones.
+    /// needed. The typed names keep kinds apart; only two constants spelling one name
+    /// as different kinds could still disagree (a panic in debug builds).
     fn with_series(
         &self,
         name: &'static str,
@@ -221,25 +276,25 @@ impl Metrics {
     }
 
     /// Adds 1 to a counter.
-    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+    pub fn inc(&self, name: Counter, labels: &[(&'static str, &str)]) {
         self.add(name, labels, 1.0);
     }
 
     /// Adds `value` to a counter; counters only go up, so a negative or NaN value is
     /// ignored.
-    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    pub fn add(&self, name: Counter, labels: &[(&'static str, &str)], value: f64) {
         if value.is_nan() || value < 0.0 {
             return;
         }
-        self.with_series(name, Kind::Counter, labels, |series, _| {
+        self.with_series(name.0, Kind::Counter, labels, |series, _| {
             if let Series::Value(v) = series {
                 *v += value;
             }
         });
     }
 
-    pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-        self.with_series(name, Kind::Gauge, labels, |series, _| {
+    pub fn set_gauge(&self, name: Gauge, labels: &[(&'static str, &str)], value: f64) {
+        self.with_series(name.0, Kind::Gauge, labels, |series, _| {
             if let Series::Value(v) = series {
                 *v = value;
             }
@@ -248,8 +303,8 @@ impl Metrics {
 
     /// Sets one series of a gauge and removes the family's others: an info metric such
     /// as the pack version shows only the current value, not every value it ever had.
-    pub fn replace_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-        if let Some(family) = self.lock().get_mut(name) {
+    pub fn replace_gauge(&self, name: Gauge, labels: &[(&'static str, &str)], value: f64) {
+        if let Some(family) = self.lock().get_mut(name.0) {
             if family.kind == Kind::Gauge {
                 family.series.clear();
             }
@@ -259,11 +314,11 @@ impl Metrics {
 
     /// Records one observation (seconds) in a histogram and in its ring of recent
     /// observations. NaN is ignored.
-    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+    pub fn observe(&self, name: Histogram, labels: &[(&'static str, &str)], seconds: f64) {
         if seconds.is_nan() {
             return;
         }
-        self.with_series(name, Kind::Histogram, labels, |series, recent| {
+        self.with_series(name.0, Kind::Histogram, labels, |series, recent| {
             if let Series::Histogram { counts, sum, count } = series {
                 let bucket = BUCKETS
                     .iter()
@@ -282,11 +337,11 @@ impl Metrics {
 
     /// The `q` quantile (0..=1) of a histogram's last 10,000 observations over all its
     /// label sets, interpolated between the nearest ranks; `None` without observations.
-    pub fn quantile(&self, name: &str, q: f64) -> Option<f64> {
+    pub fn quantile(&self, name: Histogram, q: f64) -> Option<f64> {
         if !(0.0..=1.0).contains(&q) {
             return None;
         }
-        let mut values: Vec<f64> = self.lock().get(name)?.recent.iter().copied().collect();
+        let mut values: Vec<f64> = self.lock().get(name.0)?.recent.iter().copied().collect();
         if values.is_empty() {
             return None;
         }
@@ -298,9 +353,9 @@ impl Metrics {
 
     /// A counter's or gauge's value, or a histogram's observation count; `None` for a
     /// series never recorded.
-    pub fn value(&self, name: &str, labels: &[(&'static str, &str)]) -> Option<f64> {
+    pub fn value(&self, name: impl Name, labels: &[(&'static str, &str)]) -> Option<f64> {
         let families = self.lock();
-        match families.get(name)?.series.get(&label_set(labels))? {
+        match families.get(name.name())?.series.get(&label_set(labels))? {
             Series::Value(v) => Some(*v),
             Series::Histogram { count, .. } => Some(*count as f64),
         }
@@ -396,13 +451,14 @@ mod tests {
     #[test]
     fn renders_help_type_and_samples_in_a_stable_order() {
         let m = Metrics::empty();
-        m.describe("b_total", Kind::Counter, "B things.");
-        m.describe("a", Kind::Gauge, "A level.");
-        m.inc("b_total", &[("side", "sentinel"), ("result", "ok")]);
-        m.inc("b_total", &[("result", "ok"), ("side", "defender")]);
-        m.add("b_total", &[("side", "defender"), ("result", "ok")], 2.5);
-        m.add("b_total", &[("side", "defender"), ("result", "ok")], -7.0);
-        m.set_gauge("a", &[], 4.0);
+        let (b, a) = (Counter("b_total"), Gauge("a"));
+        m.describe(b, "B things.");
+        m.describe(a, "A level.");
+        m.inc(b, &[("side", "sentinel"), ("result", "ok")]);
+        m.inc(b, &[("result", "ok"), ("side", "defender")]);
+        m.add(b, &[("side", "defender"), ("result", "ok")], 2.5);
+        m.add(b, &[("side", "defender"), ("result", "ok")], -7.0);
+        m.set_gauge(a, &[], 4.0);
         let text = m.render();
         assert_eq!(
             text,
@@ -420,11 +476,7 @@ mod tests {
     #[test]
     fn label_values_and_help_are_escaped() {
         let m = Metrics::empty();
-        m.describe(
-            RULE_ERRORS,
-            Kind::Counter,
-            "Errors \\ by \"rule\"\nper pack.",
-        );
+        m.describe(RULE_ERRORS, "Errors \\ by \"rule\"\nper pack.");
         m.inc(RULE_ERRORS, &[("rule", "a\"b\\c\nd")]);
         assert_eq!(
             m.render(),
@@ -437,7 +489,7 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_with_sum_and_count() {
         let m = Metrics::empty();
-        m.describe(SYNC_LAG, Kind::Histogram, "Lag.");
+        m.describe(SYNC_LAG, "Lag.");
         for s in [0.05, 0.1, 0.7, 3.0, 400.0] {
             m.observe(SYNC_LAG, &[], s);
         }
@@ -503,20 +555,20 @@ mod tests {
         m.replace_gauge(PACK_INFO, &[("version", "def")], 1.0);
         let text = m.render();
         for name in [
-            POLLS,
-            CHANGES,
-            WRITES,
-            DEAD_LETTERS,
-            SYNC_LAG,
-            RULE_ERRORS,
-            PACK_INFO,
-            RELOADS,
-            RELOAD_STUCK,
-            API_CALLS,
-            EXPAND_FALLBACK,
-            POLL_WINDOWS,
-            BACKFILL_PROGRESS,
-            RATELIMIT_REMAINING,
+            POLLS.0,
+            CHANGES.0,
+            WRITES.0,
+            DEAD_LETTERS.0,
+            SYNC_LAG.0,
+            RULE_ERRORS.0,
+            PACK_INFO.0,
+            RELOADS.0,
+            RELOAD_STUCK.0,
+            API_CALLS.0,
+            EXPAND_FALLBACK.0,
+            POLL_WINDOWS.0,
+            BACKFILL_PROGRESS.0,
+            RATELIMIT_REMAINING.0,
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

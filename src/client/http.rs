@@ -6,6 +6,7 @@
 //! cancelled (shutdown): a retry sleep must never hold a stopping process for minutes.
 
 use super::identity::TokenSource;
+use crate::metrics::{self, Metrics};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
@@ -137,6 +138,14 @@ pub struct Api {
     cancelled: tokio::sync::watch::Sender<bool>,
     /// The last `x-ms-ratelimit-remaining-*` value seen (for status and metrics).
     remaining: std::sync::atomic::AtomicI64,
+    /// Where this API's requests are counted, once set: here, where each request goes
+    /// on the wire, so no call site can forget one (retries and pages included).
+    meter: std::sync::OnceLock<Meter>,
+}
+
+struct Meter {
+    metrics: Arc<Metrics>,
+    side: &'static str,
 }
 
 /// Requests the service still allows in its current window below which the client
@@ -173,6 +182,30 @@ impl Api {
             clock_offset: std::sync::Mutex::new(None),
             cancelled: tokio::sync::watch::channel(false).0,
             remaining: std::sync::atomic::AtomicI64::new(-1),
+            meter: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts every request of this API in `metrics` under `side` (`rulebridge_api_calls_total`)
+    /// and its rate-limit headers (`rulebridge_ratelimit_remaining`). The first call wins:
+    /// an API is one side's, for good.
+    pub fn count_into(&self, metrics: Arc<Metrics>, side: &'static str) {
+        let _ = self.meter.set(Meter { metrics, side });
+    }
+
+    /// One request that went out: its method and the status it got (`none` when no
+    /// response came back).
+    fn count(&self, method: &Method, status: Option<StatusCode>) {
+        if let Some(meter) = self.meter.get() {
+            let status = status.map_or_else(|| "none".to_string(), |s| s.as_u16().to_string());
+            meter.metrics.inc(
+                metrics::API_CALLS,
+                &[
+                    ("side", meter.side),
+                    ("method", method.as_str()),
+                    ("status", &status),
+                ],
+            );
         }
     }
 
@@ -267,6 +300,13 @@ impl Api {
                 i64::try_from(remaining).unwrap_or(i64::MAX),
                 std::sync::atomic::Ordering::Relaxed,
             );
+            if let Some(meter) = self.meter.get() {
+                meter.metrics.set_gauge(
+                    metrics::RATELIMIT_REMAINING,
+                    &[("side", meter.side)],
+                    remaining as f64,
+                );
+            }
             self.limiter
                 .observe_remaining(remaining, REMAINING_RESERVE)
                 .await;
@@ -299,8 +339,14 @@ impl Api {
                 request = request.json(body);
             }
             // (why it failed, may it be repeated, server-requested delay, status)
-            let failure: (String, bool, Option<Duration>, Option<u16>) = match request.send().await
-            {
+            let sent = request.send().await;
+            // A connection refused never reached the service; anything else did.
+            match &sent {
+                Ok(response) => self.count(&method, Some(response.status())),
+                Err(e) if !e.is_connect() => self.count(&method, None),
+                Err(_) => {}
+            }
+            let failure: (String, bool, Option<Duration>, Option<u16>) = match sent {
                 Err(e) => (
                     transport(&e),
                     idempotent == Idempotent::Yes || e.is_connect(),

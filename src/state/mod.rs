@@ -173,5 +173,10 @@ pub trait StateStore: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<String>, StateError>;
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError>;
 
+    /// Every table's size, for `status` (several scans, the audit table's among them).
     fn counts(&self) -> Result<Counts, StateError>;
+
+    /// Incidents dead-lettered now: one count of a small table, for the gauge the sync
+    /// refreshes after every dead letter.
+    fn dead_letter_count(&self) -> Result<u64, StateError>;
 }

@@ -555,4 +555,15 @@ impl StateStore for SqliteStore {
         let mut counts = self.select(sql, [], decode, "counting")?;
         Ok(counts.pop().unwrap_or_default()) // a scalar SELECT always yields one row
     }
+
+    fn dead_letter_count(&self) -> Result<u64, StateError> {
+        let decode = |row: &Row<'_>| row.get::<_, u64>(0);
+        let mut n = self.select(
+            "SELECT count(*) FROM dead_letters",
+            [],
+            decode,
+            "counting dead letters",
+        )?;
+        Ok(n.pop().unwrap_or_default())
+    }
 }

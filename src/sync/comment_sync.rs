@@ -10,7 +10,6 @@ use super::engine::{defender_stamp, now_rfc3339, Syncer};
 use super::plan::Decided;
 use super::reconcile::SyncError;
 use crate::client::ClientError;
-use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
 use crate::rules::{CompiledPack, RuleError};
 use crate::state::{AuditRow, CommentPair, Commit, Link};
@@ -29,18 +28,14 @@ impl Syncer {
         let id = &link.defender_id;
         let s_comments = match known_sentinel {
             Some(list) => list,
-            None => {
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "sentinel")]);
-                match self.sentinel.list_comments(&link.sentinel_id).await {
-                    Ok(list) => list,
-                    Err(ClientError::NotFound { .. }) => return Ok(0),
-                    Err(e) => {
-                        self.client_failure(pack, Side::Defender, id, e)?;
-                        return Ok(0);
-                    }
+            None => match self.sentinel.list_comments(&link.sentinel_id).await {
+                Ok(list) => list,
+                Err(ClientError::NotFound { .. }) => return Ok(0),
+                Err(e) => {
+                    self.client_failure(pack, Side::Defender, id, e)?;
+                    return Ok(0);
                 }
-            }
+            },
         };
         let d_comments = d["comments"].as_array().cloned().unwrap_or_default();
         let pairs = self.state.comment_pairs(id)?;
@@ -84,8 +79,6 @@ impl Syncer {
             for c in &cp.to_sentinel {
                 let written = decision.flow == Flow::ToSentinel;
                 if written {
-                    self.metrics
-                        .inc(metrics::API_CALLS, &[("side", "sentinel")]);
                     if let Err(e) = self
                         .sentinel
                         .put_comment(&link.sentinel_id, &c.comment_id, &c.message)
@@ -155,8 +148,6 @@ impl Syncer {
                     // land; give it the grace period before posting it again.
                     continue;
                 }
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "defender")]);
                 let posted = self.graph.add_comment(id, &c.text).await;
                 // The grace runs from when the client stopped waiting, not from the send.
                 self.outbox_attempted(&c.sentinel_comment_id);

@@ -129,6 +129,13 @@ impl Syncer {
         metrics: Arc<Metrics>,
         opts: SyncOptions,
     ) -> Self {
+        // Every request either client sends is counted where it is sent.
+        graph
+            .api()
+            .count_into(metrics.clone(), Side::Defender.name());
+        sentinel
+            .api()
+            .count_into(metrics.clone(), Side::Sentinel.name());
         Syncer {
             graph,
             sentinel,
@@ -236,8 +243,6 @@ impl Syncer {
             };
             let outcome = events::observe(Side::Defender, start, async {
                 let defender = self.graph.get(&link.defender_id).await;
-                self.metrics
-                    .inc(metrics::API_CALLS, &[("side", "defender")]);
                 match defender {
                     Ok(Some(d)) => self.from_defender(d, true).await,
                     Ok(None) => self.dead_letter_gone(&link.defender_id),
@@ -313,7 +318,7 @@ impl Syncer {
     }
 
     pub(super) fn refresh_dead_letter_gauge(&self) -> Result<(), SyncError> {
-        let n = self.state.counts()?.dead_letters;
+        let n = self.state.dead_letter_count()?;
         self.metrics.set_gauge(metrics::DEAD_LETTERS, &[], n as f64);
         Ok(())
     }

@@ -52,18 +52,15 @@ impl Syncer {
         let (from, until) = (a.map(format_stamp), b.map(format_stamp));
         let (from, until) = (from.as_deref(), until.as_deref());
         if side == Side::Sentinel {
-            self.count_call(side);
             return self.sentinel.window(from, until).await;
         }
         let expand = self.expand_alerts();
-        self.count_call(side);
         let result = self.graph.window(from, until, expand).await;
         match result {
             Err(ClientError::Exhausted {
                 last_status: Some(500 | 502 | 504),
                 ..
             }) if expand => {
-                self.count_call(side);
                 let plain = self.graph.window(from, until, false).await?;
                 self.enter_expand_fallback();
                 Ok(plain)
@@ -199,7 +196,6 @@ impl Syncer {
                 return Ok(Outcome::Unchanged);
             }
         }
-        self.count_call(Side::Defender);
         match self.graph.get(id).await {
             Ok(Some(full)) => self.from_defender(full, false).await,
             // Deleted between the listing and now: nothing to sync.

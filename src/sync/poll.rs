@@ -96,7 +96,6 @@ impl Syncer {
         };
         self.metrics
             .inc(metrics::POLLS, &[("side", side.name()), ("result", result)]);
-        self.record_remaining(side);
         if report.interrupted.is_none() {
             self.state.record_poll(side, &started)?;
         }
@@ -175,7 +174,6 @@ impl Syncer {
                 Side::Defender => self.graph.probe().await,
                 Side::Sentinel => self.sentinel.probe().await,
             };
-            self.count_call(side);
             if let Err(e) = probe {
                 tracing::warn!(side = side.name(), error = %e, "poll failed; retrying next cycle");
                 report.interrupted = Some(e.to_string());
@@ -266,7 +264,6 @@ impl Syncer {
                     return Ok(());
                 }
             };
-            self.count_call(side);
             // Offset pages over a live set may repeat an item: once is enough.
             let fresh: Vec<Value> = page
                 .into_iter()
@@ -309,7 +306,6 @@ impl Syncer {
             let mut fresh = 0;
             let mut pages = self.pages(side, Some(&from), Some(&until));
             while let Some(page) = pages.next_page().await? {
-                self.count_call(side);
                 for item in page {
                     if seen.insert(incident_key(side, &item)) {
                         fresh += 1;
@@ -329,30 +325,11 @@ impl Syncer {
         report.interrupted = Some(e.to_string());
     }
 
-    pub(super) fn count_call(&self, side: Side) {
-        self.metrics
-            .inc(metrics::API_CALLS, &[("side", side.name())]);
-    }
-
     fn count_window(&self, side: Side, result: &str) {
         self.metrics.inc(
             metrics::POLL_WINDOWS,
             &[("side", side.name()), ("result", result)],
         );
-    }
-
-    fn record_remaining(&self, side: Side) {
-        let api = match side {
-            Side::Defender => self.graph.api(),
-            Side::Sentinel => self.sentinel.api(),
-        };
-        if let Some(remaining) = api.remaining_requests() {
-            self.metrics.set_gauge(
-                metrics::RATELIMIT_REMAINING,
-                &[("side", side.name())],
-                remaining as f64,
-            );
-        }
     }
 }
 
