@@ -38,8 +38,9 @@ impl Drop for Browser {
 }
 
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    // A variable naming a missing file is a missing program, not a fallback.
     if let Some(p) = std::env::var_os(env) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
