@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops_server;
 pub mod packtest;
+pub mod playground;
 pub mod problem;
 pub mod reload;
 pub mod rules;

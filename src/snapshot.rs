@@ -117,6 +117,53 @@ impl PackSnapshot {
         }
     }
 
+    /// Builds a snapshot from files held in memory (the playground's edited pack), under
+    /// the same ceilings as [`PackSnapshot::read`]: file count, total size, folder depth,
+    /// and only paths `read` could have produced (relative, normalised, nothing hidden).
+    pub fn from_memory(
+        label: String,
+        files: BTreeMap<String, Vec<u8>>,
+        schemas_label: String,
+        schemas: BTreeMap<String, Vec<u8>>,
+    ) -> Result<PackSnapshot, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if files.len() > MAX_PACK_FILES {
+            problems.push(Problem::in_file(
+                &label,
+                format!("pack has more than {MAX_PACK_FILES} files"),
+            ));
+        }
+        let total: u64 = files.values().map(|b| b.len() as u64).sum();
+        if total > MAX_PACK_BYTES {
+            problems.push(Problem::in_file(
+                &label,
+                format!("pack is larger than {MAX_PACK_BYTES} bytes"),
+            ));
+        }
+        for rel in files.keys() {
+            let shown = join(&label, rel);
+            let parts: Vec<&str> = rel.split('/').collect();
+            if confine(rel).as_deref() != Ok(rel.as_str()) || parts.iter().any(|p| is_ignored(p)) {
+                problems.push(Problem::in_file(shown, "not a path a pack file can have"));
+            } else if parts.len() > MAX_PACK_DEPTH {
+                problems.push(Problem::in_file(
+                    shown,
+                    format!("folders nested deeper than {MAX_PACK_DEPTH} levels"),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(PackSnapshot::from_parts(
+                label,
+                files,
+                schemas_label,
+                schemas,
+            ))
+        } else {
+            Err(problems)
+        }
+    }
+
     /// The path of a pack file as users should see it in messages.
     pub fn display_path(&self, rel: &str) -> String {
         format!("{}/{}", self.label, rel)
@@ -390,6 +437,45 @@ pub fn default_rules_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_memory_keeps_the_ceilings_and_path_rules_of_read() {
+        let files = |names: &[&str]| -> Files {
+            names
+                .iter()
+                .map(|n| (n.to_string(), b"x".to_vec()))
+                .collect()
+        };
+        let ok = PackSnapshot::from_memory(
+            "p".into(),
+            files(&["pack.toml", "map/a.rhai"]),
+            "s".into(),
+            Files::new(),
+        );
+        assert!(ok.is_ok());
+        for bad in [
+            "../x.rhai",
+            "/etc/passwd",
+            "map/../a.rhai",
+            ".git/config",
+            "a.rhai~",
+            "map//a.rhai",
+        ] {
+            let err =
+                PackSnapshot::from_memory("p".into(), files(&[bad]), "s".into(), Files::new())
+                    .err()
+                    .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err[0].message.contains("not a path"), "{bad}: {err:?}");
+        }
+        let deep = vec!["d"; MAX_PACK_DEPTH + 1].join("/");
+        assert!(
+            PackSnapshot::from_memory("p".into(), files(&[&deep]), "s".into(), Files::new())
+                .is_err()
+        );
+        let big: Files = [("t.csv".to_string(), vec![b'x'; MAX_PACK_BYTES as usize + 1])].into();
+        let err = PackSnapshot::from_memory("p".into(), big, "s".into(), Files::new()).unwrap_err();
+        assert!(err[0].message.contains("larger than"), "{err:?}");
+    }
 
     #[test]
     fn confine_normalises_and_refuses_escapes() {

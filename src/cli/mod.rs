@@ -7,6 +7,7 @@ mod doctor;
 mod emulate;
 mod eval;
 mod logging;
+mod playground;
 mod service;
 
 use crate::packtest;
@@ -61,6 +62,8 @@ enum Command {
     Explain(service::ExplainArgs),
     /// Retry every dead-lettered incident with the current rule pack.
     Retry(service::RunArgs),
+    /// A local page to edit the rule pack and see each edit's output, steps and problems.
+    Playground(playground::PlaygroundArgs),
 }
 
 /// Where the rule pack and the schemas it is judged by are.
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => service::status(&args),
         Command::Explain(args) => service::explain(&args),
         Command::Retry(args) => service::retry(&args),
+        Command::Playground(args) => playground::run(&args),
     };
     match result {
         Ok(code) => code,
