@@ -62,6 +62,36 @@ pub fn build_syncer_in(
     pack: Arc<PackHandle>,
     metrics: Arc<Metrics>,
 ) -> Result<Syncer, ServiceError> {
+    build_syncer_tuned(config, env, pack, metrics, &Tuning::default())
+}
+
+/// What is not configuration but a property of the client: how hard it retries and how
+/// long an ambiguous comment POST is given to appear. Production values by default;
+/// the testbed shortens them so tests of failures take milliseconds, not minutes.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub retry: RetryPolicy,
+    pub comment_retry_grace: std::time::Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            retry: RetryPolicy::default(),
+            comment_retry_grace: crate::sync::COMMENT_RETRY_GRACE,
+        }
+    }
+}
+
+/// The one way a syncer is built, for `run`, `retry`, `demo` and every test's testbed:
+/// everything from `config` and `env`, the client's behaviour from `tuning`.
+pub fn build_syncer_tuned(
+    config: &Config,
+    env: &dyn Env,
+    pack: Arc<PackHandle>,
+    metrics: Arc<Metrics>,
+    tuning: &Tuning,
+) -> Result<Syncer, ServiceError> {
     let identity = config.identity_in(env)?;
     // Once per process: which way it signs in and from where, never the secret.
     tracing::info!(
@@ -87,19 +117,23 @@ pub fn build_syncer_in(
         identity.arm,
         endpoints.arm_scope(),
     ));
-    let retry = RetryPolicy::default();
     let graph = GraphClient::new(
         Api::new(
             http.clone(),
             graph_tokens,
             config.graph_rate_limiter(),
-            retry.clone(),
+            tuning.retry.clone(),
         ),
-        config.graph_url(),
+        config.graph_url_in(env),
     );
     let sentinel = SentinelClient::new(
-        Api::new(http, arm_tokens, config.sentinel_rate_limiter(), retry),
-        &config.sentinel_incidents_url(),
+        Api::new(
+            http,
+            arm_tokens,
+            config.sentinel_rate_limiter(),
+            tuning.retry.clone(),
+        ),
+        &config.sentinel_incidents_url_in(env),
     )
     .map_err(ServiceError::Client)?;
     let state = open_state(config)?;
@@ -108,21 +142,11 @@ pub fn build_syncer_in(
     } else {
         0
     };
-    Ok(Syncer::new(
-        graph,
-        sentinel,
-        state,
-        pack,
-        metrics,
-        SyncOptions {
-            overlap_secs: config.sync.overlap_secs as i64,
-            sweep_batch: config.sync.sweep_batch,
-            start_from: config.sync.start_from.clone(),
-            backfill: config.sync.backfill_span().map_err(ServiceError::Client)?,
-            ..SyncOptions::new(tenant)
-        },
-    )
-    .keep_recent(keep))
+    let options = SyncOptions {
+        comment_retry_grace: tuning.comment_retry_grace,
+        ..SyncOptions::from_config(config, tenant).map_err(ServiceError::Client)?
+    };
+    Ok(Syncer::new(graph, sentinel, state, pack, metrics, options).keep_recent(keep))
 }
 
 /// Hot reload as the service runs it: the reloader over the syncer's pack, its outcomes

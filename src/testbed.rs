@@ -10,17 +10,20 @@ use crate::client::{
     Api, Credentials, GraphClient, RateLimiter, RetryPolicy, Secret, SentinelClient, TokenSource,
     ARM_SCOPE, GRAPH_SCOPE,
 };
+use crate::config::Config;
 use crate::emulator::faults::FaultRule;
 use crate::emulator::throttle::ThrottleConfig;
 use crate::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo, Observed, Profile};
 use crate::metrics::Metrics;
 use crate::model::Side;
 use crate::rules::{CompiledPack, PackHandle, RunOptions, Verdict};
-use crate::state::{SqliteStore, StateError, StateStore};
+use crate::service::{build_syncer_tuned, Tuning};
+use crate::state::{StateError, StateStore};
 use crate::sync::fields::{agree, properties, sentinel_id};
-use crate::sync::{SyncError, SyncOptions, Syncer};
+use crate::sync::{SyncError, Syncer};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,6 +141,40 @@ pub fn emulator_clients_limited(
     Ok((graph, sentinel))
 }
 
+/// The service configuration that points `run` at an emulator: what `demo` runs with
+/// and what every testbed syncer is built from. Unthrottled unless the options ask for
+/// production limits (the emulator's own buckets are open in the testbed).
+pub fn service_config(info: &EmulatorInfo, options: &TestbedOptions) -> Config {
+    let mut config = Config::default();
+    config.defender.tenant_id = Some(info.tenant_id.clone());
+    config.defender.graph_url = Some(info.graph_base_url.clone());
+    config.defender.token_url = Some(info.token_url.clone());
+    config.sentinel.incidents_url = Some(info.sentinel_incidents_url.clone());
+    config.sentinel.token_url = Some(info.token_url.clone());
+    if !options.production_rate_limits {
+        config.defender.requests_per_minute = 6_000_000.0;
+        config.sentinel.requests_per_second = 100_000.0;
+    }
+    config.credentials.kind = Some("secret".into());
+    config.credentials.client_id = Some(info.client_id.clone());
+    config.sync.state = options.state_path.clone();
+    config.sync.sweep_batch = options.sweep_batch;
+    config.sync.start_from = options.start_from.clone();
+    config.sync.backfill = options
+        .backfill
+        .map(|span| format!("{}m", span.num_minutes().max(1)));
+    config.server.listen = "127.0.0.1:0".parse().expect("literal");
+    config
+}
+
+/// The environment the emulator's app signs in from: its public test secret.
+pub fn emulator_env(info: &EmulatorInfo) -> HashMap<String, String> {
+    HashMap::from([(
+        "AZURE_CLIENT_SECRET".to_string(),
+        info.client_secret.clone(),
+    )])
+}
+
 impl Testbed {
     /// Starts the emulator, seeds it and builds a syncer over a state file.
     pub async fn start(
@@ -171,31 +208,31 @@ impl Testbed {
         })
     }
 
+    /// The syncer `run` would build from [`service_config`], through the same function.
     fn syncer(
         info: &EmulatorInfo,
         pack: &Arc<PackHandle>,
         metrics: &Arc<Metrics>,
         options: &TestbedOptions,
     ) -> Result<Syncer, TestbedError> {
-        let (graph, sentinel) =
-            emulator_clients_limited(info, &options.retry, options.production_rate_limits)?;
-        let state: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&options.state_path)?);
-        Ok(Syncer::new(
-            graph,
-            sentinel,
-            state,
+        let tuning = Tuning {
+            retry: options.retry.clone(),
+            // Longer than the slowest emulated response the tests inject.
+            comment_retry_grace: Duration::from_millis(1500),
+        };
+        build_syncer_tuned(
+            &service_config(info, options),
+            &emulator_env(info),
             pack.clone(),
             metrics.clone(),
-            SyncOptions {
-                overlap_secs: 5,
-                sweep_batch: options.sweep_batch,
-                // Longer than the slowest emulated response the tests inject.
-                comment_retry_grace: std::time::Duration::from_millis(1500),
-                start_from: options.start_from.clone(),
-                backfill: options.backfill,
-                ..SyncOptions::new(info.tenant_id.clone())
-            },
-        ))
+            &tuning,
+        )
+        .map_err(|e| TestbedError::Client(e.to_string()))
+    }
+
+    /// The options the syncer was built from.
+    pub fn options(&self) -> &TestbedOptions {
+        &self.options
     }
 
     /// The options a [`Self::restart`] builds the syncer from.

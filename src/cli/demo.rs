@@ -13,6 +13,8 @@ use clap::Args;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
@@ -54,11 +56,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if !(args.analysts.is_finite() && args.analysts >= 0.0) {
         anyhow::bail!("--analysts must be a rate >= 0, got {}", args.analysts);
     }
-    let pack = match args.pack.load() {
+    // Accepted as `run` accepts a pack: built, then its own tests passed.
+    let pack = match args.pack.accept() {
         Ok(pack) => pack,
         Err(problems) => {
             super::print_problems(&problems);
-            anyhow::bail!("the rule pack does not load");
+            anyhow::bail!("the rule pack is refused (it does not load or its tests fail)");
         }
     };
     let faults = match &args.faults {
@@ -93,7 +96,7 @@ async fn demo(
     options.profile = args.profile;
     options.observed.connector_incidents = args.connector_incidents;
     options.observed.sentinel_incidents_in_graph = args.sentinel_incidents_in_graph;
-    let tb = Testbed::start(pack, options).await?;
+    let mut tb = Testbed::start(pack, options).await?;
     let log = |line: String| {
         if !args.json {
             eprintln!("{line}");
@@ -145,22 +148,51 @@ async fn demo(
         args.analysts,
         args.random_seed ^ 0xA11A_1757,
     );
-    let until = Instant::now() + Duration::from_secs(args.duration);
-    let mut cycles = 0;
-    while Instant::now() < until || cycles == 0 {
-        tb.syncer.cycle().await?;
-        cycles += 1;
-        progress.show(&tb, started, cycles, &log);
+    // `run`'s own loop over the emulator: the same polls, ops server, health, reload
+    // wake-ups and dead-letter retries, stopped after --duration (or by Ctrl-C/SIGTERM).
+    let mut config = crate::testbed::service_config(&tb.info, tb.options());
+    // Faster than a config file may poll (5 s at least: the services' budget), so a
+    // short demo shows many cycles.
+    config.sync.poll_interval_secs = 1;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let shutdown = {
+        let (interrupted, duration) = (interrupted.clone(), Duration::from_secs(args.duration));
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => {}
+                _ = super::service::shutdown_signal() => interrupted.store(true, Ordering::SeqCst),
+            }
+        }
+    };
+    let service = crate::service::run(
+        &config,
+        tb.syncer.clone(),
+        tb.metrics.clone(),
+        reloading.map(Arc::new),
+        shutdown,
+    );
+    tokio::pin!(service);
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = swapped(reloading.as_ref()) => { tb.syncer.retry_dead_letters().await?; }
+            result = &mut service => { result?; break; }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => progress.show(&tb.syncer.stats(), started, &log),
         }
     }
     analysts.abort();
+    let ran = tb.syncer.stats();
+    let loop_cycles = cycles_of(&tb.metrics);
+    if interrupted.load(Ordering::SeqCst) {
+        progress.finish();
+        eprintln!("interrupted; the state was committed, no final check");
+        return Ok(ExitCode::FAILURE);
+    }
+    // The final check is a restart: a fresh syncer over the same state file syncs until
+    // calm, as the next `run` would.
+    tb.restart()?;
     let calm_cycles = tb.quiesce(200).await?;
     progress.finish();
     let consistency = tb.consistency();
-    let stats = tb.syncer.stats();
+    let stats = ran.plus(&tb.syncer.stats());
     let counts = tb.syncer.state().counts()?;
     let requests = tb
         .emulator
@@ -173,7 +205,7 @@ async fn demo(
     let summary = json!({
         "incidents": args.incidents,
         "seconds": started.elapsed().as_secs_f64(),
-        "cycles": cycles + calm_cycles,
+        "cycles": loop_cycles as u64 + calm_cycles as u64,
         "pack_version": pack_version,
         "created": stats.created,
         "linked_to_connector": stats.linked_to_connector,
@@ -294,11 +326,11 @@ impl Progress {
         }
     }
 
-    fn show(&self, tb: &Testbed, started: Instant, cycles: usize, log: &dyn Fn(String)) {
-        let s = tb.syncer.stats();
+    fn show(&self, s: &crate::sync::Stats, started: Instant, log: &dyn Fn(String)) {
         let line = format!(
-            "{:>5.1} s  cycle {cycles}: {} created, {} -> Sentinel, {} -> Defender, {} comments, {} conflicts",
+            "{:>5.1} s: {} seen, {} created, {} -> Sentinel, {} -> Defender, {} comments, {} conflicts",
             started.elapsed().as_secs_f64(),
+            s.incidents_seen,
             s.created,
             s.updates_to_sentinel,
             s.updates_to_defender,
@@ -322,10 +354,10 @@ impl Progress {
     }
 }
 
-/// Resolves when the watched pack was swapped; never, without a watched pack.
-async fn swapped(reloading: Option<&crate::service::Reloading>) {
-    match reloading {
-        Some(reloading) => reloading.swapped().await,
-        None => std::future::pending().await,
-    }
+/// The poll cycles `run`'s loop finished: one Defender poll each.
+fn cycles_of(metrics: &crate::metrics::Metrics) -> f64 {
+    ["ok", "interrupted"]
+        .iter()
+        .filter_map(|r| metrics.value(metrics::POLLS, &[("side", "defender"), ("result", r)]))
+        .sum()
 }

@@ -107,18 +107,28 @@ impl Config {
 
     /// Graph's API base: `defender.graph_url`, else the cloud's Graph `/v1.0`.
     pub fn graph_url(&self) -> String {
+        self.graph_url_in(&ProcessEnv)
+    }
+
+    /// [`Self::graph_url`] with the environment read from `env`.
+    pub fn graph_url_in(&self, env: &dyn Env) -> String {
         self.defender
             .graph_url
             .clone()
-            .unwrap_or_else(|| format!("{}/v1.0", self.endpoints(&ProcessEnv).graph_resource))
+            .unwrap_or_else(|| format!("{}/v1.0", self.endpoints(env).graph_resource))
     }
 
     /// ARM's base: `sentinel.arm_url`, else the cloud's ARM.
     pub fn arm_url(&self) -> String {
+        self.arm_url_in(&ProcessEnv)
+    }
+
+    /// [`Self::arm_url`] with the environment read from `env`.
+    pub fn arm_url_in(&self, env: &dyn Env) -> String {
         self.sentinel
             .arm_url
             .clone()
-            .unwrap_or_else(|| self.endpoints(&ProcessEnv).arm_resource)
+            .unwrap_or_else(|| self.endpoints(env).arm_resource)
     }
 
     /// `defender.tenant_id`, else `AZURE_TENANT_ID`.
@@ -163,6 +173,11 @@ impl Config {
     /// built from the workspace coordinates. A loaded config always has one of them;
     /// an unloaded one without either yields an empty string.
     pub fn sentinel_incidents_url(&self) -> String {
+        self.sentinel_incidents_url_in(&ProcessEnv)
+    }
+
+    /// [`Self::sentinel_incidents_url`] with the environment read from `env`.
+    pub fn sentinel_incidents_url_in(&self, env: &dyn Env) -> String {
         let s = &self.sentinel;
         if let Some(url) = &s.incidents_url {
             return url.clone();
@@ -170,7 +185,7 @@ impl Config {
         match (&s.subscription_id, &s.resource_group, &s.workspace) {
             (Some(sub), Some(rg), Some(ws)) => format!(
                 "{}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}/providers/Microsoft.SecurityInsights/incidents?api-version={}",
-                self.arm_url().trim_end_matches('/'),
+                self.arm_url_in(env).trim_end_matches('/'),
                 s.api_version
             ),
             _ => String::new(),

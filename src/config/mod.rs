@@ -210,6 +210,9 @@ pub struct SyncConfig {
     pub start_from: Option<String>,
     /// History to sync besides: `30d`, `12h`, `90m` (checked by the schema).
     pub backfill: Option<String>,
+    /// Time windows of history the backfill processes per cycle (each at most a page),
+    /// so the polls keep their place in the API budget.
+    pub backfill_windows_per_cycle: usize,
 }
 
 impl Default for SyncConfig {
@@ -223,6 +226,7 @@ impl Default for SyncConfig {
             schemas: None,
             start_from: None,
             backfill: None,
+            backfill_windows_per_cycle: 4,
         }
     }
 }

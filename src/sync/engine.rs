@@ -45,24 +45,38 @@ pub struct SyncOptions {
     pub comment_retry_grace: std::time::Duration,
 }
 
+/// How long an ambiguous comment POST is given to show up before it is sent again:
+/// longer than the client's request timeout.
+pub const COMMENT_RETRY_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl SyncOptions {
-    /// The defaults for a tenant: a 5 s overlap, 20 links swept per cycle, a minute's
-    /// grace for ambiguous comment POSTs.
-    pub fn new(tenant: impl Into<String>) -> Self {
-        SyncOptions {
+    /// Every option from the configuration (the one place their defaults live, as
+    /// `Config::default()`), for `tenant`.
+    pub fn from_config(
+        config: &crate::config::Config,
+        tenant: impl Into<String>,
+    ) -> Result<Self, String> {
+        let sync = &config.sync;
+        Ok(SyncOptions {
             tenant: tenant.into(),
-            overlap_secs: 5,
-            sweep_batch: 20,
-            start_from: None,
-            backfill: None,
-            backfill_windows_per_cycle: 4,
-            comment_retry_grace: std::time::Duration::from_secs(60),
-        }
+            overlap_secs: i64::try_from(sync.overlap_secs).unwrap_or(i64::MAX),
+            sweep_batch: sync.sweep_batch,
+            start_from: sync.start_from.clone(),
+            backfill: sync.backfill_span()?,
+            backfill_windows_per_cycle: sync.backfill_windows_per_cycle,
+            comment_retry_grace: COMMENT_RETRY_GRACE,
+        })
+    }
+
+    /// The configuration's defaults, for `tenant`.
+    pub fn new(tenant: impl Into<String>) -> Self {
+        Self::from_config(&crate::config::Config::default(), tenant)
+            .expect("the default configuration has no backfill to misparse")
     }
 }
 
 /// Running totals for the demo summary and `status` (the metrics carry the same).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Stats {
     pub incidents_seen: u64,
     pub created: u64,
@@ -83,6 +97,25 @@ pub struct Stats {
     pub dead_lettered: u64,
     pub etag_retries: u64,
     pub transient_failures: u64,
+}
+
+impl Stats {
+    /// Both totals added up (two syncers over one state file, one after the other).
+    pub fn plus(&self, other: &Stats) -> Stats {
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+            (serde_json::to_value(self), serde_json::to_value(other))
+        else {
+            return self.clone();
+        };
+        let sum: serde_json::Map<String, Value> = a
+            .into_iter()
+            .map(|(k, v)| {
+                let n = v.as_u64().unwrap_or(0) + b.get(&k).and_then(Value::as_u64).unwrap_or(0);
+                (k, Value::from(n))
+            })
+            .collect();
+        serde_json::from_value(Value::Object(sum)).unwrap_or_else(|_| self.clone())
+    }
 }
 
 /// What one poll, sweep or retry pass did.

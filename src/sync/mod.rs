@@ -30,5 +30,5 @@ mod reconcile;
 pub mod step;
 
 pub use backfill::BackfillStatus;
-pub use engine::{PassReport, Stats, SyncOptions, Syncer};
+pub use engine::{PassReport, Stats, SyncOptions, Syncer, COMMENT_RETRY_GRACE};
 pub use reconcile::{Outcome, SyncError};
