@@ -25,11 +25,9 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("{0}")]
     Client(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message, not also a `source()` (a chain would show it twice).
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
     #[error(transparent)]
     Sync(#[from] SyncError),
     #[error(transparent)]
@@ -309,9 +307,9 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .map_err(|source| ServiceError::Listen {
+        .map_err(|error| ServiceError::Listen {
             addr: config.server.listen.to_string(),
-            source,
+            error,
         })?;
     let bound = listener
         .local_addr()

@@ -8,7 +8,7 @@
 //! `Prefer: include-unknown-enum-members`: without it, newer members (`awaitingAction`,
 //! alerts' `serviceSource` `microsoftSentinel`) come back as `unknownFutureValue`.
 
-use super::http::{time_window_filter, Api, ClientError, Idempotent, Page, Pages};
+use super::http::{time_window_filter, with_segments, Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -104,7 +104,10 @@ impl GraphClient {
 
     /// One incident with its alerts, or `None` if it does not exist.
     pub async fn get(&self, id: &str) -> Result<Option<Value>, ClientError> {
-        let url = format!("{}/security/incidents/{id}?$expand=alerts", self.base_url);
+        let url = format!(
+            "{}?$expand=alerts",
+            with_segments(&self.base_url, &["security", "incidents", id])
+        );
         self.api.get_optional("graph get incident", &url).await
     }
 
@@ -117,7 +120,7 @@ impl GraphClient {
         if changes.is_empty() {
             return Ok(None);
         }
-        let url = format!("{}/security/incidents/{id}", self.base_url);
+        let url = with_segments(&self.base_url, &["security", "incidents", id]);
         let body = Value::Object(changes.clone());
         let (_, updated) = self
             .api
@@ -134,7 +137,7 @@ impl GraphClient {
 
     /// Adds a comment; returns the incident's comments as Graph reports them.
     pub async fn add_comment(&self, id: &str, text: &str) -> Result<Vec<Value>, ClientError> {
-        let url = format!("{}/security/incidents/{id}/comments", self.base_url);
+        let url = with_segments(&self.base_url, &["security", "incidents", id, "comments"]);
         let body =
             json!({ "@odata.type": "microsoft.graph.security.alertComment", "comment": text });
         let (_, all) = self

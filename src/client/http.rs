@@ -549,6 +549,20 @@ pub fn time_window_filter(field: &str, from: Option<&str>, until: Option<&str>) 
     (!clauses.is_empty()).then(|| clauses.join("%20and%20"))
 }
 
+/// `base` with `segments` appended as path segments, each percent-encoded: an incident
+/// id holding `/`, `?`, `#` or `..` stays one segment of the resource it names and
+/// cannot reach another. A `base` that is not a URL is returned as it is, and the
+/// request then fails to build with reqwest's own error.
+pub fn with_segments(base: &str, segments: &[&str]) -> String {
+    let Ok(mut url) = reqwest::Url::parse(base) else {
+        return base.to_string();
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url.to_string()
+}
+
 /// `Retry-After`: delay-seconds, or an HTTP-date (RFC 9110 10.2.3), as a delay from now
 /// (a date in the past is no delay).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
@@ -617,6 +631,23 @@ impl Pages<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_stays_one_path_segment() {
+        let url = with_segments(
+            "https://graph.microsoft.com/v1.0",
+            &["security", "incidents", "1/../../users?$top=1#x"],
+        );
+        assert_eq!(
+            url,
+            "https://graph.microsoft.com/v1.0/security/incidents/1%2F..%2F..%2Fusers%3F$top=1%23x"
+        );
+        // A trailing slash on the base is not an empty segment.
+        assert_eq!(
+            with_segments("http://127.0.0.1:8943/v1.0/", &["a b"]),
+            "http://127.0.0.1:8943/v1.0/a%20b"
+        );
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {

@@ -4,7 +4,7 @@
 //! re-plan, never overwrite), comments (every page), and the lookup of an incident
 //! Microsoft's own Defender XDR connector made for a Defender id.
 
-use super::http::{time_window_filter, Api, ClientError, Idempotent, Page, Pages};
+use super::http::{time_window_filter, with_segments, Api, ClientError, Idempotent, Page, Pages};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -51,10 +51,12 @@ impl SentinelClient {
         &self.api
     }
 
-    fn url(&self, suffix: &str) -> String {
+    /// The collection, or a resource below it (`segments`, each percent-encoded).
+    fn url(&self, segments: &[&str]) -> String {
         format!(
-            "{}{suffix}?api-version={}",
-            self.collection, self.api_version
+            "{}?api-version={}",
+            with_segments(&self.collection, segments),
+            self.api_version
         )
     }
 
@@ -72,7 +74,7 @@ impl SentinelClient {
 
     /// The smallest listing there is: for the service's clock (its `Date` header).
     pub async fn probe(&self) -> Result<(), ClientError> {
-        let url = format!("{}&$top=1", self.url(""));
+        let url = format!("{}&$top=1", self.url(&[]));
         self.api
             .page("sentinel list incidents", &url, "nextLink")
             .await
@@ -104,7 +106,7 @@ impl SentinelClient {
     }
 
     fn window_url(&self, from: Option<&str>, until: Option<&str>) -> String {
-        let mut url = format!("{}&$top={PAGE_SIZE}", self.url(""));
+        let mut url = format!("{}&$top={PAGE_SIZE}", self.url(&[]));
         if let Some(filter) = time_window_filter("properties/lastModifiedTimeUtc", from, until) {
             url.push_str("&$filter=");
             url.push_str(&filter);
@@ -119,7 +121,7 @@ impl SentinelClient {
         let quoted = defender_id.replace('\'', "''");
         let url = format!(
             "{}&$filter=properties/providerIncidentId%20eq%20'{}'",
-            self.url(""),
+            self.url(&[]),
             urlencode(&quoted)
         );
         let found = self
@@ -139,7 +141,7 @@ impl SentinelClient {
 
     pub async fn get(&self, name: &str) -> Result<Option<Value>, ClientError> {
         self.api
-            .get_optional("sentinel get incident", &self.url(&format!("/{name}")))
+            .get_optional("sentinel get incident", &self.url(&[name]))
             .await
     }
 
@@ -161,7 +163,7 @@ impl SentinelClient {
             .send(
                 "sentinel put incident",
                 Method::PUT,
-                &self.url(&format!("/{name}")),
+                &self.url(&[name]),
                 Some(&body),
                 Idempotent::Yes,
             )
@@ -177,7 +179,7 @@ impl SentinelClient {
         message: &str,
     ) -> Result<Value, ClientError> {
         let body = json!({ "properties": { "message": message } });
-        let url = self.url(&format!("/{name}/comments/{comment_id}"));
+        let url = self.url(&[name, "comments", comment_id]);
         let (_, resource) = self
             .api
             .send(
@@ -196,7 +198,7 @@ impl SentinelClient {
         self.api
             .list_all(
                 "sentinel list comments",
-                self.url(&format!("/{name}/comments")),
+                self.url(&[name, "comments"]),
                 "nextLink",
             )
             .await

@@ -28,12 +28,10 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read the configuration: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is in the message, so it is not also a `source()` (shown twice in a
+    // chain); the typed error stays for callers that match on it.
+    #[error("{path}: cannot read the configuration: {error}")]
+    Read { path: String, error: std::io::Error },
     /// TOML syntax, schema violations and inconsistent settings, all located.
     #[error("{}", join_lines(.0))]
     Invalid(Vec<Problem>),
@@ -48,9 +46,9 @@ impl ConfigError {
     pub fn problems(&self) -> Vec<Problem> {
         match self {
             ConfigError::Invalid(problems) => problems.clone(),
-            ConfigError::Read { path, source } => vec![Problem::in_file(
+            ConfigError::Read { path, error } => vec![Problem::in_file(
                 path,
-                format!("cannot read the configuration: {source}"),
+                format!("cannot read the configuration: {error}"),
             )],
             ConfigError::Credentials { path, message } => {
                 vec![Problem::in_file(path, format!("credentials: {message}"))]
@@ -337,9 +335,9 @@ impl Config {
     /// paths against the file's folder. Every problem is reported at once.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let label = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: label.clone(),
-            source,
+            error,
         })?;
         let mut config = Config::parse(&text, &label)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new("")));
@@ -576,7 +574,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 20);
+        assert_eq!(checked, 21);
     }
 
     #[test]

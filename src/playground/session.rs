@@ -32,11 +32,9 @@ pub enum PlaygroundError {
     NotText(String),
     #[error("the pack on disk does not read: {}", first(.0))]
     Unreadable(Vec<Problem>),
-    #[error("writing {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    // The cause is in the message, not also a `source()` (a chain would show it twice).
+    #[error("writing {path}: {error}")]
+    Write { path: String, error: std::io::Error },
 }
 
 fn first(problems: &[Problem]) -> String {
@@ -262,10 +260,10 @@ impl Playground {
                 findings: findings(&label, &Err(problems)),
             }),
             Ok(pack) => {
-                files::write_atomic(&real, text.as_bytes()).map_err(|source| {
+                files::write_atomic(&real, text.as_bytes()).map_err(|error| {
                     PlaygroundError::Write {
                         path: rel.to_string(),
-                        source,
+                        error,
                     }
                 })?;
                 Ok(SaveReport {

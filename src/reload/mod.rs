@@ -48,14 +48,11 @@ pub type ShadowSource = Box<dyn Fn() -> Vec<Arc<Value>> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("watching {path}: {source}")]
-    Watch {
-        path: String,
-        #[source]
-        source: notify::Error,
-    },
+    // Causes are in the messages, not also `source()`s (a chain would show them twice).
+    #[error("watching {path}: {error}")]
+    Watch { path: String, error: notify::Error },
     #[error("starting the reload thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 /// What one attempt did.

@@ -189,9 +189,9 @@ impl Backend {
         let mut w = notify::recommended_watcher(move |e| {
             let _ = sender.send(Msg::Fs(e));
         })
-        .map_err(|source| ReloadError::Watch {
+        .map_err(|error| ReloadError::Watch {
             path: "(native watcher)".into(),
-            source,
+            error,
         })?;
         for root in roots {
             watch_root(&mut w, root)?;
@@ -224,9 +224,9 @@ impl Backend {
             },
             config,
         )
-        .map_err(|source| ReloadError::Watch {
+        .map_err(|error| ReloadError::Watch {
             path: "(poll watcher)".into(),
-            source,
+            error,
         })?;
         for root in roots {
             watch_root(&mut w, root)?;
@@ -256,9 +256,9 @@ impl Backend {
 
 fn watch_root(w: &mut impl notify::Watcher, root: &Path) -> Result<(), ReloadError> {
     w.watch(root, RecursiveMode::Recursive)
-        .map_err(|source| ReloadError::Watch {
+        .map_err(|error| ReloadError::Watch {
             path: root.display().to_string(),
-            source,
+            error,
         })
 }
 

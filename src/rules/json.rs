@@ -42,7 +42,10 @@ impl JsonView {
         unsafe { self.node.as_ref() }
     }
 
-    fn child(&self, value: &Value) -> Self {
+    /// # Safety
+    /// `value` must be a node of the document behind `self.root`: the view keeps only
+    /// that document alive, so a pointer anywhere else could dangle.
+    unsafe fn child(&self, value: &Value) -> Self {
         JsonView {
             root: self.root.clone(),
             node: NonNull::from(value),
@@ -50,19 +53,28 @@ impl JsonView {
     }
 
     /// Converts a child node for a script: scalars become Rhai values, containers views.
-    pub fn wrap(&self, value: &Value) -> Dynamic {
+    ///
+    /// # Safety
+    /// `value` must be a node of this view's document (borrowed from [`Self::node`] or
+    /// below it). Crate-private: safe code outside could otherwise build a view of a
+    /// value that is dropped while the view lives.
+    pub(crate) unsafe fn wrap(&self, value: &Value) -> Dynamic {
         match value {
             Value::Null => Dynamic::UNIT,
             Value::Bool(b) => Dynamic::from_bool(*b),
             Value::Number(n) => number_to_dynamic(n),
             Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
-            Value::Array(_) | Value::Object(_) => Dynamic::from(self.child(value)),
+            // SAFETY: the caller guarantees `value` is in this document.
+            Value::Array(_) | Value::Object(_) => Dynamic::from(unsafe { self.child(value) }),
         }
     }
 
     pub fn get(&self, key: &str) -> Dynamic {
         match self.node() {
-            Value::Object(map) => map.get(key).map_or(Dynamic::UNIT, |v| self.wrap(v)),
+            // SAFETY (here and below): every value wrapped is borrowed from `self.node()`.
+            Value::Object(map) => map
+                .get(key)
+                .map_or(Dynamic::UNIT, |v| unsafe { self.wrap(v) }),
             _ => Dynamic::UNIT,
         }
     }
@@ -74,7 +86,7 @@ impl JsonView {
                 let len = items.len() as i64;
                 let i = if index < 0 { len + index } else { index };
                 if (0..len).contains(&i) {
-                    self.wrap(&items[i as usize])
+                    unsafe { self.wrap(&items[i as usize]) }
                 } else {
                     Dynamic::UNIT
                 }
@@ -99,8 +111,8 @@ impl JsonView {
     /// Elements of an array view (values of an object view), as script values.
     pub fn items(&self) -> Vec<Dynamic> {
         match self.node() {
-            Value::Array(items) => items.iter().map(|v| self.wrap(v)).collect(),
-            Value::Object(map) => map.values().map(|v| self.wrap(v)).collect(),
+            Value::Array(items) => items.iter().map(|v| unsafe { self.wrap(v) }).collect(),
+            Value::Object(map) => map.values().map(|v| unsafe { self.wrap(v) }).collect(),
             _ => Vec::new(),
         }
     }

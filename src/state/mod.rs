@@ -29,8 +29,18 @@ pub enum StateError {
     Locked { path: String, holder: String },
     #[error("no state database at {path} (it is created by `rulebridge run`; is this the right config?)")]
     Missing { path: String },
-    #[error("state database: {0}")]
-    Sql(String),
+    /// A statement failed; the typed SQLite error is kept (disk full, busy, corrupt)
+    /// and shown in the message, not also as a `source()` (a chain would show it twice).
+    #[error("state database: {operation}: {error}")]
+    Sql {
+        operation: String,
+        error: rusqlite::Error,
+    },
+    #[error("state database: {operation}: encoding JSON: {error}")]
+    Encode {
+        operation: String,
+        error: serde_json::Error,
+    },
     #[error("state database was written by a newer rulebridge (schema version {found}, this build knows up to {known})")]
     TooNew { found: i64, known: i64 },
 }

@@ -206,12 +206,18 @@ trait Context<T> {
 
 impl<T> Context<T> for rusqlite::Result<T> {
     fn ctx(self, op: &str) -> Result<T, StateError> {
-        self.map_err(|e| StateError::Sql(format!("{op}: {e}")))
+        self.map_err(|error| StateError::Sql {
+            operation: op.to_string(),
+            error,
+        })
     }
 }
 
 fn to_json(value: &impl Serialize, op: &str) -> Result<String, StateError> {
-    serde_json::to_string(value).map_err(|e| StateError::Sql(format!("{op}: encoding JSON: {e}")))
+    serde_json::to_string(value).map_err(|error| StateError::Encode {
+        operation: op.to_string(),
+        error,
+    })
 }
 
 fn json_column<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {

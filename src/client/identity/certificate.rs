@@ -15,12 +15,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertificateError {
-    #[error("{path}: cannot read the certificate file: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is in the message, not also a `source()` (a chain would show it twice).
+    #[error("{path}: cannot read the certificate file: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -62,9 +59,9 @@ impl ClientCertificate {
             path: label.clone(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|source| CertificateError::Read {
+        let bytes = std::fs::read(path).map_err(|error| CertificateError::Read {
             path: label.clone(),
-            source,
+            error,
         })?;
         let (key_der, cert_der) = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
             read_pem(&bytes).map_err(invalid)?
