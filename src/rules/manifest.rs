@@ -174,3 +174,49 @@ pub fn referenced_schema(
         .compile(&schema)
         .map_err(|m| vec![Problem::in_file(&path, m)])
 }
+
+/// Where the value at a JSON `pointer` of the manifest is written in `pack.toml`: the
+/// 1-based line and column of its TOML span (the pointer's deepest part that exists,
+/// so a missing key points at its table). `None` if the text does not parse.
+pub fn toml_location(text: &str, pointer: &str) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let mut table: Option<&DeTable> = Some(root.get_ref());
+    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
+    for part in pointer.split('/').filter(|p| !p.is_empty()) {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        let value = if let Some(t) = table {
+            t.iter()
+                .find(|(k, _)| k.get_ref().as_ref() == part)
+                .map(|(_, v)| v)
+        } else if let Some(a) = array {
+            part.parse::<usize>().ok().and_then(|i| a.get(i))
+        } else {
+            None
+        };
+        let Some(value) = value else { break };
+        span = value.span();
+        table = None;
+        array = None;
+        match value.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    Some(line_col(text, span.start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_toml_line_of_a_pointer() {
+        let text = "name = \"x\"\n\n[[filter]]\nname = \"a\"\n[[filter]]\nname = \"b\"\n[filter.params]\nthreshold = 5\n";
+        assert_eq!(toml_location(text, "/filter/1/params/threshold"), Some((8, 13)));
+        // A key that is not there points at the deepest part that is.
+        assert_eq!(toml_location(text, "/filter/1/params/nope").map(|l| l.0), Some(7));
+    }
+}
