@@ -46,6 +46,8 @@ fn each_mistake_has_its_code_and_place() {
     let src = "fn filter(incident, ctx) {\n  let p = ctx.parms;\n  let s = enum_kye(incident.severty);\n  sleep(1);\n  ctx.lookup(\"vips\", \"a\");\n  let q = ctx.params;\n  q.title_contain;\n  let unused = 1;\n  pluck(incident, \"alerts.evidence.deviceDnsname\");\n  return s;\n  s\n}\n";
     let got = codes_of(Stage::Filter, src);
     let want: Vec<(String, usize, usize)> = [
+        // p holds nothing (ctx.parms fails) and is never read either.
+        ("RB104", 2, 7),
         ("RB003", 2, 15),
         ("RB001", 3, 11),
         ("RB101", 3, 29),
@@ -53,7 +55,7 @@ fn each_mistake_has_its_code_and_place() {
         ("RB005", 5, 14),
         ("RB004", 7, 5),
         ("RB104", 8, 7),
-        ("RB102", 9, 35),
+        ("RB102", 9, 36),
         ("RB105", 11, 3),
     ]
     .iter()
