@@ -287,12 +287,17 @@ fn compile_rule(
             entries.push(entry);
         } else if let Some(n) = arities.first() {
             let (line, col) = find_fn(source, entry);
+            let first = match stage {
+                Stage::Enrich => "target",
+                Stage::Direction => "change",
+                _ => "incident",
+            };
             problems.push(Problem::at(
                 &path,
                 line,
                 col,
-                format!("fn {entry} takes {n} parameter(s); the {stage} stage calls {entry}(incident, ctx) with 2"),
-            ).with_code(codes::ENTRY_ARITY).with_hint(format!("declare it as fn {entry}({}, ctx)", if stage == Stage::Enrich { "target" } else if stage == Stage::Direction { "change" } else { "incident" })));
+                format!("fn {entry} takes {n} parameter(s); the {stage} stage calls {entry}({first}, ctx) with 2"),
+            ).with_code(codes::ENTRY_ARITY).with_hint(format!("declare it as fn {entry}({first}, ctx)")));
         }
     }
     if entries.is_empty() && problems.is_empty() {

@@ -211,10 +211,14 @@ impl<'d> Shape<'d> {
             return Lookup::Open;
         };
         let node = shape.node;
-        if ["oneOf", "anyOf", "allOf", "patternProperties", "if"]
-            .iter()
-            .any(|k| node.get(*k).is_some())
-        {
+        // `additionalProperties: false` refuses every name but the listed ones, whatever
+        // conditions (`if`, `allOf`) add; an open object's subschemas may list more.
+        let open_keys: &[&str] = if shape.closed() {
+            &["patternProperties"]
+        } else {
+            &["oneOf", "anyOf", "allOf", "patternProperties", "if"]
+        };
+        if open_keys.iter().any(|k| node.get(*k).is_some()) {
             return Lookup::Open;
         }
         let Some(props) = node.get("properties").and_then(Value::as_object) else {

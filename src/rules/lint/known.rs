@@ -61,12 +61,20 @@ impl Known {
         for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let Some(open) = line.find('(') else { continue };
             let name = &line[..open];
-            let Some(close) = line[open..].find(')') else { continue };
-            let params = line[open + 1..open + close].trim();
+            // The parameter list ends at the `)` before the return type; types such as
+            // `()` and `Result<(), …>` contain brackets and commas of their own.
+            // (A function returning nothing has no return type.)
+            let close = line
+                .rfind(") -> ")
+                .or_else(|| line.ends_with(')').then(|| line.len() - 1));
+            let Some(close) = close.filter(|c| *c > open) else {
+                continue;
+            };
+            let params = line[open + 1..close].trim();
             let arity = if params.is_empty() {
                 0
             } else {
-                params.split(',').count()
+                top_level_commas(params) + 1
             };
             if let Some(prop) = name.strip_prefix("get$") {
                 // `get$params(_: &mut Ctx)`: the type is after the last space.
@@ -121,6 +129,20 @@ impl Known {
     }
 }
 
+fn top_level_commas(params: &str) -> usize {
+    let mut depth = 0i32;
+    let mut commas = 0;
+    for c in params.chars() {
+        match c {
+            '(' | '<' | '[' => depth += 1,
+            ')' | '>' | ']' => depth -= 1,
+            ',' if depth == 0 => commas += 1,
+            _ => {}
+        }
+    }
+    commas
+}
+
 /// The candidate closest to `name` (edit distance at most a third of its length, at
 /// least 1; case differences count as small), for "did you mean".
 pub fn did_you_mean<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
@@ -170,6 +192,9 @@ mod tests {
         assert!(k.native_accepts("enum_key", 1));
         assert!(k.native_accepts("pluck", 2));
         assert!(!k.native_accepts("enum_key", 3));
+        // `clip(_: (), _: i64)`: the unit type's brackets are not the list's end.
+        assert_eq!(k.native_arities("clip"), Some(vec![2]));
+        assert_eq!(k.native_arities("add_label"), Some(vec![2]));
         assert!(k.ctx_members().contains(&"params"));
         assert!(k.forbidden("sleep", 1).is_some());
         assert!(k.forbidden("timestamp", 0).is_some());

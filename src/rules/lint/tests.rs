@@ -70,3 +70,9 @@ fn what_the_walk_cannot_follow_is_not_judged() {
     let src = "fn filter(incident, ctx) {\n  let f = |x| x + 1;\n  let o = #{ go: |y| y };\n  let r = f(1) + o.go(2);\n  let c = ctx; c = #{}; c.parms;\n  incident[\"severty\"];\n  r > 0\n}\n";
     assert_eq!(codes_of(Stage::Filter, src), vec![]);
 }
+
+#[test]
+fn output_fields_are_checked_against_the_output_schemas() {
+    let src = "fn enrich(target, ctx) {\n  target.lables.add_label(\"VIP\");\n  target.severity = \"High\";\n  target\n}\n";
+    assert_eq!(codes_of(Stage::Enrich, src), vec![("RB103".to_string(), 2, 10)]);
+}

@@ -235,7 +235,10 @@ where
         for stmt in stmts {
             if ended && !reported && !stmt.is_noop() {
                 reported = true;
-                let pos = stmt.position();
+                let pos = match stmt {
+                    Stmt::Assignment(x) => x.1.lhs.start_position(),
+                    other => other.position(),
+                };
                 self.finding(codes::UNREACHABLE, pos, 1, "unreachable code".into(), Some("nothing after a return, throw, break or continue runs; remove it or move it before".into()));
             }
             self.stmt(stmt);
