@@ -109,7 +109,11 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if args.format != Format::Json {
         match &pack {
             Some(pack) if warnings == 0 => println!("{}: ok", super::describe(pack)),
-            Some(pack) => println!("{}: ok, {}", super::describe(pack), count(warnings, "warning")),
+            Some(pack) => println!(
+                "{}: ok, {}",
+                super::describe(pack),
+                count(warnings, "warning")
+            ),
             // The last line counts problems, as it always has (scripts read it).
             None => println!("{}", count(findings.len(), "problem")),
         }
@@ -138,7 +142,10 @@ pub fn render(findings: &[Problem], snapshot: Option<&PackSnapshot>, color: bool
     if let Some(s) = snapshot {
         for (rel, bytes) in &s.files {
             if let Ok(text) = std::str::from_utf8(bytes) {
-                ids.insert(s.display_path(rel), files.add(s.display_path(rel), text.to_string()));
+                ids.insert(
+                    s.display_path(rel),
+                    files.add(s.display_path(rel), text.to_string()),
+                );
             }
         }
     }

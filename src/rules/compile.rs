@@ -374,11 +374,11 @@ fn check_params(
                 };
                 let full = format!("{pointer}/params{at}");
                 let stage = pointer.split('/').nth(1).unwrap_or("");
-                let message = format!(
-                    "rule '{}' ({stage}): params{at}: {}",
-                    spec.name, v.message
+                let message = format!("rule '{}' ({stage}): params{at}: {}", spec.name, v.message);
+                let hint = format!(
+                    "the params must match {}",
+                    spec.params_schema.as_deref().unwrap_or("the params schema")
                 );
-                let hint = format!("the params must match {}", spec.params_schema.as_deref().unwrap_or("the params schema"));
                 match toml_location(text, &full) {
                     Some((line, col)) => Problem::at(manifest_path, Some(line), Some(col), message),
                     None => Problem::at_pointer(manifest_path, full, message),

@@ -215,8 +215,14 @@ mod tests {
     #[test]
     fn finds_the_toml_line_of_a_pointer() {
         let text = "name = \"x\"\n\n[[filter]]\nname = \"a\"\n[[filter]]\nname = \"b\"\n[filter.params]\nthreshold = 5\n";
-        assert_eq!(toml_location(text, "/filter/1/params/threshold"), Some((8, 13)));
+        assert_eq!(
+            toml_location(text, "/filter/1/params/threshold"),
+            Some((8, 13))
+        );
         // A key that is not there points at the deepest part that is.
-        assert_eq!(toml_location(text, "/filter/1/params/nope").map(|l| l.0), Some(7));
+        assert_eq!(
+            toml_location(text, "/filter/1/params/nope").map(|l| l.0),
+            Some(7)
+        );
     }
 }

@@ -30,15 +30,39 @@ const BUILT_INS: &[&str] = &[
 /// the reason the message gives. `timestamp` is forbidden only without arguments (the
 /// clock); `timestamp(text)` is a native.
 const FORBIDDEN: &[(&str, Option<usize>, &str)] = &[
-    ("sleep", None, "it would hold the sync thread past any deadline"),
+    (
+        "sleep",
+        None,
+        "it would hold the sync thread past any deadline",
+    ),
     ("exit", None, "a rule cannot stop the service"),
-    ("parse_json", None, "rules receive JSON already parsed; parsing text is unbounded"),
-    ("timestamp", Some(0), "a rule never reads the clock; its time is ctx.sync_time"),
-    ("elapsed", None, "a rule never reads the clock; its time is ctx.sync_time"),
+    (
+        "parse_json",
+        None,
+        "rules receive JSON already parsed; parsing text is unbounded",
+    ),
+    (
+        "timestamp",
+        Some(0),
+        "a rule never reads the clock; its time is ctx.sync_time",
+    ),
+    (
+        "elapsed",
+        None,
+        "a rule never reads the clock; its time is ctx.sync_time",
+    ),
     ("eval", None, "eval is disabled"),
     ("blob", None, "blobs are not part of the sandbox"),
-    ("back_trace", None, "debugging functions are not part of the sandbox"),
-    ("get_fn_metadata_list", None, "reflection is not part of the sandbox"),
+    (
+        "back_trace",
+        None,
+        "debugging functions are not part of the sandbox",
+    ),
+    (
+        "get_fn_metadata_list",
+        None,
+        "reflection is not part of the sandbox",
+    ),
 ];
 
 pub struct Known {
@@ -58,7 +82,10 @@ impl Known {
     fn parse(text: &str) -> Known {
         let mut natives: HashMap<String, HashSet<usize>> = HashMap::new();
         let mut getters: HashMap<String, Vec<String>> = HashMap::new();
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let Some(open) = line.find('(') else { continue };
             let name = &line[..open];
             // The parameter list ends at the `)` before the return type; types such as
@@ -80,7 +107,11 @@ impl Known {
                 // `get$params(_: &mut Ctx)`: the type is after the last space.
                 let ty = params.rsplit(' ').next().unwrap_or("").to_string();
                 getters.entry(ty).or_default().push(prop.to_string());
-            } else if name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') {
+            } else if name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphabetic() || c == '_')
+            {
                 natives.entry(name.to_string()).or_default().insert(arity);
             }
         }
@@ -204,7 +235,10 @@ mod tests {
     #[test]
     fn suggests_near_names() {
         let names = ["enum_key", "pluck", "params"];
-        assert_eq!(did_you_mean("enum_kye", names.into_iter()), Some("enum_key"));
+        assert_eq!(
+            did_you_mean("enum_kye", names.into_iter()),
+            Some("enum_key")
+        );
         assert_eq!(did_you_mean("parms", names.into_iter()), Some("params"));
         assert_eq!(did_you_mean("zzz", names.into_iter()), None);
     }

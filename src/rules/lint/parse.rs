@@ -131,7 +131,8 @@ mod tests {
 
     #[test]
     fn finds_the_unclosed_brace_not_the_end_of_file() {
-        let src = "fn filter(incident, ctx) {\n    if true {\n        return false;\n    \n    true\n}\n";
+        let src =
+            "fn filter(incident, ctx) {\n    if true {\n        return false;\n    \n    true\n}\n";
         assert_eq!(unclosed(src), Some(('{', 1, 26)));
         // Brackets in strings, comments and interpolations do not count.
         let src = "fn f(a, b) {\n  let s = \"{\"; // {\n  /* { */ let t = `x ${a + \"}\"} {`;\n}\n";

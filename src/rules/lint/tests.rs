@@ -74,5 +74,8 @@ fn what_the_walk_cannot_follow_is_not_judged() {
 #[test]
 fn output_fields_are_checked_against_the_output_schemas() {
     let src = "fn enrich(target, ctx) {\n  target.lables.add_label(\"VIP\");\n  target.severity = \"High\";\n  target\n}\n";
-    assert_eq!(codes_of(Stage::Enrich, src), vec![("RB103".to_string(), 2, 10)]);
+    assert_eq!(
+        codes_of(Stage::Enrich, src),
+        vec![("RB103".to_string(), 2, 10)]
+    );
 }

@@ -41,12 +41,22 @@ impl<'d> Kind<'d> {
     fn same(&self, other: &Kind<'d>) -> bool {
         match (self, other) {
             (Kind::Ctx, Kind::Ctx) | (Kind::Params, Kind::Params) => true,
-            (Kind::Shapes { shapes: a, output: x }, Kind::Shapes { shapes: b, output: y }) => {
-                x == y && a.iter().zip(b).all(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => a.same(b),
-                    (None, None) => true,
-                    _ => false,
-                })
+            (
+                Kind::Shapes {
+                    shapes: a,
+                    output: x,
+                },
+                Kind::Shapes {
+                    shapes: b,
+                    output: y,
+                },
+            ) => {
+                x == y
+                    && a.iter().zip(b).all(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => a.same(b),
+                        (None, None) => true,
+                        _ => false,
+                    })
             }
             _ => false,
         }
@@ -95,7 +105,9 @@ fn root_statements(ast: &AST) -> Vec<Stmt> {
 }
 
 fn is_ident(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
         && !name.contains('$')
 }
 
@@ -157,7 +169,12 @@ where
         self.scopes.pop();
         let mut fns: Vec<(String, Vec<String>)> = ast
             .iter_functions()
-            .map(|f| (f.name.to_string(), f.params.iter().map(|p| p.to_string()).collect()))
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    f.params.iter().map(|p| p.to_string()).collect(),
+                )
+            })
             .collect();
         let entries = self.rule.stage.entry_points();
         fns.sort_by_key(|(name, params)| !(entries.contains(&name.as_str()) && params.len() == 2));
@@ -176,7 +193,9 @@ where
         if arity == 2 && rule.stage.entry_points().contains(&name) {
             let docs = rule.docs;
             let first = match (rule.stage, name) {
-                (Stage::Filter, _) => Kind::shapes(docs.defender_in(), Some(docs.sentinel_in()), false),
+                (Stage::Filter, _) => {
+                    Kind::shapes(docs.defender_in(), Some(docs.sentinel_in()), false)
+                }
                 (Stage::Map, "to_sentinel") => Kind::shapes(docs.defender_in(), None, false),
                 (Stage::Map, _) => Kind::shapes(docs.sentinel_in(), None, false),
                 (Stage::Enrich, _) => {
@@ -250,7 +269,9 @@ where
     }
 
     fn pop_scope(&mut self) {
-        let Some(frame) = self.scopes.pop() else { return };
+        let Some(frame) = self.scopes.pop() else {
+            return;
+        };
         for var in frame {
             if var.tracked && !var.used && !var.name.starts_with('_') {
                 let len = var.name.chars().count();
@@ -259,14 +280,21 @@ where
                     var.pos,
                     len,
                     format!("variable `{}` is never read", var.name),
-                    Some(format!("remove it, or name it `_{}` if that is intended", var.name)),
+                    Some(format!(
+                        "remove it, or name it `_{}` if that is intended",
+                        var.name
+                    )),
                 );
             }
         }
     }
 
     fn declare(&mut self, name: &str, kind: Kind<'d>, tracked: bool, pos: Position) {
-        let kind = if self.assigned.contains(name) { Kind::Unknown } else { kind };
+        let kind = if self.assigned.contains(name) {
+            Kind::Unknown
+        } else {
+            kind
+        };
         if let Some(frame) = self.scopes.last_mut() {
             frame.push(Var {
                 name: name.to_string(),
@@ -327,7 +355,10 @@ where
                     Kind::Shapes { shapes, output } => {
                         let items = shapes.map(|s| s.and_then(Shape::items));
                         if items.iter().any(Option::is_some) {
-                            Kind::Shapes { shapes: items, output }
+                            Kind::Shapes {
+                                shapes: items,
+                                output,
+                            }
                         } else {
                             Kind::Unknown
                         }
@@ -481,10 +512,18 @@ where
                 } else {
                     let near = did_you_mean(name, members.iter().copied());
                     let hint = match near {
-                        Some(n) => format!("did you mean `ctx.{n}`? ctx has: {}", members.join(", ")),
+                        Some(n) => {
+                            format!("did you mean `ctx.{n}`? ctx has: {}", members.join(", "))
+                        }
                         None => format!("ctx has: {}", members.join(", ")),
                     };
-                    self.finding(codes::UNKNOWN_CTX_MEMBER, pos, len, format!("`ctx` has no member `{name}`"), Some(hint));
+                    self.finding(
+                        codes::UNKNOWN_CTX_MEMBER,
+                        pos,
+                        len,
+                        format!("`ctx` has no member `{name}`"),
+                        Some(hint),
+                    );
                     Kind::Unknown
                 }
             }
@@ -493,7 +532,10 @@ where
                     if !listed.contains(&name) {
                         let near = did_you_mean(name, listed.iter().copied());
                         let hint = match near {
-                            Some(n) => format!("did you mean `{n}`? the params schema lists: {}", listed.join(", ")),
+                            Some(n) => format!(
+                                "did you mean `{n}`? the params schema lists: {}",
+                                listed.join(", ")
+                            ),
                             None => format!("the params schema lists: {}", listed.join(", ")),
                         };
                         self.finding(
@@ -524,19 +566,30 @@ where
                 }
                 if any_known {
                     return if next.iter().any(Option::is_some) {
-                        Kind::Shapes { shapes: next, output }
+                        Kind::Shapes {
+                            shapes: next,
+                            output,
+                        }
                     } else {
                         Kind::Unknown
                     };
                 }
                 let (code, what) = if output {
-                    (codes::UNKNOWN_OUTPUT_FIELD, "the output schema does not allow a field")
+                    (
+                        codes::UNKNOWN_OUTPUT_FIELD,
+                        "the output schema does not allow a field",
+                    )
                 } else {
-                    (codes::UNKNOWN_INPUT_FIELD, "the input schemas know no incident field")
+                    (
+                        codes::UNKNOWN_INPUT_FIELD,
+                        "the input schemas know no incident field",
+                    )
                 };
                 let hint = match near {
                     Some(n) => format!("did you mean `{n}`?"),
-                    None if output => "the field would fail the output schema when written".to_string(),
+                    None if output => {
+                        "the field would fail the output schema when written".to_string()
+                    }
                     None => "it reads as () on every incident that follows the schema".to_string(),
                 };
                 self.finding(code, pos, len, format!("{what} `{name}`"), Some(hint));
@@ -558,7 +611,11 @@ where
     fn call(&mut self, call: &FnCallExpr, pos: Position) -> Kind<'d> {
         let kinds = self.arg_kinds(call);
         let name = call.name.as_str();
-        if call.op_token.is_some() || !call.namespace.is_empty() || !is_ident(name) || Known::is_built_in(name) {
+        if call.op_token.is_some()
+            || !call.namespace.is_empty()
+            || !is_ident(name)
+            || Known::is_built_in(name)
+        {
             return Kind::Unknown;
         }
         let arity = call.args.len();
@@ -566,7 +623,11 @@ where
             self.forbidden(name, arity, why, pos);
             return Kind::Unknown;
         }
-        if self.script_fns.get(name).is_some_and(|a| a.contains(&arity)) {
+        if self
+            .script_fns
+            .get(name)
+            .is_some_and(|a| a.contains(&arity))
+        {
             self.calls
                 .entry((name.to_string(), arity))
                 .or_default()
@@ -620,7 +681,11 @@ where
     }
 
     fn forbidden(&mut self, name: &str, arity: usize, why: &str, pos: Position) {
-        let shown = if arity == 0 { format!("{name}()") } else { name.to_string() };
+        let shown = if arity == 0 {
+            format!("{name}()")
+        } else {
+            name.to_string()
+        };
         self.finding(
             codes::FORBIDDEN_FUNCTION,
             pos,
@@ -633,7 +698,12 @@ where
     fn unknown_function(&mut self, name: &str, arity: usize, method: bool, pos: Position) {
         let shown_args = if method { arity - 1 } else { arity };
         let mut candidates: Vec<&str> = self.known.native_names().collect();
-        candidates.extend(self.script_fns.keys().map(String::as_str).filter(|n| !n.starts_with("anon$")));
+        candidates.extend(
+            self.script_fns
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !n.starts_with("anon$")),
+        );
         candidates.extend(super::known::BUILT_INS_FOR_HINTS.iter().copied());
         let other = self.known.native_arities(name).or_else(|| {
             self.script_fns.get(name).map(|a| {
@@ -649,7 +719,10 @@ where
                     .map(|a| if method { a.saturating_sub(1) } else { *a }.to_string())
                     .collect();
                 (
-                    format!("no function `{name}` takes {shown_args} argument(s){}", if method { " as a method" } else { "" }),
+                    format!(
+                        "no function `{name}` takes {shown_args} argument(s){}",
+                        if method { " as a method" } else { "" }
+                    ),
                     format!("`{name}` takes {}", shown.join(" or ")),
                 )
             }
@@ -658,10 +731,22 @@ where
                     Some(n) => format!("did you mean `{n}`?"),
                     None => "`rulebridge functions` lists what rules can call".to_string(),
                 };
-                (format!("unknown {} `{name}`", if method { "method" } else { "function" }), hint)
+                (
+                    format!(
+                        "unknown {} `{name}`",
+                        if method { "method" } else { "function" }
+                    ),
+                    hint,
+                )
             }
         };
-        self.finding(codes::UNKNOWN_FUNCTION, pos, name.chars().count(), message, Some(hint));
+        self.finding(
+            codes::UNKNOWN_FUNCTION,
+            pos,
+            name.chars().count(),
+            message,
+            Some(hint),
+        );
     }
 
     /// `ctx.lookup(TABLE, key)`: a literal table name, or a params key whose value is one.
@@ -682,7 +767,7 @@ where
             }
             _ => return,
         };
-        if self.rule.tables.iter().any(|t| *t == table) {
+        if self.rule.tables.contains(&table) {
             return;
         }
         let list = if self.rule.tables.is_empty() {
@@ -695,7 +780,13 @@ where
             Some(n) => format!("did you mean '{n}'? {list}"),
             None => format!("declare it under [tables.{table}] in pack.toml; {list}"),
         };
-        self.finding(codes::UNKNOWN_TABLE, pos, len, format!("no lookup table named '{table}' in the manifest"), Some(hint));
+        self.finding(
+            codes::UNKNOWN_TABLE,
+            pos,
+            len,
+            format!("no lookup table named '{table}' in the manifest"),
+            Some(hint),
+        );
     }
 
     fn peek_var(&self, name: &str) -> Option<Kind<'d>> {
@@ -717,7 +808,9 @@ where
                 Some(found) => unknown = unknown.or(Some(found)),
             }
         }
-        let Some((offset, segment, near)) = unknown else { return };
+        let Some((offset, segment, near)) = unknown else {
+            return;
+        };
         // The segment inside the literal: after the quote, at its character offset.
         let chars_before = text[..offset].chars().count();
         let at = Position::new(
@@ -737,7 +830,14 @@ where
         );
     }
 
-    fn finding(&mut self, code: &'static str, pos: Position, len: usize, message: String, hint: Option<String>) {
+    fn finding(
+        &mut self,
+        code: &'static str,
+        pos: Position,
+        len: usize,
+        message: String,
+        hint: Option<String>,
+    ) {
         self.findings.push(Finding {
             code,
             line: pos.line(),
