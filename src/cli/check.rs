@@ -159,7 +159,10 @@ pub fn render(findings: &[Problem], snapshot: Option<&PackSnapshot>, color: bool
             Severity::Error => Diagnostic::error(),
             Severity::Warning => Diagnostic::warning(),
         }
-        .with_message(&p.message);
+        .with_message(match &p.pointer {
+            Some(pointer) => format!("{pointer}: {}", p.message),
+            None => p.message.clone(),
+        });
         if let Some(code) = p.code {
             d = d.with_code(code);
         }
@@ -179,7 +182,12 @@ pub fn render(findings: &[Problem], snapshot: Option<&PackSnapshot>, color: bool
                 }
             }
             None => {
-                notes.push(format!("in {}", p));
+                let at = match (p.line, p.col) {
+                    (Some(l), Some(c)) => format!(":{l}:{c}"),
+                    (Some(l), None) => format!(":{l}"),
+                    _ => String::new(),
+                };
+                notes.push(format!("in {}{at}", p.file));
                 if let Some(h) = &p.hint {
                     notes.push(format!("hint: {h}"));
                 }
