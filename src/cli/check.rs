@@ -155,20 +155,28 @@ pub fn render(findings: &[Problem], snapshot: Option<&PackSnapshot>, color: bool
     }
     let config = term::Config::default();
     for p in findings {
+        let located = ids
+            .get(&p.file)
+            .and_then(|&id| span(files.get(id).ok()?.source(), p).map(|r| (id, r)));
+        // Without a source line to show, the header names the place (GCC style).
+        let header = match (&located, &p.pointer) {
+            (Some(_), Some(pointer)) => format!("{pointer}: {}", p.message),
+            (Some(_), None) => p.message.clone(),
+            (None, _) => {
+                let mut plain = p.clone();
+                plain.code = None;
+                plain.severity = Severity::Error;
+                plain.to_string()
+            }
+        };
         let mut d = match p.severity {
             Severity::Error => Diagnostic::error(),
             Severity::Warning => Diagnostic::warning(),
         }
-        .with_message(match &p.pointer {
-            Some(pointer) => format!("{pointer}: {}", p.message),
-            None => p.message.clone(),
-        });
+        .with_message(header);
         if let Some(code) = p.code {
             d = d.with_code(code);
         }
-        let located = ids
-            .get(&p.file)
-            .and_then(|&id| span(files.get(id).ok()?.source(), p).map(|r| (id, r)));
         let mut notes = Vec::new();
         match located {
             Some((id, range)) => {
@@ -182,12 +190,6 @@ pub fn render(findings: &[Problem], snapshot: Option<&PackSnapshot>, color: bool
                 }
             }
             None => {
-                let at = match (p.line, p.col) {
-                    (Some(l), Some(c)) => format!(":{l}:{c}"),
-                    (Some(l), None) => format!(":{l}"),
-                    _ => String::new(),
-                };
-                notes.push(format!("in {}{at}", p.file));
                 if let Some(h) = &p.hint {
                     notes.push(format!("hint: {h}"));
                 }
