@@ -14,7 +14,8 @@ use super::engine::{build_engine, with_limits, Limits, DEADLINE_TOKEN, MEMORY_TO
 use super::json::{FieldNames, JsonView};
 use super::lint::{self, codes, Documents};
 use super::manifest::{
-    referenced_file, referenced_schema, toml_location, Manifest, RuleSpec, MANIFEST,
+    locate_in_manifest, referenced_file, referenced_schema, toml_location, Manifest, RuleSpec,
+    MANIFEST,
 };
 use super::tables::Tables;
 use crate::model::Stage;
@@ -177,6 +178,10 @@ impl CompiledPack {
             ));
         }
         if !problems.is_empty() {
+            let text = snapshot.text(MANIFEST).and_then(Result::ok).unwrap_or("");
+            locate_in_manifest(&mut problems, &manifest_path, text, |stage, i| {
+                manifest.rule_name(stage, i)
+            });
             // One broken library imported by several rules is one problem, not several.
             let mut seen = std::collections::HashSet::new();
             problems.retain(|p| seen.insert(p.to_string()));
