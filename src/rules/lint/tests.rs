@@ -79,3 +79,11 @@ fn output_fields_are_checked_against_the_output_schemas() {
         vec![("RB103".to_string(), 2, 10)]
     );
 }
+
+#[test]
+fn the_scripts_own_functions_and_pointers_are_never_unknown() {
+    // A top-level pointer called by name, a script `fn sleep` shadowing the forbidden
+    // one, and a helper called both with ctx and as a method with something else.
+    let src = "let twice = |x| x * 2;\nlet four = twice(2);\nfn sleep(n) { n }\nfn h(a) { a.parms }\nfn filter(incident, ctx) {\n  sleep(1);\n  h(ctx);\n  #{}.h(1);\n  1.h();\n  true\n}\n";
+    assert_eq!(codes_of(Stage::Filter, src), vec![]);
+}

@@ -25,10 +25,7 @@ where
             return Kind::Unknown;
         }
         let arity = call.args.len();
-        if let Some(why) = self.known.forbidden(name, arity) {
-            self.forbidden(name, arity, why, pos);
-            return Kind::Unknown;
-        }
+        // The script's own function of that name wins over anything the sandbox lacks.
         if self
             .script_fns
             .get(name)
@@ -38,6 +35,10 @@ where
                 .entry((name.to_string(), arity))
                 .or_default()
                 .push(kinds);
+            return Kind::Unknown;
+        }
+        if let Some(why) = self.known.forbidden(name, arity) {
+            self.forbidden(name, arity, why, pos);
             return Kind::Unknown;
         }
         if self.known.native_accepts(name, arity) {
@@ -57,19 +58,38 @@ where
     pub(super) fn method(&mut self, base: Kind<'d>, call: &FnCallExpr, pos: Position) -> Kind<'d> {
         let kinds = self.arg_kinds(call);
         let name = call.name.as_str();
-        if !is_ident(name) || Known::is_built_in(name) || self.map_keys.contains(name) {
+        if !is_ident(name)
+            || Known::is_built_in(name)
+            || self.map_keys.contains(name)
+            || self.declared.contains(name)
+        {
             return Kind::Unknown;
         }
         let arity = call.args.len() + 1;
-        if let Some(why) = self.known.forbidden(name, arity) {
-            self.forbidden(name, arity, why, pos);
+        let arities = self.script_fns.get(name);
+        let bound = arities.is_some_and(|a| a.contains(&call.args.len()));
+        let unbound = arities.is_some_and(|a| a.contains(&arity));
+        if bound || unbound {
+            // A script function called as a method: its call sites' kinds are what
+            // this passes (`this` bound, or the object as the first argument).
+            if bound {
+                self.calls
+                    .entry((name.to_string(), call.args.len()))
+                    .or_default()
+                    .push(kinds.clone());
+            }
+            if unbound {
+                let mut with_object = vec![base];
+                with_object.extend(kinds.iter().copied());
+                self.calls
+                    .entry((name.to_string(), arity))
+                    .or_default()
+                    .push(with_object);
+            }
             return Kind::Unknown;
         }
-        let script = self
-            .script_fns
-            .get(name)
-            .is_some_and(|a| a.contains(&call.args.len()) || a.contains(&arity));
-        if script {
+        if let Some(why) = self.known.forbidden(name, arity) {
+            self.forbidden(name, arity, why, pos);
             return Kind::Unknown;
         }
         if !self.known.native_accepts(name, arity) {

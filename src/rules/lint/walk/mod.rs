@@ -167,6 +167,10 @@ where
     /// know what their callers pass).
     pub fn run(&mut self, ast: &AST) {
         self.in_fn = false;
+        // The top level can call a function pointer held in one of its variables too.
+        for stmt in ast.statements() {
+            prescan(stmt, &mut self.assigned, &mut self.declared);
+        }
         self.scopes.push(Vec::new());
         self.block(ast.statements());
         self.scopes.pop();
