@@ -5,11 +5,36 @@
 //! `status` print them the same way: `path:line:col: message` (GCC style, so editors
 //! jump to it), or `path: /json/pointer: message` for schema violations.
 //!
+//! A problem is an error (the pack is refused) or a warning (it is reported, the pack
+//! is used): the static pass (`rules::lint`) gives each of its findings a code from
+//! its table (`RB001`…), an end position and a hint, which `check` renders with source
+//! lines and carets. `Display` stays one GCC-style line, the code appended in brackets.
+//!
 //! Values quoted in any message are clipped ([`clip_display`], [`clip_text`]): a
 //! few hundred bytes and the size, never a 50 MB field echoed into a log line.
 
 use serde::Serialize;
 use std::fmt;
+
+/// Whether a problem refuses the pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The pack is refused (at startup, at reload, by `check`).
+    #[default]
+    Error,
+    /// Reported; the pack is still used (`check --deny-warnings` fails on it).
+    Warning,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -17,9 +42,17 @@ pub struct Problem {
     pub file: String,
     pub line: Option<usize>,
     pub col: Option<usize>,
+    /// Where the located text ends (1-based, inclusive line; exclusive column), when known.
+    pub end_line: Option<usize>,
+    pub end_col: Option<usize>,
     /// JSON pointer into the document, for schema violations.
     pub pointer: Option<String>,
     pub message: String,
+    /// The finding's code (`RB001`…, table in `rules::lint::codes`), if it has one.
+    pub code: Option<&'static str>,
+    pub severity: Severity,
+    /// What to do about it, when there is something better to say than the message.
+    pub hint: Option<String>,
 }
 
 impl Problem {
@@ -28,8 +61,13 @@ impl Problem {
             file: file.into(),
             line: None,
             col: None,
+            end_line: None,
+            end_col: None,
             pointer: None,
             message: message.into(),
+            code: None,
+            severity: Severity::Error,
+            hint: None,
         }
     }
 
@@ -40,11 +78,9 @@ impl Problem {
         message: impl Into<String>,
     ) -> Self {
         Problem {
-            file: file.into(),
             line,
             col,
-            pointer: None,
-            message: message.into(),
+            ..Problem::in_file(file, message)
         }
     }
 
@@ -60,12 +96,41 @@ impl Problem {
             pointer
         };
         Problem {
-            file: file.into(),
-            line: None,
-            col: None,
             pointer: Some(pointer),
-            message: message.into(),
+            ..Problem::in_file(file, message)
         }
+    }
+
+    /// The same problem with a code from the lint table.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+
+    /// Where the located text ends (exclusive column).
+    pub fn with_end(mut self, line: usize, col: usize) -> Self {
+        self.end_line = Some(line);
+        self.end_col = Some(col);
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 }
 
@@ -80,7 +145,14 @@ impl fmt::Display for Problem {
         if let Some(pointer) = &self.pointer {
             write!(f, ": {pointer}")?;
         }
-        write!(f, ": {}", self.message)
+        if self.severity == Severity::Warning {
+            f.write_str(": warning")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(code) = self.code {
+            write!(f, " [{code}]")?;
+        }
+        Ok(())
     }
 }
 
@@ -183,6 +255,13 @@ mod tests {
         assert_eq!(
             Problem::at_pointer("x.json", "", "bad").to_string(),
             "x.json: /: bad"
+        );
+        assert_eq!(
+            Problem::at("r.rhai", Some(2), Some(5), "unused")
+                .with_code("RB101")
+                .with_severity(Severity::Warning)
+                .to_string(),
+            "r.rhai:2:5: warning: unused [RB101]"
         );
     }
 

@@ -30,7 +30,13 @@ fn check_accepts_the_default_pack() {
 
 #[test]
 fn check_prints_every_problem_gcc_style_and_exits_1() {
-    let out = rulebridge(&["check", "--rules", "tests/load-errors/syntax-error"]);
+    let out = rulebridge(&[
+        "check",
+        "--rules",
+        "tests/load-errors/syntax-error",
+        "--format",
+        "short",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     let first = text.lines().next().unwrap();

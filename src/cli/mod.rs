@@ -2,6 +2,7 @@
 //! module that uses `anyhow` and installs a `tracing` subscriber; everything it does
 //! is a thin call into the library.
 
+mod check;
 mod demo;
 mod doctor;
 mod emulate;
@@ -12,7 +13,6 @@ mod service;
 
 use crate::packtest;
 use crate::problem::Problem;
-use crate::reload;
 use crate::rules::CompiledPack;
 use crate::snapshot::{default_rules_dir, PackSnapshot, BUILT_IN_PACK_LABEL};
 use clap::{Args, Parser, Subcommand};
@@ -41,8 +41,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate and compile a rule pack; print every problem as path:line:col: message.
-    Check(CheckArgs),
+    /// Validate, compile and statically check a rule pack; print every finding with its
+    /// source line (or --format short|json); exit 1 on errors.
+    Check(check::CheckArgs),
     /// Run the rule pack's own tests (files under tests/ in the pack).
     Test(PackArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
@@ -75,15 +76,6 @@ pub struct PackArgs {
     /// Schemas folder [default: schemas/ if it exists, else the schemas built into rulebridge]
     #[arg(long, value_name = "DIR")]
     pub(crate) schemas: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct CheckArgs {
-    #[command(flatten)]
-    pack: PackArgs,
-    /// Keep watching the pack and schemas; rerun the checks and the pack's tests on every save.
-    #[arg(long)]
-    watch: bool,
 }
 
 impl PackArgs {
@@ -146,9 +138,9 @@ pub fn main() -> ExitCode {
     let json_log = cli.log_format == logging::LogFormat::Json;
     logging::install(cli.log_format, default_filter);
     let result = match cli.command {
-        Command::Check(args) if args.watch => check_watch(&args.pack),
-        Command::Check(args) => Ok(check(&args.pack)),
-        Command::Test(args) => Ok(test(&args)),
+        Command::Check(args) if args.watch => check::watch(&args.pack),
+        Command::Check(args) => check::check(&args),
+        Command::Test(args) => Ok(check::test(&args)),
         Command::Eval(args) => eval::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => service::run(&args),
@@ -203,94 +195,6 @@ fn describe(pack: &CompiledPack) -> String {
         tables,
         if tables == 1 { "" } else { "s" }
     )
-}
-
-fn check(args: &PackArgs) -> ExitCode {
-    match args.load() {
-        Ok(pack) => {
-            println!("{}: ok", describe(&pack));
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            print_problems(&problems);
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn test(args: &PackArgs) -> ExitCode {
-    let pack = match args.load() {
-        Ok(pack) => pack,
-        Err(problems) => {
-            print_problems(&problems);
-            println!("0 passed, 0 failed (the pack does not load)");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", describe(&pack));
-    if print_tests(&pack) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Runs the pack's tests, prints one line each and the summary; true if all passed.
-fn print_tests(pack: &CompiledPack) -> bool {
-    let results = packtest::run_pack_tests(pack);
-    for r in &results {
-        if r.passed {
-            println!("ok      {}", r.name);
-        } else {
-            println!("FAILED  {}\n{}", r.name, indent(&r.detail));
-        }
-    }
-    println!("{}", packtest::summary(&results));
-    results.iter().all(|r| r.passed)
-}
-
-/// `check --watch`: check and test now, then again after every settled save, through
-/// the same watcher as hot reload (so what an author sees is what a reload would do).
-fn check_watch(args: &PackArgs) -> anyhow::Result<ExitCode> {
-    let Some(rules) = args.rules_dir() else {
-        anyhow::bail!(
-            "check --watch watches a rule pack folder, and there is no rules/ here: pass --rules DIR"
-        );
-    };
-    let mut dirs = vec![rules];
-    dirs.extend(args.schemas_dir());
-    let shown = dirs
-        .iter()
-        .map(|d| format!("{}/", d.display().to_string().trim_end_matches('/')))
-        .collect::<Vec<_>>()
-        .join(" and ");
-    let args = args.clone();
-    let mut last: Option<String> = None;
-    let mut first = true;
-    let _watcher = reload::watch_paths(&dirs, reload::WatchOptions::default(), move || {
-        let snapshot = args.snapshot();
-        let version = snapshot.as_ref().ok().map(|s| s.version.clone());
-        // Saving without changing anything (or a touch) has nothing new to report.
-        if version.is_some() && version == last {
-            return;
-        }
-        last = version;
-        if !std::mem::take(&mut first) {
-            println!();
-        }
-        match snapshot.and_then(CompiledPack::build) {
-            Ok(pack) => {
-                println!("{}: ok", describe(&pack));
-                print_tests(&pack);
-            }
-            Err(problems) => print_problems(&problems),
-        }
-        println!("watching {shown} (Ctrl-C stops)");
-    })?;
-    // Ctrl-C ends the process; the watch thread does all the work until then.
-    loop {
-        std::thread::park();
-    }
 }
 
 fn indent(text: &str) -> String {

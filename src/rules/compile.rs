@@ -12,10 +12,14 @@
 
 use super::engine::{build_engine, with_limits, Limits, DEADLINE_TOKEN, MEMORY_TOKEN};
 use super::json::{FieldNames, JsonView};
-use super::manifest::{referenced_file, referenced_schema, Manifest, RuleSpec, MANIFEST};
+use super::lint::{self, codes, Documents};
+use super::manifest::{
+    locate_in_manifest, referenced_file, referenced_schema, toml_location, Manifest, RuleSpec,
+    MANIFEST,
+};
 use super::tables::Tables;
 use crate::model::Stage;
-use crate::problem::{line_col, Problem};
+use crate::problem::{line_col, Problem, Severity};
 use crate::schema::{violations, SchemaSet};
 use crate::snapshot::{confine, PackSnapshot};
 use rhai::module_resolvers::ModuleResolver;
@@ -72,6 +76,8 @@ pub struct CompiledPack {
     pub tables: Arc<Tables>,
     pub schemas: Arc<SchemaSet>,
     pub snapshot: Arc<PackSnapshot>,
+    /// The static pass's warnings (`rules::lint`): reported by `check`, never refusing.
+    pub warnings: Vec<Problem>,
 }
 
 impl CompiledPack {
@@ -101,6 +107,15 @@ impl CompiledPack {
         let resolver = PackResolver::new(&snapshot, &limits);
         engine.set_module_resolver(resolver.clone());
 
+        let docs = Documents::new(|name| {
+            snapshot
+                .schemas
+                .get(name)
+                .and_then(|b| String::from_utf8(b.clone()).ok())
+        });
+        let lint_engine = lint::lint_engine(&limits);
+        let table_names: Vec<String> = manifest.tables.keys().cloned().collect();
+        let mut warnings = Vec::new();
         let mut rules = Vec::new();
         for stage in Stage::ALL {
             for (index, spec) in manifest.rules(stage).iter().enumerate() {
@@ -118,7 +133,25 @@ impl CompiledPack {
                     &manifest_path,
                     &pointer,
                 ) {
-                    Ok(rule) => rules.push(rule),
+                    Ok(rule) => {
+                        let found = lint_compiled(
+                            &lint_engine,
+                            &snapshot,
+                            &manifest_path,
+                            spec,
+                            &rule,
+                            &table_names,
+                            &docs,
+                        );
+                        for p in found {
+                            if p.severity == Severity::Warning {
+                                warnings.push(p);
+                            } else {
+                                problems.push(p);
+                            }
+                        }
+                        rules.push(rule);
+                    }
                     Err(mut p) => problems.append(&mut p),
                 }
             }
@@ -145,6 +178,10 @@ impl CompiledPack {
             ));
         }
         if !problems.is_empty() {
+            let text = snapshot.text(MANIFEST).and_then(Result::ok).unwrap_or("");
+            locate_in_manifest(&mut problems, &manifest_path, text, |stage, i| {
+                manifest.rule_name(stage, i)
+            });
             // One broken library imported by several rules is one problem, not several.
             let mut seen = std::collections::HashSet::new();
             problems.retain(|p| seen.insert(p.to_string()));
@@ -161,8 +198,46 @@ impl CompiledPack {
             tables: Arc::new(tables),
             schemas: Arc::new(schemas),
             snapshot: Arc::new(snapshot),
+            warnings,
         })
     }
+}
+
+/// The static pass on one compiled rule (see `rules::lint`).
+fn lint_compiled(
+    engine: &Engine,
+    snapshot: &PackSnapshot,
+    manifest_path: &str,
+    spec: &RuleSpec,
+    rule: &CompiledRule,
+    tables: &[String],
+    docs: &Documents,
+) -> Vec<Problem> {
+    let Some(rel) = rule.path.strip_prefix(&format!("{}/", snapshot.label)) else {
+        return Vec::new();
+    };
+    let Some(Ok(source)) = snapshot.text(rel) else {
+        return Vec::new();
+    };
+    // Its validator compiled already (check_params); here only its property names.
+    let params_schema: Option<Value> = spec.params_schema.as_ref().and_then(|rel| {
+        let rel = confine(rel).ok()?;
+        serde_json::from_str(snapshot.text(&rel)?.ok()?).ok()
+    });
+    let _ = manifest_path;
+    lint::lint_rule(
+        engine,
+        &lint::Rule {
+            name: &spec.name,
+            stage: rule.stage,
+            path: &rule.path,
+            source,
+            params: rule.params.node(),
+            params_schema: params_schema.as_ref(),
+            tables,
+            docs,
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -217,12 +292,17 @@ fn compile_rule(
             entries.push(entry);
         } else if let Some(n) = arities.first() {
             let (line, col) = find_fn(source, entry);
+            let first = match stage {
+                Stage::Enrich => "target",
+                Stage::Direction => "change",
+                _ => "incident",
+            };
             problems.push(Problem::at(
                 &path,
                 line,
                 col,
-                format!("fn {entry} takes {n} parameter(s); the {stage} stage calls {entry}(incident, ctx) with 2"),
-            ));
+                format!("fn {entry} takes {n} parameter(s); the {stage} stage calls {entry}({first}, ctx) with 2"),
+            ).with_code(codes::ENTRY_ARITY).with_hint(format!("declare it as fn {entry}({first}, ctx)")));
         }
     }
     if entries.is_empty() && problems.is_empty() {
@@ -288,6 +368,7 @@ fn check_params(
     if bad.is_empty() {
         Ok(params)
     } else {
+        let text = snapshot.text(MANIFEST).and_then(Result::ok).unwrap_or("");
         Err(bad
             .into_iter()
             .map(|v| {
@@ -296,7 +377,19 @@ fn check_params(
                 } else {
                     v.pointer
                 };
-                Problem::at_pointer(manifest_path, format!("{pointer}/params{at}"), v.message)
+                let full = format!("{pointer}/params{at}");
+                let stage = pointer.split('/').nth(1).unwrap_or("");
+                let message = format!("rule '{}' ({stage}): params{at}: {}", spec.name, v.message);
+                let hint = format!(
+                    "the params must match {}",
+                    spec.params_schema.as_deref().unwrap_or("the params schema")
+                );
+                match toml_location(text, &full) {
+                    Some((line, col)) => Problem::at(manifest_path, Some(line), Some(col), message),
+                    None => Problem::at_pointer(manifest_path, full, message),
+                }
+                .with_code(codes::BAD_PARAMS)
+                .with_hint(hint)
             })
             .collect())
     }
@@ -365,16 +458,21 @@ impl PackResolver {
                 .cloned();
             root_cause.unwrap_or_else(|| {
                 let pos = err.position();
-                let message = match *err {
-                    EvalAltResult::ErrorParsing(ref kind, _) => kind.to_string(),
-                    ref other => strip_position(&other.to_string()),
+                let (message, parse) = match *err {
+                    EvalAltResult::ErrorParsing(ref kind, _) => (kind.to_string(), true),
+                    ref other => (strip_position(&other.to_string()), false),
                 };
-                Problem::at(
+                let problem = Problem::at(
                     path,
                     pos.line(),
                     pos.position().or(pos.line().map(|_| 1)),
-                    message,
-                )
+                    message.clone(),
+                );
+                if parse {
+                    lint::locate_parse_error(text, &message, problem)
+                } else {
+                    problem
+                }
             })
         })?;
         ast.set_source(path);

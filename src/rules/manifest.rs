@@ -102,10 +102,16 @@ impl Manifest {
             .map_err(|e| vec![Problem::in_file(&path, e.to_string())])?;
         let violations = schemas.check(schema::RULE_PACK, &json);
         if !violations.is_empty() {
-            return Err(violations
+            let mut problems: Vec<Problem> = violations
                 .into_iter()
                 .map(|v| Problem::at_pointer(&path, v.pointer, v.message))
-                .collect());
+                .collect();
+            locate_in_manifest(&mut problems, &path, text, |stage, i| {
+                json.pointer(&format!("/{stage}/{i}/name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            return Err(problems);
         }
         let manifest: Manifest = serde_json::from_value(json)
             .map_err(|e| vec![Problem::in_file(&path, format!("invalid manifest: {e}"))])?;
@@ -125,7 +131,58 @@ impl Manifest {
         if problems.is_empty() {
             Ok(manifest)
         } else {
+            locate_in_manifest(&mut problems, &path, text, |stage, i| {
+                manifest.rule_name(stage, i)
+            });
             Err(problems)
+        }
+    }
+
+    /// The name of the `i`th rule of a stage (by its name in pack.toml).
+    pub fn rule_name(&self, stage: &str, i: usize) -> Option<String> {
+        let stage = Stage::ALL.into_iter().find(|s| s.to_string() == stage)?;
+        self.rules(stage).get(i).map(|r| r.name.clone())
+    }
+}
+
+/// Gives every problem that points into the manifest by JSON pointer its `pack.toml`
+/// line and column, and names the rule it is about (`rule 'keep' (filter): …`), so the
+/// author finds it without counting `[[filter]]` tables.
+pub fn locate_in_manifest(
+    problems: &mut [Problem],
+    manifest_path: &str,
+    text: &str,
+    rule_name: impl Fn(&str, usize) -> Option<String>,
+) {
+    for p in problems.iter_mut() {
+        let Some(pointer) = p.pointer.clone() else {
+            continue;
+        };
+        if p.file != manifest_path || p.line.is_some() {
+            continue;
+        }
+        // An unknown key is located at the key itself.
+        let key = p
+            .message
+            .split('\'')
+            .nth(1)
+            .filter(|_| p.message.ends_with("was unexpected)"));
+        let target = match key {
+            Some(key) => format!("{}/{key}", pointer.trim_end_matches('/')),
+            None => pointer.clone(),
+        };
+        if target != "/" {
+            if let Some(start) = toml_span(text, &target, key.is_some()) {
+                let (line, col) = line_col(text, start);
+                p.line = Some(line);
+                p.col = Some(col);
+            }
+        }
+        let mut parts = pointer.split('/').skip(1);
+        if let (Some(stage), Some(Ok(i))) = (parts.next(), parts.next().map(str::parse::<usize>)) {
+            if let Some(name) = rule_name(stage, i) {
+                p.message = format!("rule '{name}' ({stage}): {}", p.message);
+            }
         }
     }
 }
@@ -173,4 +230,65 @@ pub fn referenced_schema(
     schemas
         .compile(&schema)
         .map_err(|m| vec![Problem::in_file(&path, m)])
+}
+
+/// Where the value at a JSON `pointer` of the manifest is written in `pack.toml`: the
+/// 1-based line and column of its TOML span (the pointer's deepest part that exists,
+/// so a missing key points at its table). `None` if the text does not parse.
+pub fn toml_location(text: &str, pointer: &str) -> Option<(usize, usize)> {
+    toml_span(text, pointer, false).map(|start| line_col(text, start))
+}
+
+/// The byte offset where the pointer's value (or, with `at_key`, its key) starts.
+fn toml_span(text: &str, pointer: &str, at_key: bool) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let mut table: Option<&DeTable> = Some(root.get_ref());
+    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
+    for part in pointer.split('/').filter(|p| !p.is_empty()) {
+        let part = part.replace("~1", "/").replace("~0", "~");
+        let (key_span, value) = if let Some(t) = table {
+            match t.iter().find(|(k, _)| k.get_ref().as_ref() == part) {
+                Some((k, v)) => (Some(k.span()), Some(v)),
+                None => (None, None),
+            }
+        } else if let Some(a) = array {
+            (None, part.parse::<usize>().ok().and_then(|i| a.get(i)))
+        } else {
+            (None, None)
+        };
+        let Some(value) = value else { break };
+        span = match key_span {
+            Some(k) if at_key => k,
+            _ => value.span(),
+        };
+        table = None;
+        array = None;
+        match value.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a),
+            _ => {}
+        }
+    }
+    Some(span.start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_toml_line_of_a_pointer() {
+        let text = "name = \"x\"\n\n[[filter]]\nname = \"a\"\n[[filter]]\nname = \"b\"\n[filter.params]\nthreshold = 5\n";
+        assert_eq!(
+            toml_location(text, "/filter/1/params/threshold"),
+            Some((8, 13))
+        );
+        // A key that is not there points at the deepest part that is.
+        assert_eq!(
+            toml_location(text, "/filter/1/params/nope").map(|l| l.0),
+            Some(7)
+        );
+    }
 }

@@ -22,3 +22,4 @@ pub use context::Twin;
 pub use engine::Limits;
 pub use handle::PackHandle;
 pub use pipeline::{Decision, Outcome, RunOptions, Step, Verdict};
+pub mod lint;

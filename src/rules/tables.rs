@@ -139,13 +139,7 @@ fn load_table(
     for (row, at) in rows {
         let located = |pointer: String, message: String| {
             if let Some(line) = at.strip_prefix("line ") {
-                Problem {
-                    file: file_path.clone(),
-                    line: line.parse().ok(),
-                    col: None,
-                    pointer: Some(pointer),
-                    message,
-                }
+                Problem::at(&file_path, line.parse().ok(), None, message).with_pointer(pointer)
             } else {
                 Problem::at_pointer(
                     &file_path,
