@@ -4,8 +4,9 @@
 //! span, the hint — through codespan-reporting (colours only on a terminal), or one
 //! GCC-style line each (`--format short`), or one JSON array (`--format json`, stable
 //! fields for editors and CI). Exit 1 on any error, 0 with warnings only, unless
-//! `--deny-warnings`. `check --watch` judges every save with `packtest::accept`, exactly
-//! what a hot reload runs, and prints only what changed since the previous save.
+//! `--deny-warnings`. `check` and `check --watch` judge a pack with `packtest::accept`
+//! (build, static pass, the pack's own tests), exactly what startup and a hot reload
+//! run; `--watch` prints only what changed since the previous save.
 
 use super::{indent, PackArgs};
 use crate::packtest;
@@ -83,7 +84,8 @@ impl<'p> From<&'p Problem> for JsonFinding<'p> {
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (snapshot, result) = match args.pack.snapshot() {
         Ok(snapshot) => {
-            let result = CompiledPack::build(snapshot.clone());
+            // What run, a reload, demo and the playground accept: built, then its tests.
+            let result = packtest::accept(snapshot.clone());
             (Some(snapshot), result)
         }
         Err(problems) => (None, Err(problems)),

@@ -41,8 +41,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate, compile and statically check a rule pack; print every finding with its
-    /// source line (or --format short|json); exit 1 on errors.
+    /// Accept a rule pack as `run` and a reload would (validate, compile, check statically,
+    /// run its tests); print every finding with its source line (or --format short|json);
+    /// exit 1 on errors.
     Check(check::CheckArgs),
     /// Run the rule pack's own tests (files under tests/ in the pack).
     Test(PackArgs),

@@ -281,7 +281,11 @@ impl Playground {
 /// kept on a built pack join the list here.
 pub fn findings(label: &str, built: &Result<CompiledPack, Vec<Problem>>) -> Vec<Finding> {
     match built {
-        Ok(_) => Vec::new(),
+        Ok(pack) => pack
+            .warnings
+            .iter()
+            .map(|p| finding(label, p.clone(), "check"))
+            .collect(),
         Err(problems) => problems
             .iter()
             .map(|p| finding(label, p.clone(), "build"))
