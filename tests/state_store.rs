@@ -154,7 +154,7 @@ fn begin_create_records_a_pending_link_and_never_clobbers() {
     // Two Defender incidents claiming one Sentinel twin is an error, not a no-op.
     let clash = store.begin_create("D-2", "s-D-1").unwrap_err();
     assert!(
-        matches!(clash, StateError::Sql(ref m) if m.contains("D-2")),
+        matches!(clash, StateError::Sql { .. }) && clash.to_string().contains("D-2"),
         "{clash}"
     );
     assert_eq!(store.link("D-2").unwrap(), None);
@@ -261,7 +261,7 @@ fn commit_is_atomic_when_a_later_statement_fails() {
     };
     let err = store.commit(&commit).unwrap_err();
     assert!(
-        matches!(err, StateError::Sql(ref m) if m.contains("forced failure")),
+        matches!(err, StateError::Sql { .. }) && err.to_string().contains("forced failure"),
         "{err}"
     );
 
