@@ -4,10 +4,12 @@
 //! [`PackSnapshot`](crate::snapshot::PackSnapshot)). Entry points: [`CompiledPack::build`]
 //! and the stage runners in [`pipeline`].
 
+pub mod blame;
 pub mod budget;
 pub mod call;
 pub mod compile;
 pub mod context;
+pub mod delta;
 pub mod engine;
 pub mod handle;
 pub mod json;
@@ -21,4 +23,6 @@ pub use compile::{CompiledPack, CompiledRule};
 pub use context::Twin;
 pub use engine::Limits;
 pub use handle::PackHandle;
-pub use pipeline::{Decision, Outcome, RunOptions, Step, Verdict};
+pub use pipeline::{
+    Decision, ExplainStep, Explained, FieldDelta, PipelineResult, RunOptions, Verdict,
+};
