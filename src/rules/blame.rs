@@ -92,7 +92,7 @@ fn describe(
                 .unwrap_or_else(|| options.to_string());
             OutputViolation {
                 pointer: at.to_string(),
-                message: format!("{shown} is not an allowed value; allowed: {allowed}"),
+                message: format!("{shown} is not one of {allowed}"),
             }
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {

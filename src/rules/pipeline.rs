@@ -43,6 +43,7 @@ pub struct ExplainStep {
     pub stage: Stage,
     pub file: String,
     /// Top-level fields of the target this rule set or changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
     /// Filter result or direction decision, for those stages.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -478,9 +479,23 @@ impl CompiledPack {
         only: Option<&str>,
         opts: &RunOptions,
     ) -> Result<Decision, RuleError> {
+        let mut steps = Vec::new();
+        let decision = self.decide_steps(change, incident, only, opts, &mut steps)?;
+        Ok(Decision { steps, ..decision })
+    }
+
+    /// [`Self::decide`], with each rule's answer in `steps` instead of the decision, the
+    /// failing rule's too: what `eval --to direction --explain` shows.
+    pub fn decide_steps(
+        &self,
+        change: &FieldChange,
+        incident: Arc<Value>,
+        only: Option<&str>,
+        opts: &RunOptions,
+        steps: &mut Vec<ExplainStep>,
+    ) -> Result<Decision, RuleError> {
         let prepared = self.prepare(incident, Side::Defender, opts);
         let change = Dynamic::from(JsonView::new(Arc::new(change.to_script_value())));
-        let mut steps = Vec::new();
         for rule in self.selected(Stage::Direction, only) {
             let out = call_rule(
                 rule,
@@ -489,7 +504,7 @@ impl CompiledPack {
                 &change,
                 &self.ctx(&prepared, rule),
             )
-            .map_err(|e| failed(&mut steps, rule, e))?;
+            .map_err(|e| failed(steps, rule, e))?;
             if out.is_unit() {
                 steps.push(step(rule, Vec::new(), Some("()".into()), None));
                 continue;
@@ -500,11 +515,11 @@ impl CompiledPack {
                 .ok()
                 .and_then(|s| Flow::parse(&s));
             let Some(flow) = flow else {
-                return Err(bad_return(
+                let wanted = "\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()";
+                return Err(failed(
+                    steps,
                     rule,
-                    "direction",
-                    "\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()",
-                    &out,
+                    bad_return(rule, "direction", wanted, &out),
                 ));
             };
             steps.push(step(rule, Vec::new(), Some(flow.name().into()), None));
@@ -512,14 +527,14 @@ impl CompiledPack {
                 flow,
                 rule: Some(rule.name.clone()),
                 pack_version: self.version.clone(),
-                steps,
+                steps: Vec::new(),
             });
         }
         Ok(Decision {
             flow: Flow::Skip,
             rule: None,
             pack_version: self.version.clone(),
-            steps,
+            steps: Vec::new(),
         })
     }
 }
