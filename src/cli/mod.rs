@@ -6,7 +6,9 @@ mod demo;
 mod doctor;
 mod emulate;
 mod eval;
+mod functions;
 mod logging;
+mod repl;
 mod service;
 
 use crate::packtest;
@@ -46,6 +48,10 @@ enum Command {
     Test(PackArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
     Eval(eval::EvalArgs),
+    /// Evaluate expressions against an incident with the pack's natives, params and tables.
+    Repl(repl::ReplArgs),
+    /// The function reference: every native, ctx member and allowed Rhai feature.
+    Functions(functions::FunctionsArgs),
     /// Run the local Graph + Sentinel API emulator until Ctrl-C (prints its info JSON first).
     Emulate(emulate::EmulateArgs),
     /// The sync service: poll both sides and keep them in sync until SIGINT/SIGTERM.
@@ -147,6 +153,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => Ok(check(&args.pack)),
         Command::Test(args) => Ok(test(&args)),
         Command::Eval(args) => eval::run(&args),
+        Command::Repl(args) => repl::run(&args),
+        Command::Functions(args) => functions::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => service::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -16,6 +16,8 @@ pub mod json;
 pub mod manifest;
 pub mod natives;
 pub mod pipeline;
+pub mod reference;
+pub mod session;
 pub mod tables;
 
 pub use call::{RuleError, RuleErrorKind};

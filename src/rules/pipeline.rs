@@ -144,7 +144,7 @@ impl CompiledPack {
         }
     }
 
-    fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
+    pub(crate) fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
         Dynamic::from(Ctx {
             env: prepared.env.clone(),
             rule: rule.script_name.clone(),
