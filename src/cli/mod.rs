@@ -10,6 +10,7 @@ mod functions;
 mod logging;
 mod repl;
 mod service;
+mod test_cmd;
 
 use crate::packtest;
 use crate::problem::Problem;
@@ -45,7 +46,7 @@ enum Command {
     /// Validate and compile a rule pack; print every problem as path:line:col: message.
     Check(CheckArgs),
     /// Run the rule pack's own tests (files under tests/ in the pack).
-    Test(PackArgs),
+    Test(test_cmd::TestArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
     Eval(eval::EvalArgs),
     /// Evaluate expressions against an incident with the pack's natives, params and tables.
@@ -151,7 +152,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) if args.watch => check_watch(&args.pack),
         Command::Check(args) => Ok(check(&args.pack)),
-        Command::Test(args) => Ok(test(&args)),
+        Command::Test(args) => test_cmd::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Repl(args) => repl::run(&args),
         Command::Functions(args) => functions::run(&args),
@@ -219,23 +220,6 @@ fn check(args: &PackArgs) -> ExitCode {
             print_problems(&problems);
             ExitCode::FAILURE
         }
-    }
-}
-
-fn test(args: &PackArgs) -> ExitCode {
-    let pack = match args.load() {
-        Ok(pack) => pack,
-        Err(problems) => {
-            print_problems(&problems);
-            println!("0 passed, 0 failed (the pack does not load)");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", describe(&pack));
-    if print_tests(&pack) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 
