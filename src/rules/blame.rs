@@ -214,7 +214,7 @@ fn last_writer<'s>(writers: &[&'s ExplainStep], pointer: &str) -> Option<&'s Exp
         return writers
             .iter()
             .rev()
-            .find(|s| s.changed.iter().any(|c| *c == field))
+            .find(|s| s.changed.contains(&field))
             .copied();
     }
     let mut before: Option<&Value> = None;
