@@ -5,8 +5,13 @@
 //! sets `owner.email` shows that one field, not the whole owner. Arrays and scalars are
 //! compared as whole values: a label list that gained one label shows the list before
 //! and after, which reads better than index-by-index changes of a shifted list.
+//!
+//! Also the cheap comparison every run makes: which top-level fields of a script
+//! value an enrich rule changed ([`changed_fields`]), by structural equality.
 
+use super::json::JsonView;
 use super::pipeline::FieldDelta;
+use rhai::{Dynamic, ImmutableString, Map};
 use serde_json::Value;
 
 /// Appends to `out` every change from `old` to `new` below `pointer`, in key order.
@@ -37,6 +42,61 @@ pub fn field_deltas(
         }),
         _ => {}
     }
+}
+
+/// Top-level keys whose values differ between two maps (added, removed or changed).
+pub fn changed_fields(before: &Dynamic, after: &Dynamic) -> Vec<String> {
+    let (Some(before), Some(after)) = (before.read_lock::<Map>(), after.read_lock::<Map>()) else {
+        return Vec::new();
+    };
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(k.as_str()).is_none_or(|old| !dyn_eq(old, v)))
+        .map(|(k, _)| k.to_string())
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(k.as_str()))
+                .map(|k| k.to_string()),
+        )
+        .collect();
+    changed.sort();
+    changed
+}
+
+/// Structural equality of script values (Rhai's `Dynamic` has none).
+pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
+    if a.type_id() != b.type_id() {
+        return false;
+    }
+    // Most values are strings, and an unchanged one is still the same shared string.
+    if let (Some(x), Some(y)) = (
+        a.read_lock::<ImmutableString>(),
+        b.read_lock::<ImmutableString>(),
+    ) {
+        return x.ptr_eq(&y) || *x == *y;
+    }
+    if a.is_unit() {
+        return true;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
+        return x.len() == y.len()
+            && x.iter()
+                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| dyn_eq(v, w)));
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<rhai::Array>(), b.read_lock::<rhai::Array>()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| dyn_eq(v, w));
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<JsonView>(), b.read_lock::<JsonView>()) {
+        return x.node() == y.node();
+    }
+    a.to_string() == b.to_string()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod call;
 pub mod compile;
 pub mod context;
 pub mod delta;
+pub mod direction;
 pub mod engine;
 pub mod handle;
 pub mod json;

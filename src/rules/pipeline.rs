@@ -15,8 +15,9 @@ use super::blame;
 use super::call::{call_rule, RuleError, RuleErrorKind};
 use super::compile::{CompiledPack, CompiledRule};
 use super::context::{CallEnv, Ctx, Twin};
+use super::delta::changed_fields;
 use super::json::{dynamic_to_value, JsonView};
-use crate::model::{FieldChange, Flow, Side, Stage};
+use crate::model::{Flow, Side, Stage};
 use crate::schema;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde::Serialize;
@@ -152,7 +153,7 @@ impl CompiledPack {
         })
     }
 
-    fn selected<'a>(
+    pub(super) fn selected<'a>(
         &'a self,
         stage: Stage,
         only: Option<&'a str>,
@@ -469,77 +470,9 @@ impl CompiledPack {
         };
         Ok((body, schema_name, prefix))
     }
-
-    /// Asks the direction rules, in order, where a changed field should flow. The first
-    /// rule that returns a flow decides; `()` means "no opinion, ask the next rule".
-    pub fn decide(
-        &self,
-        change: &FieldChange,
-        incident: Arc<Value>,
-        only: Option<&str>,
-        opts: &RunOptions,
-    ) -> Result<Decision, RuleError> {
-        let mut steps = Vec::new();
-        let decision = self.decide_steps(change, incident, only, opts, &mut steps)?;
-        Ok(Decision { steps, ..decision })
-    }
-
-    /// [`Self::decide`], with each rule's answer in `steps` instead of the decision, the
-    /// failing rule's too: what `eval --to direction --explain` shows.
-    pub fn decide_steps(
-        &self,
-        change: &FieldChange,
-        incident: Arc<Value>,
-        only: Option<&str>,
-        opts: &RunOptions,
-        steps: &mut Vec<ExplainStep>,
-    ) -> Result<Decision, RuleError> {
-        let prepared = self.prepare(incident, Side::Defender, opts);
-        let change = Dynamic::from(JsonView::new(Arc::new(change.to_script_value())));
-        for rule in self.selected(Stage::Direction, only) {
-            let out = call_rule(
-                rule,
-                (&self.limits, &self.field_names),
-                "direction",
-                &change,
-                &self.ctx(&prepared, rule),
-            )
-            .map_err(|e| failed(steps, rule, e))?;
-            if out.is_unit() {
-                steps.push(step(rule, Vec::new(), Some("()".into()), None));
-                continue;
-            }
-            let flow = out
-                .clone()
-                .into_immutable_string()
-                .ok()
-                .and_then(|s| Flow::parse(&s));
-            let Some(flow) = flow else {
-                let wanted = "\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()";
-                return Err(failed(
-                    steps,
-                    rule,
-                    bad_return(rule, "direction", wanted, &out),
-                ));
-            };
-            steps.push(step(rule, Vec::new(), Some(flow.name().into()), None));
-            return Ok(Decision {
-                flow,
-                rule: Some(rule.name.clone()),
-                pack_version: self.version.clone(),
-                steps: Vec::new(),
-            });
-        }
-        Ok(Decision {
-            flow: Flow::Skip,
-            rule: None,
-            pack_version: self.version.clone(),
-            steps: Vec::new(),
-        })
-    }
 }
 
-fn step(
+pub(super) fn step(
     rule: &CompiledRule,
     changed: Vec<String>,
     result: Option<String>,
@@ -557,7 +490,12 @@ fn step(
     }
 }
 
-fn bad_return(rule: &CompiledRule, entry: &str, wanted: &str, got: &Dynamic) -> RuleError {
+pub(super) fn bad_return(
+    rule: &CompiledRule,
+    entry: &str,
+    wanted: &str,
+    got: &Dynamic,
+) -> RuleError {
     let shown = if got.is_unit() {
         "()".to_string()
     } else {
@@ -603,7 +541,11 @@ fn output_error(
 }
 
 /// Records a rule's failure as the last step, and passes the error on.
-fn failed(steps: &mut Vec<ExplainStep>, rule: &CompiledRule, error: RuleError) -> RuleError {
+pub(super) fn failed(
+    steps: &mut Vec<ExplainStep>,
+    rule: &CompiledRule,
+    error: RuleError,
+) -> RuleError {
     let mut step = step(rule, Vec::new(), None, None);
     step.error = Some(error.message.clone());
     steps.push(step);
@@ -625,59 +567,4 @@ fn explain_step(step: &mut ExplainStep, before: &[ExplainStep], target: &Dynamic
         .unwrap_or(&empty);
     super::delta::field_deltas("", Some(previous), Some(&now), &mut step.changes);
     step.document = Some(now);
-}
-
-/// Top-level keys whose values differ between two maps (added, removed or changed).
-fn changed_fields(before: &Dynamic, after: &Dynamic) -> Vec<String> {
-    let (Some(before), Some(after)) = (before.read_lock::<Map>(), after.read_lock::<Map>()) else {
-        return Vec::new();
-    };
-    let mut changed: Vec<String> = after
-        .iter()
-        .filter(|(k, v)| before.get(k.as_str()).is_none_or(|old| !dyn_eq(old, v)))
-        .map(|(k, _)| k.to_string())
-        .chain(
-            before
-                .keys()
-                .filter(|k| !after.contains_key(k.as_str()))
-                .map(|k| k.to_string()),
-        )
-        .collect();
-    changed.sort();
-    changed
-}
-
-/// Structural equality of script values (Rhai's `Dynamic` has none).
-pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
-    if a.type_id() != b.type_id() {
-        return false;
-    }
-    // Most values are strings, and an unchanged one is still the same shared string.
-    if let (Some(x), Some(y)) = (
-        a.read_lock::<ImmutableString>(),
-        b.read_lock::<ImmutableString>(),
-    ) {
-        return x.ptr_eq(&y) || *x == *y;
-    }
-    if a.is_unit() {
-        return true;
-    }
-    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
-        return x == y;
-    }
-    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
-        return x == y;
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
-        return x.len() == y.len()
-            && x.iter()
-                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| dyn_eq(v, w)));
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<rhai::Array>(), b.read_lock::<rhai::Array>()) {
-        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| dyn_eq(v, w));
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<JsonView>(), b.read_lock::<JsonView>()) {
-        return x.node() == y.node();
-    }
-    a.to_string() == b.to_string()
 }
