@@ -2,11 +2,16 @@
 //! stage or pipeline to run, and the expected output or decision
 //! (`schemas/pack-test.schema.json`). The one runner behind `rulebridge test`, hot
 //! reload's test step and the project's integration tests.
+//!
+//! A failing test says, for each differing output field, which rule last wrote it (the
+//! same blame as an output failure, [`crate::rules::blame`]), and carries the spec it
+//! would have with the current output accepted, for `rulebridge test --update`. Arrays
+//! at the pointers a test lists in `unordered` compare as multisets.
 
 use crate::model::{FieldChange, Side};
 use crate::problem::Problem;
 use crate::rules::json::value_to_dynamic;
-use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
+use crate::rules::{blame, CompiledPack, RuleError, RunOptions, Verdict};
 use crate::schema::{self, violations};
 use crate::snapshot::{confine, PackSnapshot};
 use serde_json::Value;
@@ -23,6 +28,26 @@ pub struct TestResult {
     pub passed: bool,
     /// Why it failed: a diff, an unexpected error, a malformed test.
     pub detail: String,
+    /// The pack-relative path of the test file.
+    pub rel: String,
+    /// For a failing test whose expectation can be accepted: the test with its
+    /// expectation replaced by what the run produced (`rulebridge test --update`).
+    pub updated: Option<Value>,
+}
+
+/// Why a test failed, and the spec that would accept the current output.
+struct Failure {
+    detail: String,
+    updated: Option<Value>,
+}
+
+impl From<String> for Failure {
+    fn from(detail: String) -> Self {
+        Failure {
+            detail,
+            updated: None,
+        }
+    }
 }
 
 /// A failing test's detail is cut to this many lines in the problem that refuses a
@@ -57,10 +82,24 @@ fn first_lines(detail: &str) -> String {
 
 /// Runs every `tests/**/*.json` of the pack, in path order.
 pub fn run_pack_tests(pack: &CompiledPack) -> Vec<TestResult> {
+    run_pack_tests_named(pack, None)
+}
+
+/// Whether a test file is the one `name` asks for: its file name with or without
+/// `.json`, or its path within the pack.
+pub fn is_named(rel: &str, name: &str) -> bool {
+    let file = rel.rsplit('/').next().unwrap_or(rel);
+    [rel, file, file.trim_end_matches(".json")].contains(&name)
+        || rel.trim_end_matches(".json") == name.trim_end_matches(".json")
+}
+
+/// Runs the pack's tests (only the one called `name`, if given), in path order.
+pub fn run_pack_tests_named(pack: &CompiledPack, name: Option<&str>) -> Vec<TestResult> {
     pack.snapshot
         .files
         .keys()
         .filter(|rel| rel.starts_with("tests/") && rel.ends_with(".json"))
+        .filter(|rel| name.is_none_or(|n| is_named(rel, n)))
         .map(|rel| {
             let name = pack.snapshot.display_path(rel);
             match run_one(pack, rel) {
@@ -68,11 +107,15 @@ pub fn run_pack_tests(pack: &CompiledPack) -> Vec<TestResult> {
                     name,
                     passed: true,
                     detail: String::new(),
+                    rel: rel.clone(),
+                    updated: None,
                 },
-                Err(detail) => TestResult {
+                Err(failure) => TestResult {
                     name,
                     passed: false,
-                    detail,
+                    detail: failure.detail,
+                    rel: rel.clone(),
+                    updated: failure.updated,
                 },
             }
         })
@@ -88,7 +131,7 @@ pub fn summary(results: &[TestResult]) -> String {
     format!("{passed} passed, {} failed", results.len() - passed)
 }
 
-fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
+fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), Failure> {
     let spec = read_json(pack, rel)?;
     let bad = pack
         .schemas
@@ -98,7 +141,8 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
     if let Some(v) = bad.first() {
         return Err(
             Problem::at_pointer(pack.snapshot.display_path(rel), &v.pointer, &v.message)
-                .to_string(),
+                .to_string()
+                .into(),
         );
     }
     let run = spec["run"].as_str().unwrap_or("pipeline");
@@ -111,7 +155,7 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
     if let Some(name) = only {
         let found = pack.rule(name).map(|r| r.stage.name());
         if found != Some(run) {
-            return Err(format!("no enabled {run} rule named '{name}'"));
+            return Err(format!("no enabled {run} rule named '{name}'").into());
         }
     }
     let opts = RunOptions {
@@ -127,6 +171,7 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
         explain: false,
     };
     let input = Arc::new(resolve_input(pack, &spec["input"])?);
+    let explain_input = input.clone();
     let expect = &spec["expect"];
 
     let result: Result<Observed, RuleError> = match run {
@@ -176,27 +221,33 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
             )
             .map(|d| (None, None, Some(d.flow.name().to_string())))
         }
-        other => return Err(format!("unknown run '{other}'")),
+        other => return Err(format!("unknown run '{other}'").into()),
     };
 
     let (synced, output, decision) = match (result, expect.get("error").and_then(Value::as_str)) {
         (Err(err), Some(wanted)) if err.to_string().contains(wanted) => return Ok(()),
         (Err(err), Some(wanted)) => {
-            return Err(format!(
-                "expected an error containing '{wanted}', got: {err}"
-            ))
+            return Err(format!("expected an error containing '{wanted}', got: {err}").into())
         }
-        (Err(err), None) => return Err(format!("rule error: {err}")),
+        (Err(err), None) => return Err(format!("rule error: {err}").into()),
         (Ok(_), Some(wanted)) => {
-            return Err(format!(
-                "expected an error containing '{wanted}', but the run succeeded"
-            ))
+            return Err(
+                format!("expected an error containing '{wanted}', but the run succeeded").into(),
+            )
         }
         (Ok(r), None) => r,
     };
     let mut failures = Vec::new();
+    let mut updated = spec.clone();
+    let unordered: Vec<&str> = spec["unordered"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if let Some(want) = expect.get("synced").and_then(Value::as_bool) {
         if synced != Some(want) {
+            updated["expect"]["synced"] = synced.map_or(Value::Null, Value::Bool);
             failures.push(format!(
                 "expected synced = {want}, got {}",
                 synced.map_or("n/a".into(), |s| s.to_string())
@@ -205,6 +256,7 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
     }
     if let Some(want) = expect.get("decision").and_then(Value::as_str) {
         if decision.as_deref() != Some(want) {
+            updated["expect"]["decision"] = decision.clone().map_or(Value::Null, Value::String);
             failures.push(format!(
                 "expected decision {want}, got {}",
                 decision.as_deref().unwrap_or("none")
@@ -215,19 +267,81 @@ fn run_one(pack: &CompiledPack, rel: &str) -> Result<(), String> {
         if let Some(want) = expect.get(key) {
             let got = output.clone().unwrap_or(Value::Null);
             let shown = if subset { project(&got, want) } else { got };
-            if &shown != want {
-                failures.push(format!(
+            let (want_cmp, shown_cmp) =
+                (sorted_at(want, &unordered), sorted_at(&shown, &unordered));
+            if want_cmp != shown_cmp {
+                let mut text = format!(
                     "{key} differs (- expected, + actual):\n{}",
-                    diff(want, &shown)
-                ));
+                    diff(&want_cmp, &shown_cmp)
+                );
+                if run == "pipeline" {
+                    text.push_str(&setters(
+                        pack,
+                        explain_input.clone(),
+                        source,
+                        &opts,
+                        &want_cmp,
+                        &shown_cmp,
+                    ));
+                }
+                failures.push(text);
+                updated["expect"][key] = shown;
             }
         }
     }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(failures.join("\n"))
+        Err(Failure {
+            detail: failures.join("\n"),
+            updated: Some(updated),
+        })
     }
+}
+
+/// A copy of `value` with the arrays at `pointers` sorted (by their JSON text), so
+/// that those lists compare without regard to order.
+fn sorted_at(value: &Value, pointers: &[&str]) -> Value {
+    let mut value = value.clone();
+    for pointer in pointers {
+        if let Some(Value::Array(items)) = value.pointer_mut(pointer) {
+            items.sort_by_cached_key(|v| v.to_string());
+        }
+    }
+    value
+}
+
+/// For each output field that differs, the rule that last wrote it (from a re-run that
+/// keeps every step's document).
+fn setters(
+    pack: &CompiledPack,
+    input: Arc<Value>,
+    source: Side,
+    opts: &RunOptions,
+    want: &Value,
+    got: &Value,
+) -> String {
+    let explained = pack.explain_pipeline(input, source, opts);
+    let prefix = if source == Side::Defender {
+        "/properties"
+    } else {
+        ""
+    };
+    let mut pointers = Vec::new();
+    crate::rules::delta::field_deltas("", Some(want), Some(got), &mut pointers);
+    let mut out = String::new();
+    for delta in pointers {
+        let in_target = delta.pointer.strip_prefix(prefix).unwrap_or(&delta.pointer);
+        let line = match blame::culprit(&explained.steps, in_target) {
+            Some(step) => format!(
+                "    {}: set by rule '{}' ({})\n",
+                delta.pointer, step.rule, step.file
+            ),
+            None => format!("    {}: set by no rule\n", delta.pointer),
+        };
+        out.push_str(&line);
+    }
+    out
 }
 
 fn read_json(pack: &CompiledPack, rel: &str) -> Result<Value, String> {

@@ -143,6 +143,11 @@ impl SchemaSet {
             .map_err(|e| format!("not a valid JSON Schema: {e}"))
     }
 
+    /// The schema document with this `$id` (blame reads property names from it).
+    pub fn document(&self, id: &str) -> Option<&Value> {
+        self.documents.get(id.trim_end_matches('#'))
+    }
+
     pub fn validator(&self, name: &str) -> Option<&Arc<Validator>> {
         self.validators.get(name)
     }

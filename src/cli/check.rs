@@ -1,4 +1,4 @@
-//! `check`, `test` and `check --watch`: what a rule author reads.
+//! `check` and `check --watch`: what a rule author reads.
 //!
 //! `check` prints every finding like rustc does — the source line, carets under the
 //! span, the hint — through codespan-reporting (colours only on a terminal), or one
@@ -11,7 +11,6 @@
 use super::{indent, PackArgs};
 use crate::packtest;
 use crate::problem::{Problem, Severity};
-use crate::rules::CompiledPack;
 use crate::snapshot::PackSnapshot;
 use clap::{Args, ValueEnum};
 use codespan_reporting::diagnostic::{Diagnostic, Label};
@@ -239,37 +238,6 @@ fn span(text: &str, p: &Problem) -> Option<std::ops::Range<usize>> {
         }
     };
     Some(start..end.max(start))
-}
-
-pub fn test(args: &PackArgs) -> ExitCode {
-    let pack = match args.load() {
-        Ok(pack) => pack,
-        Err(problems) => {
-            super::print_problems(&problems);
-            println!("0 passed, 0 failed (the pack does not load)");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("{}", super::describe(&pack));
-    if print_tests(&pack) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Runs the pack's tests, prints one line each and the summary; true if all passed.
-fn print_tests(pack: &CompiledPack) -> bool {
-    let results = packtest::run_pack_tests(pack);
-    for r in &results {
-        if r.passed {
-            println!("ok      {}", r.name);
-        } else {
-            println!("FAILED  {}\n{}", r.name, indent(&r.detail));
-        }
-    }
-    println!("{}", packtest::summary(&results));
-    results.iter().all(|r| r.passed)
 }
 
 /// What one `check --watch` run found: every finding's line, and whether it was accepted.

@@ -7,9 +7,12 @@ mod demo;
 mod doctor;
 mod emulate;
 mod eval;
+mod functions;
 mod logging;
 mod playground;
+mod repl;
 mod service;
+mod test_cmd;
 
 use crate::packtest;
 use crate::problem::Problem;
@@ -46,9 +49,13 @@ enum Command {
     /// exit 1 on errors.
     Check(check::CheckArgs),
     /// Run the rule pack's own tests (files under tests/ in the pack).
-    Test(PackArgs),
+    Test(test_cmd::TestArgs),
     /// Run filter -> map -> enrich on one incident and print the request body.
     Eval(eval::EvalArgs),
+    /// Evaluate expressions against an incident with the pack's natives, params and tables.
+    Repl(repl::ReplArgs),
+    /// The function reference: every native, ctx member and allowed Rhai feature.
+    Functions(functions::FunctionsArgs),
     /// Run the local Graph + Sentinel API emulator until Ctrl-C (prints its info JSON first).
     Emulate(emulate::EmulateArgs),
     /// The sync service: poll both sides and keep them in sync until SIGINT/SIGTERM.
@@ -141,8 +148,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) if args.watch => check::watch(&args.pack),
         Command::Check(args) => check::check(&args),
-        Command::Test(args) => Ok(check::test(&args)),
+        Command::Test(args) => test_cmd::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Repl(args) => repl::run(&args),
+        Command::Functions(args) => functions::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => service::run(&args),
         Command::Demo(args) => demo::run(&args),

@@ -13,7 +13,7 @@ use super::files::{self, PathError};
 use crate::model::Side;
 use crate::packtest;
 use crate::problem::Problem;
-use crate::rules::{CompiledPack, Outcome, RuleError, RunOptions, Twin};
+use crate::rules::{CompiledPack, PipelineResult, RuleError, RunOptions, Twin};
 use crate::snapshot::PackSnapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,7 +95,7 @@ pub struct EvalReport {
     pub findings: Vec<Finding>,
     /// Which side the sample was read as.
     pub source: Option<Side>,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<PipelineResult>,
     /// The pipeline's failure on this sample (also a finding when it has a place).
     pub error: Option<RuleError>,
     /// Why there is no sample to run (bad JSON, unknown sample file).

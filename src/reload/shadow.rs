@@ -10,7 +10,7 @@
 
 use crate::model::Side;
 use crate::rules::natives::clip;
-use crate::rules::{CompiledPack, Outcome, RunOptions, Step, Verdict};
+use crate::rules::{CompiledPack, ExplainStep, PipelineResult, RunOptions, Verdict};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -95,7 +95,7 @@ pub fn shadow(
 }
 
 /// (rule, example) for every difference between two outcomes of one incident.
-fn differences(id: &str, before: &Outcome, after: &Outcome) -> Vec<(String, String)> {
+fn differences(id: &str, before: &PipelineResult, after: &PipelineResult) -> Vec<(String, String)> {
     match (&before.verdict, &after.verdict) {
         (Verdict::Filtered { .. }, Verdict::Filtered { .. }) => Vec::new(),
         (Verdict::Synced { .. }, Verdict::Filtered { rule }) => {
@@ -146,7 +146,7 @@ fn fields(body: &Value) -> Map<String, Value> {
 }
 
 /// The last rule that set `field`: later steps overwrite earlier ones.
-fn setter<'a>(steps: &'a [Step], field: &str) -> Option<&'a str> {
+fn setter<'a>(steps: &'a [ExplainStep], field: &str) -> Option<&'a str> {
     steps
         .iter()
         .rev()

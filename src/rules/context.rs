@@ -20,6 +20,7 @@
 //! | `ctx.in_table(table, key)` | whether `key` is in `table` |
 
 use super::json::JsonView;
+use super::reference::FnDoc;
 use super::tables::Tables;
 use crate::model::Side;
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Position};
@@ -90,6 +91,21 @@ fn unknown_table(name: &str, tables: &Tables) -> Box<EvalAltResult> {
     )
     .into()
 }
+
+/// The reference entries for [`register`] (see `reference.rs`).
+pub const DOCS: &[FnDoc] = &[
+    FnDoc { name: "get$params", signature: "ctx.params -> Json", doc: "The rule's params from pack.toml, validated against its params schema", example: "ctx.params.unknown_severity", result: r#""Medium""# },
+    FnDoc { name: "get$pack_version", signature: "ctx.pack_version -> string", doc: "Content hash of the pack that is deciding (recorded in audit rows)", example: "ctx.pack_version.len()", result: "12" },
+    FnDoc { name: "get$sync_time", signature: "ctx.sync_time -> string", doc: "RFC 3339 time of this sync pass; rules never read the clock", example: "ctx.sync_time", result: r#""2026-01-01T00:00:00Z""# },
+    FnDoc { name: "get$source", signature: "ctx.source -> string", doc: "Where the incident comes from: `\"defender\"` or `\"sentinel\"`", example: "ctx.source", result: r#""defender""# },
+    FnDoc { name: "get$target", signature: "ctx.target -> string", doc: "Where the output goes: the other side", example: "ctx.target", result: r#""sentinel""# },
+    FnDoc { name: "get$incident", signature: "ctx.incident -> Json", doc: "The source incident (what `enrich` and `direction` rules read it through)", example: "ctx.incident.id", result: r#""29""# },
+    FnDoc { name: "get$linked", signature: "ctx.linked -> bool", doc: "Whether the incident is already linked to its twin", example: "ctx.linked", result: "false" },
+    FnDoc { name: "get$twin", signature: "ctx.twin -> string", doc: "Who made the twin: `\"rulebridge\"`, or `\"connector\"` (Microsoft's Defender XDR connector)", example: "ctx.twin", result: r#""rulebridge""# },
+    FnDoc { name: "get$rule", signature: "ctx.rule -> string", doc: "The name of the running rule", example: "ctx.rule", result: r#""microsoft-standard""# },
+    FnDoc { name: "lookup", signature: "ctx.lookup(table: string, key: string) -> Json | ()", doc: "The row of a lookup table for `key` (`()` if none); an unknown table is an error naming the known ones", example: r#"ctx.lookup("vip_accounts", "CEO@contoso.com").tier"#, result: r#""executive""# },
+    FnDoc { name: "in_table", signature: "ctx.in_table(table: string, key: string) -> bool", doc: "Whether `key` is in the table", example: r#"ctx.in_table("vip_accounts", "nobody@contoso.com")"#, result: "false" },
+];
 
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<Ctx>("Ctx");

@@ -10,6 +10,7 @@
 //! Invariant: the `Value` behind the `Arc` is never mutated while views exist, which is
 //! what makes the pointer inside a view valid (see [`JsonView::node`]).
 
+use super::reference::FnDoc;
 use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -294,6 +295,27 @@ fn to_value(value: &Dynamic) -> Result<Value, (Vec<String>, String)> {
         ),
     ))
 }
+
+/// The reference entries for [`register`] (see `reference.rs`). Field getters
+/// (`get$<name>`) are one entry: `view.field`.
+pub const DOCS: &[FnDoc] = &[
+    FnDoc { name: "get$", signature: "view.field -> Json | scalar | ()", doc: "A field of an object view; `()` when missing or null (so `view.field ?? default` works)", example: "incident.severity", result: r#""high""# },
+    FnDoc { name: "index$get$", signature: "view[key: string | int] -> Json | scalar | ()", doc: "A field by name, or an array element by index (negative counts from the end); `()` when missing", example: r#"incident.alerts[-1]["title"]"#, result: r#""Credential theft""# },
+    FnDoc { name: "index$set$", signature: "view[key] = value", doc: "Refused: views are read-only (copy with `to_map()` / `to_array()` to change)", example: r#"incident.to_map().status"#, result: r#""active""# },
+    FnDoc { name: "len", signature: "view.len() -> int", doc: "Number of fields (object) or elements (array), 0 otherwise", example: "{ let alerts = incident.alerts; alerts.len() }", result: "2" },
+    FnDoc { name: "is_empty", signature: "view.is_empty() -> bool", doc: "Whether `len()` is 0", example: "{ let alerts = incident.alerts; alerts.is_empty() }", result: "false" },
+    FnDoc { name: "is_map", signature: "view.is_map() -> bool", doc: "Whether the view is a JSON object", example: "{ let first = incident.alerts[0]; first.is_map() }", result: "true" },
+    FnDoc { name: "is_array", signature: "view.is_array() -> bool", doc: "Whether the view is a JSON array", example: "{ let alerts = incident.alerts; alerts.is_array() }", result: "true" },
+    FnDoc { name: "keys", signature: "view.keys() -> array", doc: "The field names of an object view (`[]` otherwise)", example: "{ let e = incident.alerts[0].evidence[1]; e.keys() }", result: r#"["userAccount"]"# },
+    FnDoc { name: "values", signature: "view.values() -> array", doc: "The elements of an array view, or the field values of an object view", example: "{ let tags = incident.customTags; tags.values() }", result: r#"["Demo","","Demo"]"# },
+    FnDoc { name: "to_map", signature: "view.to_map() -> map", doc: "A modifiable copy (a Rhai map or array)", example: r#"{ let e = incident.alerts[1].evidence[1]; let m = e.to_map(); m.seen = true; m }"#, result: r#"{"deviceDnsName":"dc1.contoso.com","seen":true}"# },
+    FnDoc { name: "to_array", signature: "view.to_array() -> array", doc: "The elements as a modifiable array", example: r#"{ let tags = incident.customTags; let a = tags.to_array(); a.push("x"); a.len() }"#, result: "4" },
+    FnDoc { name: "contains", signature: "key in view", doc: "A key of an object view, or a string or integer element of an array view", example: r#""Demo" in incident.customTags"#, result: "true" },
+    FnDoc { name: "to_string", signature: "view.to_string() -> string", doc: "The view as compact JSON text (also what `${view}` in a template gives)", example: "{ let tags = incident.customTags; tags.to_string() }", result: r#""[\"Demo\",\"\",\"Demo\"]""# },
+    FnDoc { name: "to_debug", signature: "view.to_debug() -> string", doc: "The same JSON text, for `debug`", example: "{ let e = incident.alerts[0].evidence[0]; e.to_debug() }", result: r#""{\"deviceDnsName\":\"pc1.contoso.com\"}""# },
+    FnDoc { name: "==", signature: "view == view, view != view", doc: "Structural comparison of two views", example: "incident.alerts[0].evidence[0] == incident.alerts[1].evidence[0]", result: "true" },
+    FnDoc { name: "!=", signature: "view != view", doc: "Structural inequality of two views", example: "incident.alerts[0] != incident.alerts[1]", result: "true" },
+];
 
 /// Registers the `Json` type and the functions that make a view behave like a read-only
 /// map or array in scripts: `v.field`, `v["field"]`, `v[0]`, `for x in v`, `"k" in v`,

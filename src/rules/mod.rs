@@ -4,16 +4,21 @@
 //! [`PackSnapshot`](crate::snapshot::PackSnapshot)). Entry points: [`CompiledPack::build`]
 //! and the stage runners in [`pipeline`].
 
+pub mod blame;
 pub mod budget;
 pub mod call;
 pub mod compile;
 pub mod context;
+pub mod delta;
+pub mod direction;
 pub mod engine;
 pub mod handle;
 pub mod json;
 pub mod manifest;
 pub mod natives;
 pub mod pipeline;
+pub mod reference;
+pub mod session;
 pub mod tables;
 
 pub use call::{RuleError, RuleErrorKind};
@@ -21,5 +26,7 @@ pub use compile::{CompiledPack, CompiledRule};
 pub use context::Twin;
 pub use engine::Limits;
 pub use handle::PackHandle;
-pub use pipeline::{Decision, Outcome, RunOptions, Step, Verdict};
+pub use pipeline::{
+    Decision, ExplainStep, Explained, FieldDelta, PipelineResult, RunOptions, Verdict,
+};
 pub mod lint;

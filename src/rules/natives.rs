@@ -19,12 +19,30 @@
 //! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first |
 
 use super::json::JsonView;
+use super::reference::FnDoc;
 use crate::schema::utf16;
 use chrono::{DateTime, Utc};
 use rhai::{Array, Dynamic, Engine, ImmutableString};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt::Write;
+
+/// The reference entries for [`register`] (see `reference.rs`; a test fails when a
+/// registered native has none, or an example stops giving its result).
+pub const DOCS: &[FnDoc] = &[
+    FnDoc { name: "pluck", signature: "pluck(view: Json, path: string) -> array", doc: "Distinct non-null scalars at a dotted path; arrays are flattened at every level; `()` gives `[]`", example: r#"pluck(incident, "alerts.evidence.deviceDnsName")"#, result: r#"["pc1.contoso.com","dc1.contoso.com"]"# },
+    FnDoc { name: "earliest", signature: "earliest(list: array) -> string | ()", doc: "The earliest RFC 3339 timestamp in a list (other items ignored), `()` if none", example: r#"earliest(pluck(incident, "alerts.firstActivityDateTime"))"#, result: r#""2026-03-01T08:00:00Z""# },
+    FnDoc { name: "latest", signature: "latest(list: array) -> string | ()", doc: "The latest RFC 3339 timestamp in a list (other items ignored), `()` if none", example: r#"latest(pluck(incident, "alerts.lastActivityDateTime"))"#, result: r#""2026-03-01T09:45:00Z""# },
+    FnDoc { name: "timestamp", signature: "timestamp(s: string) -> string | ()", doc: "`s` as an RFC 3339 UTC timestamp (at most 7 fractional digits), `()` if it is not one", example: r#"timestamp("2026-03-01T11:00:00+01:00")"#, result: r#""2026-03-01T10:00:00Z""# },
+    FnDoc { name: "enum_key", signature: "enum_key(s: string) -> string", doc: "`s` lower-cased without separators, for case-insensitive enum lookups; `()` gives `\"\"`", example: r#"enum_key("True_Positive")"#, result: r#""truepositive""# },
+    FnDoc { name: "clip", signature: "clip(s: string, max: int) -> string", doc: "`s` cut to at most `max` UTF-16 code units (as .NET counts), ending in `…` when cut; never inside a character", example: r#"clip("Suspicious PowerShell", 10)"#, result: r#""Suspiciou…""# },
+    FnDoc { name: "distinct", signature: "distinct(list: array) -> array", doc: "The list without repeated values, first occurrence kept", example: "distinct([1, 2, 1, 3])", result: "[1,2,3]" },
+    FnDoc { name: "summarize", signature: "summarize(list: array, max: int) -> string", doc: "Up to `max` items joined with `, `, plus `(+k more)`", example: r#"summarize(["a", "b", "c"], 2)"#, result: r#""a, b (+1 more)""# },
+    FnDoc { name: "summary_lines", signature: "summary_lines(view: Json, spec: Json, max: int) -> string", doc: "One `Label: a, b (+k more)` line per `[label, path, fallback path…]` of `spec` (a Json list, e.g. from params) that finds values", example: r#"summary_lines(incident.alerts, ctx.params.summary, 1)"#, result: r#""Categories: Execution (+1 more)\nAccounts: ceo@contoso.com\nDevices: pc1.contoso.com (+1 more)""# },
+    FnDoc { name: "as_labels", signature: "as_labels(list: array | Json) -> array", doc: "Sentinel labels (`#{labelName}`) from strings, without empties or repeats; `()` gives `[]`", example: "as_labels(incident.customTags)", result: r#"[{"labelName":"Demo"}]"# },
+    FnDoc { name: "add_label", signature: "labels.add_label(name: string)", doc: "Appends `#{labelName: name}` to a label list unless a label of that name is there", example: r#"{ let l = as_labels(["a"]); l.add_label("b"); l.add_label("a"); l }"#, result: r#"[{"labelName":"a"},{"labelName":"b"}]"# },
+    FnDoc { name: "time_cmp", signature: "time_cmp(a, b) -> int", doc: "-1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first", example: r#"time_cmp("2026-03-01T10:00:00Z", "2026-03-01T11:00:00+01:00")"#, result: "0" },
+];
 
 pub fn register(engine: &mut Engine) {
     engine.register_fn("pluck", |v: &mut JsonView, path: &str| {

@@ -4,12 +4,20 @@
 //! Every function here takes `&CompiledPack`, so a whole incident is decided by one
 //! consistent pack: a reload that swaps packs mid-incident cannot mix versions.
 //! Nothing here does I/O; a failure is a [`RuleError`] value for that incident only.
+//!
+//! Explaining ([`CompiledPack::explain_pipeline`]) keeps, for every step, the document
+//! after it and each field's old → new value; a failing rule is the last step, with its
+//! error. An output that fails its schema is blamed on the rule that last wrote the
+//! failing field ([`super::blame`]): a run without explain that fails validation is
+//! re-run with per-step documents first, so the blame is the same either way.
 
+use super::blame;
 use super::call::{call_rule, RuleError, RuleErrorKind};
 use super::compile::{CompiledPack, CompiledRule};
 use super::context::{CallEnv, Ctx, Twin};
+use super::delta::changed_fields;
 use super::json::{dynamic_to_value, JsonView};
-use crate::model::{FieldChange, Flow, Side, Stage};
+use crate::model::{Flow, Side, Stage};
 use crate::schema;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde::Serialize;
@@ -31,18 +39,50 @@ pub struct RunOptions {
 
 /// One rule's part in a decision: the provenance an audit row records.
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
+pub struct ExplainStep {
     pub rule: String,
     pub stage: Stage,
     pub file: String,
     /// Top-level fields of the target this rule set or changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
     /// Filter result or direction decision, for those stages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// Each field this rule changed, old → new, down to the changed leaves (only with
+    /// `explain`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldDelta>,
     /// The target document after this rule (only with `explain`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<Value>,
+    /// Why this rule failed (the last step of a failed run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One field a step changed: where (a JSON pointer into the target), before and after.
+/// `old` is absent for a field the step added, `new` for one it removed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDelta {
+    pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new: Option<Value>,
+}
+
+/// A pipeline run with every step kept, failed or not (`eval --explain`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explained {
+    pub pack_version: String,
+    pub source: Side,
+    /// The steps that ran: up to and including a failing one.
+    pub steps: Vec<ExplainStep>,
+    #[serde(flatten)]
+    pub verdict: Option<Verdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RuleError>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,12 +96,12 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct PipelineResult {
     pub pack_version: String,
     pub source: Side,
     #[serde(flatten)]
     pub verdict: Verdict,
-    pub steps: Vec<Step>,
+    pub steps: Vec<ExplainStep>,
 }
 
 /// The `direction` stage's answer for one field.
@@ -71,7 +111,7 @@ pub struct Decision {
     /// The deciding rule; `None` when every rule abstained (then the flow is `skip`).
     pub rule: Option<String>,
     pub pack_version: String,
-    pub steps: Vec<Step>,
+    pub steps: Vec<ExplainStep>,
 }
 
 /// The incident-wide part of `ctx`, and the incident as scripts see it.
@@ -105,7 +145,7 @@ impl CompiledPack {
         }
     }
 
-    fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
+    pub(crate) fn ctx(&self, prepared: &Prepared, rule: &CompiledRule) -> Dynamic {
         Dynamic::from(Ctx {
             env: prepared.env.clone(),
             rule: rule.script_name.clone(),
@@ -113,7 +153,7 @@ impl CompiledPack {
         })
     }
 
-    fn selected<'a>(
+    pub(super) fn selected<'a>(
         &'a self,
         stage: Stage,
         only: Option<&'a str>,
@@ -128,7 +168,64 @@ impl CompiledPack {
         incident: Arc<Value>,
         source: Side,
         opts: &RunOptions,
-    ) -> Result<Outcome, RuleError> {
+    ) -> Result<PipelineResult, RuleError> {
+        let mut steps = Vec::new();
+        match self.pipeline_steps(incident.clone(), source, opts, &mut steps) {
+            Ok(verdict) => Ok(PipelineResult {
+                pack_version: self.version.clone(),
+                source,
+                verdict,
+                steps,
+            }),
+            // Blame needs the document after every step; only failures pay for them.
+            Err(e) if e.kind == RuleErrorKind::InvalidOutput && !opts.explain => {
+                let explain = RunOptions {
+                    explain: true,
+                    ..opts.clone()
+                };
+                Err(self
+                    .explain_pipeline(incident, source, &explain)
+                    .error
+                    .unwrap_or(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pipeline with every step's document and field changes kept, whether it
+    /// succeeds or not: the steps up to the failing one, then the error.
+    pub fn explain_pipeline(
+        &self,
+        incident: Arc<Value>,
+        source: Side,
+        opts: &RunOptions,
+    ) -> Explained {
+        let opts = RunOptions {
+            explain: true,
+            ..opts.clone()
+        };
+        let mut steps = Vec::new();
+        let result = self.pipeline_steps(incident, source, &opts, &mut steps);
+        let (verdict, error) = match result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        Explained {
+            pack_version: self.version.clone(),
+            source,
+            steps,
+            verdict,
+            error,
+        }
+    }
+
+    fn pipeline_steps(
+        &self,
+        incident: Arc<Value>,
+        source: Side,
+        opts: &RunOptions,
+        steps: &mut Vec<ExplainStep>,
+    ) -> Result<Verdict, RuleError> {
         if source == Side::Defender {
             let bad = self.schemas.check(schema::DEFENDER_INCIDENT, &incident);
             if let Some(first) = bad.into_iter().next() {
@@ -149,24 +246,70 @@ impl CompiledPack {
             );
         }
         let prepared = self.prepare(incident, source, opts);
-        let mut steps = Vec::new();
-        if let Some(rule) = self.run_filter(&prepared, None, &mut steps)? {
-            return Ok(Outcome {
-                pack_version: self.version.clone(),
-                source,
-                verdict: Verdict::Filtered { rule },
-                steps,
-            });
+        if let Some(rule) = self.run_filter(&prepared, None, steps)? {
+            return Ok(Verdict::Filtered { rule });
         }
-        let target = self.run_map(&prepared, None, opts, &mut steps)?;
-        let target = self.run_enrich(&prepared, target, None, opts, &mut steps)?;
-        let body = self.finish(source, &target, &steps)?;
-        Ok(Outcome {
-            pack_version: self.version.clone(),
-            source,
-            verdict: Verdict::Synced { body },
-            steps,
-        })
+        let target = self.run_map(&prepared, None, opts, steps)?;
+        let target = match self.run_enrich(&prepared, target, None, opts, steps) {
+            Ok(target) => target,
+            Err(e) if matches!(e.kind, RuleErrorKind::Script | RuleErrorKind::BadReturn) => {
+                return Err(self.blame_map_output(&prepared, source, opts, steps, e));
+            }
+            Err(e) => return Err(e),
+        };
+        let body = self.finish(source, &target, steps)?;
+        Ok(Verdict::Synced { body })
+    }
+
+    /// An enrich rule failed: if it was handed an invalid value (a map rule returning
+    /// `severity: 3`, which an enrich rule then cannot compare), the rule that wrote the
+    /// value is to blame, as it would be had no enrich rule read it. The map stage is
+    /// re-run to see what it returned (rules are pure), so successful runs pay nothing.
+    fn blame_map_output(
+        &self,
+        prepared: &Prepared,
+        source: Side,
+        opts: &RunOptions,
+        steps: &[ExplainStep],
+        failure: RuleError,
+    ) -> RuleError {
+        let Ok(target) = self.run_map(prepared, None, opts, &mut Vec::new()) else {
+            return failure;
+        };
+        let (body, schema_name, prefix) = match self.body(source, &target, steps) {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
+        let Some(bad) = self.violation(schema_name, &body, true) else {
+            return failure;
+        };
+        let in_target = bad.pointer.strip_prefix(prefix).unwrap_or("");
+        let message = format!(
+            "output does not match {schema_name}: {} (rule '{}' then failed on it: {})",
+            bad.message,
+            failure.rule.as_deref().unwrap_or("?"),
+            failure.message
+        );
+        output_error(self, steps, in_target, message).at_pointer(bad.pointer)
+    }
+
+    /// The first violation of `body` against the named output schema.
+    fn violation(
+        &self,
+        schema_name: &str,
+        body: &Value,
+        values_only: bool,
+    ) -> Option<blame::OutputViolation> {
+        let schema_doc = self
+            .schemas
+            .document(&format!("https://rulebridge.dev/schemas/{schema_name}"));
+        match self.schemas.validator(schema_name) {
+            Some(validator) => blame::first_violation(validator, schema_doc, body, values_only),
+            None => Some(blame::OutputViolation {
+                pointer: "/".into(),
+                message: format!("schema {schema_name} is not loaded"),
+            }),
+        }
     }
 
     /// Runs filter rules in order; returns the name of the first that said no.
@@ -174,7 +317,7 @@ impl CompiledPack {
         &self,
         prepared: &Prepared,
         only: Option<&str>,
-        steps: &mut Vec<Step>,
+        steps: &mut Vec<ExplainStep>,
     ) -> Result<Option<String>, RuleError> {
         for rule in self.selected(Stage::Filter, only) {
             let out = call_rule(
@@ -183,9 +326,14 @@ impl CompiledPack {
                 "filter",
                 &prepared.incident,
                 &self.ctx(prepared, rule),
-            )?;
+            )
+            .map_err(|e| failed(steps, rule, e))?;
             let Some(keep) = out.clone().try_cast::<bool>() else {
-                return Err(bad_return(rule, "filter", "true or false", &out));
+                return Err(failed(
+                    steps,
+                    rule,
+                    bad_return(rule, "filter", "true or false", &out),
+                ));
             };
             steps.push(step(rule, Vec::new(), Some(keep.to_string()), None));
             if !keep {
@@ -201,7 +349,7 @@ impl CompiledPack {
         prepared: &Prepared,
         only: Option<&str>,
         opts: &RunOptions,
-        steps: &mut Vec<Step>,
+        steps: &mut Vec<ExplainStep>,
     ) -> Result<Dynamic, RuleError> {
         let entry = prepared.env.source.map_function();
         let mut target = Map::new();
@@ -212,7 +360,8 @@ impl CompiledPack {
                 entry,
                 &prepared.incident,
                 &self.ctx(prepared, rule),
-            )?;
+            )
+            .map_err(|e| failed(steps, rule, e))?;
             if out.is_unit() {
                 continue;
             }
@@ -220,23 +369,18 @@ impl CompiledPack {
             let fields = match out.try_cast_result::<Map>() {
                 Ok(fields) => fields,
                 Err(out) => {
-                    return Err(bad_return(
-                        rule,
-                        entry,
-                        "a map of fields (or () for none)",
-                        &out,
-                    ))
+                    let error = bad_return(rule, entry, "a map of fields (or () for none)", &out);
+                    return Err(failed(steps, rule, error));
                 }
             };
             let mut changed: Vec<String> = fields.keys().map(|k| k.to_string()).collect();
             changed.sort();
             target.extend(fields);
-            let document = if opts.explain {
-                Some(to_json(rule, &Dynamic::from_map(target.clone()))?)
-            } else {
-                None
-            };
-            steps.push(step(rule, changed, None, document));
+            let mut step = step(rule, changed, None, None);
+            if opts.explain {
+                explain_step(&mut step, steps, &Dynamic::from_map(target.clone()));
+            }
+            steps.push(step);
         }
         Ok(Dynamic::from_map(target))
     }
@@ -248,7 +392,7 @@ impl CompiledPack {
         mut target: Dynamic,
         only: Option<&str>,
         opts: &RunOptions,
-        steps: &mut Vec<Step>,
+        steps: &mut Vec<ExplainStep>,
     ) -> Result<Dynamic, RuleError> {
         for rule in self.selected(Stage::Enrich, only) {
             let out = call_rule(
@@ -257,18 +401,19 @@ impl CompiledPack {
                 "enrich",
                 &target,
                 &self.ctx(prepared, rule),
-            )?;
+            )
+            .map_err(|e| failed(steps, rule, e))?;
             if !out.is_map() {
-                return Err(bad_return(rule, "enrich", "the target map", &out));
+                let error = bad_return(rule, "enrich", "the target map", &out);
+                return Err(failed(steps, rule, error));
             }
             let changed = changed_fields(&target, &out);
             target = out;
-            let document = if opts.explain {
-                Some(to_json(rule, &target)?)
-            } else {
-                None
-            };
-            steps.push(step(rule, changed, None, document));
+            let mut step = step(rule, changed, None, None);
+            if opts.explain {
+                explain_step(&mut step, steps, &target);
+            }
+            steps.push(step);
         }
         Ok(target)
     }
@@ -278,17 +423,29 @@ impl CompiledPack {
         &self,
         source: Side,
         target: &Dynamic,
-        steps: &[Step],
+        steps: &[ExplainStep],
     ) -> Result<Value, RuleError> {
-        // Blamed on the rule that set the offending top-level field (`/field/...`).
+        let (body, schema_name, prefix) = self.body(source, target, steps)?;
+        if let Some(bad) = self.violation(schema_name, &body, false) {
+            let in_target = bad.pointer.strip_prefix(prefix).unwrap_or("");
+            let message = format!("output does not match {schema_name}: {}", bad.message);
+            return Err(output_error(self, steps, in_target, message).at_pointer(bad.pointer));
+        }
+        Ok(body)
+    }
+
+    /// The request body for `target`, the schema it must match and the pointer prefix
+    /// of the target's fields in it.
+    fn body(
+        &self,
+        source: Side,
+        target: &Dynamic,
+        steps: &[ExplainStep],
+    ) -> Result<(Value, &'static str, &'static str), RuleError> {
         let fields = dynamic_to_value(target).map_err(|e| {
-            let field = e
-                .pointer
-                .trim_start_matches('/')
-                .split('/')
-                .next()
-                .unwrap_or("");
-            let field = field.replace("~1", "/").replace("~0", "~");
+            // Blamed on the rule that set the offending top-level field.
+            let field = e.pointer.trim_start_matches('/').split('/').next();
+            let in_target = format!("/{}", field.unwrap_or(""));
             // The pointer into the request body, as schema failures give it.
             let pointer = match source {
                 Side::Defender => format!("/properties{}", e.pointer.trim_end_matches('/')),
@@ -296,7 +453,7 @@ impl CompiledPack {
             };
             RuleError {
                 kind: RuleErrorKind::BadReturn,
-                ..output_error(self, steps, &field, e.message).at_pointer(pointer)
+                ..output_error(self, steps, &in_target, e.message).at_pointer(pointer)
             }
         })?;
         let (body, schema_name, prefix) = match source {
@@ -307,94 +464,38 @@ impl CompiledPack {
                     fields,
                 )])),
                 schema::SENTINEL_INCIDENT,
-                "/properties/",
+                "/properties",
             ),
-            Side::Sentinel => (fields, schema::DEFENDER_UPDATE, "/"),
+            Side::Sentinel => (fields, schema::DEFENDER_UPDATE, ""),
         };
-        let bad = self.schemas.check(schema_name, &body);
-        if let Some(first) = bad.into_iter().next() {
-            let field = first
-                .pointer
-                .strip_prefix(prefix)
-                .and_then(|p| p.split('/').next())
-                .unwrap_or("");
-            let message = format!("output does not match {schema_name}: {}", first.message);
-            return Err(output_error(self, steps, field, message).at_pointer(first.pointer));
-        }
-        Ok(body)
-    }
-
-    /// Asks the direction rules, in order, where a changed field should flow. The first
-    /// rule that returns a flow decides; `()` means "no opinion, ask the next rule".
-    pub fn decide(
-        &self,
-        change: &FieldChange,
-        incident: Arc<Value>,
-        only: Option<&str>,
-        opts: &RunOptions,
-    ) -> Result<Decision, RuleError> {
-        let prepared = self.prepare(incident, Side::Defender, opts);
-        let change = Dynamic::from(JsonView::new(Arc::new(change.to_script_value())));
-        let mut steps = Vec::new();
-        for rule in self.selected(Stage::Direction, only) {
-            let out = call_rule(
-                rule,
-                (&self.limits, &self.field_names),
-                "direction",
-                &change,
-                &self.ctx(&prepared, rule),
-            )?;
-            if out.is_unit() {
-                steps.push(step(rule, Vec::new(), Some("()".into()), None));
-                continue;
-            }
-            let flow = out
-                .clone()
-                .into_immutable_string()
-                .ok()
-                .and_then(|s| Flow::parse(&s));
-            let Some(flow) = flow else {
-                return Err(bad_return(
-                    rule,
-                    "direction",
-                    "\"to_sentinel\", \"to_defender\", \"skip\", \"merge\" or ()",
-                    &out,
-                ));
-            };
-            steps.push(step(rule, Vec::new(), Some(flow.name().into()), None));
-            return Ok(Decision {
-                flow,
-                rule: Some(rule.name.clone()),
-                pack_version: self.version.clone(),
-                steps,
-            });
-        }
-        Ok(Decision {
-            flow: Flow::Skip,
-            rule: None,
-            pack_version: self.version.clone(),
-            steps,
-        })
+        Ok((body, schema_name, prefix))
     }
 }
 
-fn step(
+pub(super) fn step(
     rule: &CompiledRule,
     changed: Vec<String>,
     result: Option<String>,
     document: Option<Value>,
-) -> Step {
-    Step {
+) -> ExplainStep {
+    ExplainStep {
         rule: rule.name.clone(),
         stage: rule.stage,
         file: rule.path.clone(),
         changed,
         result,
+        changes: Vec::new(),
         document,
+        error: None,
     }
 }
 
-fn bad_return(rule: &CompiledRule, entry: &str, wanted: &str, got: &Dynamic) -> RuleError {
+pub(super) fn bad_return(
+    rule: &CompiledRule,
+    entry: &str,
+    wanted: &str,
+    got: &Dynamic,
+) -> RuleError {
     let shown = if got.is_unit() {
         "()".to_string()
     } else {
@@ -412,20 +513,15 @@ fn clip_debug(value: &Dynamic) -> String {
     crate::problem::clip_display(value)
 }
 
-fn to_json(rule: &CompiledRule, value: &Dynamic) -> Result<Value, RuleError> {
-    dynamic_to_value(value).map_err(|e| {
-        RuleError::for_rule(rule, RuleErrorKind::BadReturn, e.message).at_pointer(e.pointer)
-    })
-}
-
-/// An output failure, blamed on the last rule that set `field` (else the first map rule).
-fn output_error(pack: &CompiledPack, steps: &[Step], field: &str, message: String) -> RuleError {
-    let culprit = steps
-        .iter()
-        .rev()
-        .find(|s| s.changed.iter().any(|c| c == field))
-        .or_else(|| steps.iter().find(|s| s.stage == Stage::Map));
-    let rule = culprit.and_then(|s| pack.rule(&s.rule));
+/// An output failure at `pointer` (into the target), blamed on the rule that last
+/// wrote it (see [`blame::culprit`]).
+fn output_error(
+    pack: &CompiledPack,
+    steps: &[ExplainStep],
+    pointer: &str,
+    message: String,
+) -> RuleError {
+    let rule = blame::culprit(steps, pointer).and_then(|s| pack.rule(&s.rule));
     match rule {
         Some(rule) => {
             let mut error = RuleError::for_rule(rule, RuleErrorKind::InvalidOutput, message);
@@ -444,57 +540,31 @@ fn output_error(pack: &CompiledPack, steps: &[Step], field: &str, message: Strin
     }
 }
 
-/// Top-level keys whose values differ between two maps (added, removed or changed).
-fn changed_fields(before: &Dynamic, after: &Dynamic) -> Vec<String> {
-    let (Some(before), Some(after)) = (before.read_lock::<Map>(), after.read_lock::<Map>()) else {
-        return Vec::new();
-    };
-    let mut changed: Vec<String> = after
-        .iter()
-        .filter(|(k, v)| before.get(k.as_str()).is_none_or(|old| !dyn_eq(old, v)))
-        .map(|(k, _)| k.to_string())
-        .chain(
-            before
-                .keys()
-                .filter(|k| !after.contains_key(k.as_str()))
-                .map(|k| k.to_string()),
-        )
-        .collect();
-    changed.sort();
-    changed
+/// Records a rule's failure as the last step, and passes the error on.
+pub(super) fn failed(
+    steps: &mut Vec<ExplainStep>,
+    rule: &CompiledRule,
+    error: RuleError,
+) -> RuleError {
+    let mut step = step(rule, Vec::new(), None, None);
+    step.error = Some(error.message.clone());
+    steps.push(step);
+    error
 }
 
-/// Structural equality of script values (Rhai's `Dynamic` has none).
-pub fn dyn_eq(a: &Dynamic, b: &Dynamic) -> bool {
-    if a.type_id() != b.type_id() {
-        return false;
-    }
-    // Most values are strings, and an unchanged one is still the same shared string.
-    if let (Some(x), Some(y)) = (
-        a.read_lock::<ImmutableString>(),
-        b.read_lock::<ImmutableString>(),
-    ) {
-        return x.ptr_eq(&y) || *x == *y;
-    }
-    if a.is_unit() {
-        return true;
-    }
-    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
-        return x == y;
-    }
-    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
-        return x == y;
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
-        return x.len() == y.len()
-            && x.iter()
-                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| dyn_eq(v, w)));
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<rhai::Array>(), b.read_lock::<rhai::Array>()) {
-        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| dyn_eq(v, w));
-    }
-    if let (Some(x), Some(y)) = (a.read_lock::<JsonView>(), b.read_lock::<JsonView>()) {
-        return x.node() == y.node();
-    }
-    a.to_string() == b.to_string()
+/// Fills in the document after `step` and its field changes against the previous
+/// document. A target that is not JSON (a NaN, a function pointer) keeps no document:
+/// validation then reports it, blamed like any other output failure.
+fn explain_step(step: &mut ExplainStep, before: &[ExplainStep], target: &Dynamic) {
+    let Ok(now) = dynamic_to_value(target) else {
+        return;
+    };
+    let empty = Value::Object(Default::default());
+    let previous = before
+        .iter()
+        .rev()
+        .find_map(|s| s.document.as_ref())
+        .unwrap_or(&empty);
+    super::delta::field_deltas("", Some(previous), Some(&now), &mut step.changes);
+    step.document = Some(now);
 }
