@@ -7,7 +7,11 @@
 //!
 //! `cargo bench --bench reload` (plain timing loop, no harness).
 
-#[path = "../tests/reload_rig/mod.rs"]
+// The rig and the helpers it stands on are the integration tests' own.
+#[allow(dead_code)]
+#[path = "../tests/it/common.rs"]
+mod common;
+#[path = "../tests/it/reload_rig.rs"]
 mod reload_rig;
 
 use rulebridge::metrics::Metrics;

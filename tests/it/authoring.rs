@@ -3,7 +3,7 @@
 //! pack), `eval --explain` on failure, direction decisions explained, the function
 //! reference, a piped `repl` session, and `test NAME` / `--update` / `unordered`.
 
-mod common;
+use crate::common;
 use common::copy_dir;
 
 use serde_json::Value;

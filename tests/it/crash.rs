@@ -9,8 +9,7 @@ use rulebridge::emulator::rng::SplitMix64;
 use rulebridge::emulator::throttle::ThrottleConfig;
 use rulebridge::emulator::{analysts, seed, Emulator, EmulatorConfig};
 use rulebridge::metrics::Metrics;
-use rulebridge::rules::{CompiledPack, PackHandle};
-use rulebridge::snapshot::PackSnapshot;
+use rulebridge::rules::PackHandle;
 use rulebridge::state::{SqliteStore, StateStore};
 use rulebridge::{service, testbed};
 use std::path::Path;
@@ -18,10 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::pack;
 
 fn spawn_run(config: &Path, dir: &Path, round: usize) -> Child {
     let log = std::fs::File::create(dir.join(format!("run-{round}.log"))).unwrap();

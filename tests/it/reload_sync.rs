@@ -2,9 +2,7 @@
 //! decides the next incident, broken saves never do, and 50 swaps while incidents flow
 //! leave every incident decided by exactly one complete pack, none lost or duplicated.
 
-mod reload_rig;
-
-use reload_rig::*;
+use crate::reload_rig::*;
 use rulebridge::emulator::analysts::Analysts;
 use rulebridge::emulator::seed;
 use rulebridge::reload::{ReloadOutcome, WatchOptions};

@@ -1,7 +1,7 @@
 //! `rulebridge check --watch`, the real binary: checks and tests once, then again after
 //! every save, printing what `check` and `test` print and where it is watching.
 
-mod reload_rig;
+use crate::reload_rig;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -2,9 +2,7 @@
 //! every way people save reaches the running pack, bursts coalesce, and broken saves
 //! are rejected with their location while the old pack keeps deciding.
 
-mod reload_rig;
-
-use reload_rig::*;
+use crate::reload_rig::*;
 use rulebridge::metrics;
 use rulebridge::model::Side;
 use rulebridge::reload::{ReloadOutcome, WatchOptions};

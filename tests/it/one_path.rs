@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-mod common;
+use crate::common;
 
 /// The default pack with one test's expectation changed: it builds, its tests fail.
 fn failing_tests_pack(dir: &Path) -> std::path::PathBuf {

@@ -4,14 +4,13 @@
 //! methods its HTTP handlers call), so stamps and etags move as in the real services,
 //! and every test asserts what ended up in the emulator's store and in the audit trail.
 
-mod common;
+use crate::common;
 
 use rulebridge::emulator::analysts::ANALYST;
 use rulebridge::emulator::faults::{Endpoint, FaultKind, FaultRule};
 use rulebridge::emulator::graph::check_patch;
 use rulebridge::emulator::sentinel::WRITABLE;
 use rulebridge::rules::CompiledPack;
-use rulebridge::snapshot::PackSnapshot;
 use rulebridge::state::AuditRow;
 use rulebridge::sync::fields::sentinel_id;
 use rulebridge::testbed::{Testbed, TestbedOptions};
@@ -19,14 +18,7 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::Duration;
 
-fn pack() -> CompiledPack {
-    pack_from(Path::new("rules"))
-}
-
-fn pack_from(dir: &Path) -> CompiledPack {
-    let snapshot = PackSnapshot::read(dir, Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::{pack, pack_at as pack_from};
 
 /// A Graph incident the default pack syncs (medium severity, no alerts needed).
 fn incident(id: &str) -> Value {

@@ -6,8 +6,7 @@
 //! installs them); without them it fails saying how to install them, it does not skip.
 //! `RULEBRIDGE_SCREENSHOT=1` rewrites `docs/playground.png` from the browser test.
 
-mod common;
-#[path = "playground/webdriver.rs"]
+use crate::common;
 mod webdriver;
 
 use serde_json::{json, Value};

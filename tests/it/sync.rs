@@ -2,15 +2,9 @@
 //! 127.0.0.1 against the emulator. Each test states a behaviour users rely on.
 
 use rulebridge::emulator::analysts::Analysts;
-use rulebridge::rules::CompiledPack;
-use rulebridge::snapshot::PackSnapshot;
 use rulebridge::testbed::{Testbed, TestbedOptions};
-use std::path::Path;
 
-fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::pack;
 
 async fn testbed(incidents: usize, dir: &tempfile::TempDir) -> Testbed {
     let options = TestbedOptions::new(incidents, dir.path().join("state.db"));

@@ -1,6 +1,6 @@
 //! The commands as users run them: the real binary, real files, exit codes and output.
 
-mod common;
+use crate::common;
 use common::copy_dir;
 
 use std::process::{Command, Output};

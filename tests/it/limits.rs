@@ -2,7 +2,7 @@
 //! (`tests/packs/runaway/`): each is stopped, reported as data with file:line:col, and
 //! leaves the engine usable for the next incident.
 
-mod common;
+use crate::common;
 use common::copy_dir;
 
 use rulebridge::model::{FieldChange, Side, SideValue};
@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn pack() -> CompiledPack {
-    let snapshot =
-        PackSnapshot::read(Path::new("tests/packs/runaway"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
+    common::pack_at(Path::new("tests/packs/runaway"))
 }
 
 fn opts() -> RunOptions {

@@ -7,17 +7,11 @@
 
 use rulebridge::emulator::faults::{Endpoint, FaultKind, FaultRule};
 use rulebridge::model::Side;
-use rulebridge::rules::CompiledPack;
-use rulebridge::snapshot::PackSnapshot;
 use rulebridge::testbed::{Testbed, TestbedOptions};
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 
-fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::pack;
 
 fn options(incidents: usize, dir: &tempfile::TempDir) -> TestbedOptions {
     TestbedOptions::new(incidents, dir.path().join("state.db"))

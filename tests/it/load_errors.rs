@@ -2,7 +2,7 @@
 //! pack, and its `expect.txt` lists what the problems must say (one substring per line,
 //! `{pack}` standing for the pack folder). An empty `expect.txt` means the pack loads.
 
-mod common;
+use crate::common;
 use common::copy_dir;
 
 use rulebridge::rules::CompiledPack;

@@ -11,15 +11,9 @@ use rulebridge::emulator::analysts::{AnalystEdit, Analysts, EditKind};
 use rulebridge::emulator::faults::parse_spec;
 use rulebridge::emulator::rng::SplitMix64;
 use rulebridge::model::Side;
-use rulebridge::rules::CompiledPack;
-use rulebridge::snapshot::PackSnapshot;
 use rulebridge::testbed::{Testbed, TestbedOptions};
-use std::path::Path;
 
-fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::pack;
 
 const FAULTS: &str = "429:0@any=0.04,503@any=0.04,500@graph-patch=0.05,drop@any=0.03,drop@graph-comment=0.1,etag-race@sentinel-put=0.1";
 

@@ -651,18 +651,7 @@ fn break_expectation(spec: &mut Value) {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use crate::common::copy_dir;
 
 /// `run` as a service manager starts it, with `vars` as its only credential source,
 /// until the emulator's 4 incidents are in Sentinel; its log (debug level).

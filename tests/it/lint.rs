@@ -5,7 +5,7 @@
 //! `--deny-warnings`; README's codes table is the code's; `check --watch` prints only
 //! what changed.
 
-mod common;
+use crate::common;
 
 use rulebridge::rules::lint::codes;
 use rulebridge::rules::CompiledPack;

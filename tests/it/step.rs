@@ -16,7 +16,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rulebridge::model::{Flow, Side};
 use rulebridge::rules::{CompiledPack, RunOptions, Twin};
-use rulebridge::snapshot::PackSnapshot;
 use rulebridge::state::Link;
 use rulebridge::sync::step::{
     self, settle, Answers, CreateDecision, Decision, DefenderAnswer, Input, Planned,
@@ -24,10 +23,7 @@ use rulebridge::sync::step::{
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 
-fn pack() -> CompiledPack {
-    CompiledPack::build(PackSnapshot::built_in(None).expect("the built-in pack reads"))
-        .expect("the default pack builds")
-}
+use crate::common::pack;
 
 /// A fake clock shared by both services and the sync: every event gets a later time,
 /// so "the newer change wins" is decided by the order of events.
@@ -49,7 +45,7 @@ impl Clock {
 /// Graph's incident, from the real sample payload.
 fn defender_incident() -> Value {
     let list: Value = serde_json::from_str(include_str!(
-        "../rules/samples/graph-list-expand-alerts.json"
+        "../../rules/samples/graph-list-expand-alerts.json"
     ))
     .unwrap();
     let mut d = list["value"][0].clone();

@@ -48,9 +48,7 @@ pub struct TempPack {
     pub schemas: PathBuf,
 }
 
-#[path = "../common/mod.rs"]
-mod common;
-pub use common::copy_dir;
+pub use crate::common::copy_dir;
 
 /// Writes the default pack plus the stamp rule (suffix "a") into `rules`.
 pub fn write_pack(rules: &Path) {

@@ -6,15 +6,11 @@ use rulebridge::model::Side;
 use rulebridge::packtest::{run_pack_tests, summary};
 use rulebridge::rules::{CompiledPack, RuleErrorKind, RunOptions, Verdict};
 use rulebridge::schema::{self, SchemaSet};
-use rulebridge::snapshot::PackSnapshot;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
-fn pack() -> CompiledPack {
-    let snapshot = PackSnapshot::read(Path::new("rules"), Some(Path::new("schemas"))).unwrap();
-    CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
-}
+use crate::common::pack;
 
 fn opts(linked: bool) -> RunOptions {
     RunOptions {
