@@ -4,6 +4,9 @@
 //! build's time. Data (packs, payloads, expected outputs) stays in folders under
 //! `tests/`, read by the modules; paths are relative to the crate root, where cargo
 //! runs tests.
+//!
+//! One topic is not here: `tests/credentials.rs` sets process-wide environment
+//! variables, so it is its own binary with nothing running beside it.
 
 mod authoring;
 mod cli;
@@ -12,7 +15,6 @@ mod clients;
 mod common;
 mod config_examples;
 mod crash;
-mod credentials;
 mod default_pack;
 mod emulator;
 mod emulator_identity;
