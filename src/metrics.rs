@@ -579,6 +579,24 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_metric() {
+        let readme = include_str!("../README.md");
+        let text = Metrics::new().render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(names.len() >= 14, "{names:?}");
+        for name in names {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "README's Metrics table lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn is_shareable_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Metrics>();

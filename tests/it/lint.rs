@@ -154,7 +154,8 @@ fn valid_packs() -> Vec<PathBuf> {
 #[test]
 fn packs_meant_to_be_valid_have_no_finding_of_any_kind() {
     let packs = valid_packs();
-    assert!(packs.len() >= 12, "{packs:?}");
+    // Hostile packs whose own tests meet a limit are refused by check now: fewer remain.
+    assert!(packs.len() >= 6, "{packs:?}");
     let mut failures = Vec::new();
     for pack in &packs {
         match PackSnapshot::read(pack, Some(Path::new("schemas"))).and_then(CompiledPack::build) {
