@@ -1,6 +1,7 @@
 //! The service commands through the real binary: `run` against the emulator until
 //! SIGTERM, then `status` and `explain` over the state it left; config errors; `demo`.
 
+use crate::common;
 use rulebridge::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo};
 use serde_json::Value;
 use std::path::Path;
@@ -17,43 +18,10 @@ fn rulebridge(args: &[&str]) -> Output {
 /// A config for the emulator at `info`; `sync_extra` lines go into `[sync]`, `extra`
 /// at the end.
 fn write_config(dir: &Path, info: &EmulatorInfo, sync_extra: &str, extra: &str) -> String {
-    let root = std::env::current_dir().unwrap();
-    std::fs::write(dir.join("secret"), &info.client_secret).unwrap();
-    let path = dir.join("rulebridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[defender]
-tenant_id = "{}"
-graph_url = "{}"
-token_url = "{}"
-requests_per_minute = 60000
-[sentinel]
-incidents_url = "{}"
-token_url = "{}"
-requests_per_second = 1000
-[credentials]
-client_id = "{}"
-client_secret_file = "secret"
-[sync]
-poll_interval_secs = 5
-state = "state.db"
-rules = "{}"
-{sync_extra}
-[server]
-listen = "127.0.0.1:0"
-{extra}"#,
-            info.tenant_id,
-            info.graph_base_url,
-            info.token_url,
-            info.sentinel_incidents_url,
-            info.token_url,
-            info.client_id,
-            root.join("rules").display()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+    let rules = std::env::current_dir().unwrap().join("rules");
+    common::write_emulator_config(dir, info, &rules, sync_extra, extra)
+        .display()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

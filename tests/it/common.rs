@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 
+use rulebridge::emulator::EmulatorInfo;
 use rulebridge::rules::CompiledPack;
 use rulebridge::snapshot::PackSnapshot;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The default pack (`rules/`, judged by `schemas/`), built; a problem fails the test.
 pub fn pack() -> CompiledPack {
@@ -26,4 +27,52 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Writes `dir/rulebridge.toml`, a service config for the emulator at `info`: its URLs,
+/// the secret in `dir/secret`, the pack at `rules`, ops on a free loopback port;
+/// `sync_extra` lines go into `[sync]`, `tail` at the end.
+pub fn write_emulator_config(
+    dir: &Path,
+    info: &EmulatorInfo,
+    rules: &Path,
+    sync_extra: &str,
+    tail: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("secret"), &info.client_secret).unwrap();
+    let path = dir.join("rulebridge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[defender]
+tenant_id = "{}"
+graph_url = "{}"
+token_url = "{}"
+requests_per_minute = 60000
+[sentinel]
+incidents_url = "{}"
+token_url = "{}"
+requests_per_second = 1000
+[credentials]
+client_id = "{}"
+client_secret_file = "secret"
+[sync]
+poll_interval_secs = 5
+state = "state.db"
+rules = "{}"
+{sync_extra}
+[server]
+listen = "127.0.0.1:0"
+{tail}"#,
+            info.tenant_id,
+            info.graph_base_url,
+            info.token_url,
+            info.sentinel_incidents_url,
+            info.token_url,
+            info.client_id,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    path
 }

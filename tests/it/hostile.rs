@@ -11,6 +11,7 @@
 //! reload is stuck. Links and FIFOs cannot be committed portably, so the runner makes
 //! them from each case's `[[make]]` entries.
 
+use crate::common;
 use rulebridge::emulator::{seed, Emulator, EmulatorConfig, EmulatorInfo};
 use serde::Deserialize;
 use std::io::BufRead;
@@ -399,45 +400,8 @@ fn check_rss(case: &Case, r: &Run) {
 
 /// A config for the emulator at `info` with the rule pack at `rules`.
 fn write_config(dir: &Path, info: &EmulatorInfo, rules: &Path) -> PathBuf {
-    std::fs::write(dir.join("secret"), &info.client_secret).unwrap();
-    let path = dir.join("rulebridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[defender]
-tenant_id = "{}"
-graph_url = "{}"
-token_url = "{}"
-requests_per_minute = 60000
-[sentinel]
-incidents_url = "{}"
-token_url = "{}"
-requests_per_second = 1000
-[credentials]
-client_id = "{}"
-client_secret_file = "secret"
-[sync]
-poll_interval_secs = 5
-state = "state.db"
-rules = "{}"
-backfill = "3650d"
-[server]
-listen = "127.0.0.1:0"
-[reload]
-debounce_ms = 100
-stuck_after_secs = 3
-"#,
-            info.tenant_id,
-            info.graph_base_url,
-            info.token_url,
-            info.sentinel_incidents_url,
-            info.token_url,
-            info.client_id,
-            rules.display()
-        ),
-    )
-    .unwrap();
-    path
+    let reload = "[reload]\ndebounce_ms = 100\nstuck_after_secs = 3\n";
+    common::write_emulator_config(dir, info, rules, "backfill = \"3650d\"", reload)
 }
 
 /// Points the `rules` link at a fresh copy of `case` in one rename, the way a

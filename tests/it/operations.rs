@@ -6,6 +6,7 @@
 //! examples themselves (YAML parsed here always; `kubectl kustomize` and `systemd-analyze
 //! verify` when those tools are installed).
 
+use crate::common;
 use rulebridge::emulator::throttle::ThrottleConfig;
 use rulebridge::emulator::{Emulator, EmulatorConfig, EmulatorInfo};
 use serde_json::{json, Value};
@@ -48,45 +49,8 @@ fn incident(id: &str, severity: &str) -> Value {
 
 /// The service config: the emulator's URLs, the secret in a file, `server` lines.
 fn write_config(dir: &Path, info: &EmulatorInfo, rules: &Path, server: &str) -> PathBuf {
-    std::fs::write(dir.join("secret"), &info.client_secret).unwrap();
-    let path = dir.join("rulebridge.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[defender]
-tenant_id = "{}"
-graph_url = "{}"
-token_url = "{}"
-requests_per_minute = 60000
-[sentinel]
-incidents_url = "{}"
-token_url = "{}"
-requests_per_second = 1000
-[credentials]
-client_id = "{}"
-client_secret_file = "secret"
-[sync]
-poll_interval_secs = 5
-state = "state.db"
-rules = "{}"
-backfill = "3650d"
-[server]
-listen = "127.0.0.1:0"
-{server}
-[reload]
-debounce_ms = 50
-"#,
-            info.tenant_id,
-            info.graph_base_url,
-            info.token_url,
-            info.sentinel_incidents_url,
-            info.token_url,
-            info.client_id,
-            rules.display()
-        ),
-    )
-    .unwrap();
-    path
+    let tail = format!("{server}\n[reload]\ndebounce_ms = 50\n");
+    common::write_emulator_config(dir, info, rules, "backfill = \"3650d\"", &tail)
 }
 
 /// `rulebridge run` with a JSON log; its stderr lines arrive on a channel.
