@@ -41,6 +41,24 @@ pub const POLL_WINDOWS: Counter = Counter("rulebridge_poll_windows_total");
 pub const BACKFILL_PROGRESS: Gauge = Gauge("rulebridge_backfill_progress");
 /// The last `x-ms-ratelimit-remaining-*` an API sent, per `side`.
 pub const RATELIMIT_REMAINING: Gauge = Gauge("rulebridge_ratelimit_remaining");
+/// Requests per `side` and `purpose` (write, poll, hint, comments, retry, scan, sweep,
+/// backfill: `client::budget`), counted where `API_CALLS` is.
+pub const API_CALLS_BY_PURPOSE: Counter = Counter("rulebridge_api_calls_by_purpose_total");
+/// Requests held back, per `side` and `cause` = budget (our limiter) | retry_after (the
+/// service's 429/503), and the seconds they waited.
+pub const THROTTLED_WAITS: Counter = Counter("rulebridge_throttled_waits_total");
+pub const THROTTLED_WAIT_SECONDS: Counter = Counter("rulebridge_throttled_wait_seconds_total");
+/// Requests our limiter had on hand for `side` when a background pass last asked.
+pub const BUDGET_TOKENS: Gauge = Gauge("rulebridge_budget_tokens");
+/// Background passes (`purpose` = scan, sweep, backfill, retry) ended early on `side`
+/// because the budget was below their reserve.
+pub const BUDGET_DEFERRED: Counter = Counter("rulebridge_budget_deferred_total");
+/// From a comment's creation on one side to its copy on the other.
+pub const COMMENT_LAG: Histogram = Histogram("rulebridge_comment_lag_seconds");
+/// Linked incidents the sweep visits (closed, quiet ones retire from it).
+pub const SWEEP_LINKS: Gauge = Gauge("rulebridge_sweep_links");
+/// How long one full sweep takes at the current size and share of the budget.
+pub const SWEEP_FULL_SECONDS: Gauge = Gauge("rulebridge_sweep_full_seconds");
 
 /// A counter's name. Each kind has its own type, so recording a gauge with `inc` or
 /// observing a counter is a compile error rather than a series silently dropped.
@@ -198,6 +216,30 @@ impl Metrics {
             ),
             (RATELIMIT_REMAINING.0, Kind::Gauge,
                 "The last x-ms-ratelimit-remaining-* value an API sent.",
+            ),
+            (API_CALLS_BY_PURPOSE.0, Kind::Counter,
+                "HTTP requests sent to one API, by what they were for.",
+            ),
+            (THROTTLED_WAITS.0, Kind::Counter,
+                "Requests held back by the budget or by the service's Retry-After.",
+            ),
+            (THROTTLED_WAIT_SECONDS.0, Kind::Counter,
+                "Seconds requests were held back by the budget or by the service's Retry-After.",
+            ),
+            (BUDGET_TOKENS.0, Kind::Gauge,
+                "Requests the budget had on hand when a background pass last asked.",
+            ),
+            (BUDGET_DEFERRED.0, Kind::Counter,
+                "Background passes ended early because the budget was below their reserve.",
+            ),
+            (COMMENT_LAG.0, Kind::Histogram,
+                "From a comment's creation on one side to its copy on the other.",
+            ),
+            (SWEEP_LINKS.0, Kind::Gauge,
+                "Linked incidents the sweep visits (closed, quiet ones retire from it).",
+            ),
+            (SWEEP_FULL_SECONDS.0, Kind::Gauge,
+                "How long one full sweep takes at the current size and budget share.",
             ),
         ] {
             metrics.describe_as(name, kind, help);

@@ -70,6 +70,9 @@ pub fn build_syncer_in(
 pub struct Tuning {
     pub retry: RetryPolicy,
     pub comment_retry_grace: std::time::Duration,
+    /// `false`: the sweep-only change detection of earlier versions (no comment
+    /// digests, no scans), kept so benchmarks and tests can show the difference.
+    pub digests: bool,
 }
 
 impl Default for Tuning {
@@ -77,6 +80,7 @@ impl Default for Tuning {
         Tuning {
             retry: RetryPolicy::default(),
             comment_retry_grace: crate::sync::COMMENT_RETRY_GRACE,
+            digests: true,
         }
     }
 }
@@ -142,6 +146,7 @@ pub fn build_syncer_tuned(
     };
     let options = SyncOptions {
         comment_retry_grace: tuning.comment_retry_grace,
+        digests: tuning.digests,
         ..SyncOptions::from_config(config, tenant).map_err(ServiceError::Client)?
     };
     Ok(Syncer::new(graph, sentinel, state, pack, metrics, options).keep_recent(keep))

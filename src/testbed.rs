@@ -62,6 +62,11 @@ pub struct TestbedOptions {
     pub profile: Profile,
     /// The observed behaviour's knobs (throttling, page sizes, seeding rates).
     pub observed: Observed,
+    /// The sweep-only change detection of earlier versions (see `Tuning::digests`).
+    pub sweep_only: bool,
+    /// The configuration the syncer is built from, changed by the test before the
+    /// build (shares, retirement, rates).
+    pub configure: Option<fn(&mut Config)>,
 }
 
 impl TestbedOptions {
@@ -88,6 +93,8 @@ impl TestbedOptions {
             start_from: Some("2000-01-01T00:00:00Z".into()),
             backfill: None,
             production_rate_limits: false,
+            sweep_only: false,
+            configure: None,
         }
     }
 }
@@ -164,6 +171,9 @@ pub fn service_config(info: &EmulatorInfo, options: &TestbedOptions) -> Config {
         .backfill
         .map(|span| format!("{}m", span.num_minutes().max(1)));
     config.server.listen = "127.0.0.1:0".parse().expect("literal");
+    if let Some(configure) = options.configure {
+        configure(&mut config);
+    }
     config
 }
 
@@ -219,6 +229,7 @@ impl Testbed {
             retry: options.retry.clone(),
             // Longer than the slowest emulated response the tests inject.
             comment_retry_grace: Duration::from_millis(1500),
+            digests: !options.sweep_only,
         };
         build_syncer_tuned(
             &service_config(info, options),

@@ -81,6 +81,16 @@ impl GraphClient {
         )
     }
 
+    /// The first page of the incidents with `status eq '<status>'`, without alerts
+    /// (the comment scan's listing: comments come inline, and `$expand` with `$filter`
+    /// is what large tenants answer with 500s).
+    pub fn status_url(&self, status: &str) -> String {
+        format!(
+            "{}/security/incidents?$top={PAGE_SIZE}&$filter=status%20eq%20'{status}'",
+            self.base_url
+        )
+    }
+
     fn window_url(
         &self,
         from: Option<&str>,

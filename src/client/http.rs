@@ -5,6 +5,7 @@
 //! and message but never a token or secret. Every wait ends at once when the API is
 //! cancelled (shutdown): a retry sleep must never hold a stopping process for minutes.
 
+use super::budget::{self, Purpose};
 use super::identity::TokenSource;
 use crate::metrics::{self, Metrics};
 use reqwest::{Method, StatusCode};
@@ -99,6 +100,38 @@ impl RateLimiter {
             // Never more than a burst's worth in debt: a wildly low header must slow the
             // client down, not stop it for minutes.
             state.0 = allowed.max(-self.burst);
+        }
+    }
+
+    /// Tokens on hand now (may be negative: in debt after a throttling signal).
+    pub async fn available(&self) -> f64 {
+        let mut state = self.state.lock().await;
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *last = now;
+        *tokens
+    }
+
+    /// The bucket's size.
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
+    /// Requests per second it refills.
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    /// The service said "not for `delay`" (a 429's `Retry-After`): every request of this
+    /// API waits it out, not only the refused one, so concurrent requests do not each
+    /// provoke their own 429.
+    pub async fn pause_for(&self, delay: Duration) {
+        let mut state = self.state.lock().await;
+        let debt = -(delay.as_secs_f64() * self.per_second);
+        if state.0 > debt {
+            state.0 = debt;
         }
     }
 
@@ -197,6 +230,15 @@ impl Api {
     /// response came back).
     fn count(&self, method: &Method, status: Option<StatusCode>) {
         if let Some(meter) = self.meter.get() {
+            let purpose = if method == Method::GET {
+                budget::current()
+            } else {
+                Purpose::Write
+            };
+            meter.metrics.inc(
+                metrics::API_CALLS_BY_PURPOSE,
+                &[("side", meter.side), ("purpose", purpose.name())],
+            );
             let status = status.map_or_else(|| "none".to_string(), |s| s.as_u16().to_string());
             meter.metrics.inc(
                 metrics::API_CALLS,
@@ -258,10 +300,51 @@ impl Api {
                 operation: operation.into(),
             });
         }
+        let started = Instant::now();
         tokio::select! {
-            _ = self.limiter.acquire() => Ok(()),
-            _ = cancelled.wait_for(|c| *c) => Err(ClientError::Cancelled { operation: operation.into() }),
+            _ = self.limiter.acquire() => {}
+            _ = cancelled.wait_for(|c| *c) => return Err(ClientError::Cancelled { operation: operation.into() }),
         }
+        // A wait of a millisecond or more was the budget holding the request back.
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(1) {
+            self.count_wait("budget", waited);
+        }
+        Ok(())
+    }
+
+    /// A wait the budget or the service imposed (`cause` = budget|retry_after).
+    fn count_wait(&self, cause: &'static str, waited: Duration) {
+        if let Some(meter) = self.meter.get() {
+            let labels = [("side", meter.side), ("cause", cause)];
+            meter.metrics.inc(metrics::THROTTLED_WAITS, &labels);
+            meter.metrics.add(
+                metrics::THROTTLED_WAIT_SECONDS,
+                &labels,
+                waited.as_secs_f64(),
+            );
+        }
+    }
+
+    /// Whether a background pass may send a request of `purpose` now (see
+    /// [`budget`]): never when the budget is below that purpose's reserve. Records the
+    /// tokens on hand (`rulebridge_budget_tokens`) and a refusal
+    /// (`rulebridge_budget_deferred_total`).
+    pub async fn may_start(&self, purpose: Purpose) -> bool {
+        let tokens = self.limiter.available().await;
+        let allowed = purpose.may_start(tokens, self.limiter.burst());
+        if let Some(meter) = self.meter.get() {
+            meter
+                .metrics
+                .set_gauge(metrics::BUDGET_TOKENS, &[("side", meter.side)], tokens);
+            if !allowed {
+                meter.metrics.inc(
+                    metrics::BUDGET_DEFERRED,
+                    &[("side", meter.side), ("purpose", purpose.name())],
+                );
+            }
+        }
+        allowed
     }
 
     /// The service's current time as its last response's `Date` header implied it, or
@@ -434,6 +517,11 @@ impl Api {
                 .unwrap_or_else(|| self.backoff(attempt))
                 .min(self.retry.max_delay);
             tracing::debug!(operation, attempt, ?delay, "retrying after {last}");
+            if server_delay.is_some() {
+                // Honoured by every request of this API, never retried at once.
+                self.limiter.pause_for(delay).await;
+                self.count_wait("retry_after", delay);
+            }
             self.wait(operation, delay).await?;
         }
     }

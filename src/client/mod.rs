@@ -5,12 +5,14 @@
 //! Edge module (reqwest, tokio). Invariant: no token or secret appears in an error,
 //! a log line or a `Debug` output.
 
+pub mod budget;
 pub mod cloud;
 pub mod graph;
 pub mod http;
 pub mod identity;
 pub mod sentinel;
 
+pub use budget::{with_purpose, Purpose};
 pub use cloud::{Cloud, CloudEndpoints};
 pub use graph::GraphClient;
 pub use http::{Api, ClientError, Page, Pages, RateLimiter, RetryPolicy};

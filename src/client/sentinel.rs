@@ -105,6 +105,11 @@ impl SentinelClient {
         )
     }
 
+    /// The first page of every incident, unfiltered (the comment scan's listing).
+    pub fn everything_url(&self) -> String {
+        self.window_url(None, None)
+    }
+
     fn window_url(&self, from: Option<&str>, until: Option<&str>) -> String {
         let mut url = format!("{}&$top={PAGE_SIZE}", self.url(&[]));
         if let Some(filter) = time_window_filter("properties/lastModifiedTimeUtc", from, until) {

@@ -198,8 +198,16 @@ pub struct SyncConfig {
     pub poll_interval_secs: u64,
     /// How far before the cursor each incremental poll starts, for clock skew.
     pub overlap_secs: u64,
-    /// Linked incidents fully reconciled per cycle (finds comments and missed changes).
+    /// The most linked incidents fully reconciled per cycle (the safety net behind the
+    /// polls and the list scans).
     pub sweep_batch: usize,
+    /// The share of each API's per-cycle budget the sweep may spend.
+    pub sweep_share: f64,
+    /// The share of each API's per-cycle budget the comment scans may spend.
+    pub scan_share: f64,
+    /// Closed incidents quiet this long leave the sweep (`7d`, `12h`, `30m`, `45s`, or
+    /// `never`); a change the polls see brings them back.
+    pub retire_closed_after: String,
     pub state: PathBuf,
     pub rules: PathBuf,
     /// `None`: the schemas built into the binary.
@@ -219,6 +227,9 @@ impl Default for SyncConfig {
             poll_interval_secs: 30,
             overlap_secs: 5,
             sweep_batch: 20,
+            sweep_share: 0.1,
+            scan_share: 0.25,
+            retire_closed_after: "7d".into(),
             state: "rulebridge.db".into(),
             rules: "rules".into(),
             schemas: None,
@@ -242,9 +253,17 @@ impl SyncConfig {
     pub fn backfill_span(&self) -> Result<Option<chrono::TimeDelta>, String> {
         self.backfill.as_deref().map(parse_span).transpose()
     }
+
+    /// `retire_closed_after` as a span of time; `None`: never.
+    pub fn retire_span(&self) -> Result<Option<chrono::TimeDelta>, String> {
+        match self.retire_closed_after.trim() {
+            "never" => Ok(None),
+            span => parse_span(span).map(Some),
+        }
+    }
 }
 
-/// `30d`, `12h`, `90m`: a whole number of days, hours or minutes.
+/// `30d`, `12h`, `90m`, `45s`: a whole number of days, hours, minutes or seconds.
 pub fn parse_span(text: &str) -> Result<chrono::TimeDelta, String> {
     let text = text.trim();
     let bad = || format!("'{text}' is not a span like 30d, 12h or 90m");
@@ -254,6 +273,7 @@ pub fn parse_span(text: &str) -> Result<chrono::TimeDelta, String> {
         "d" => chrono::TimeDelta::try_days(n),
         "h" => chrono::TimeDelta::try_hours(n),
         "m" => chrono::TimeDelta::try_minutes(n),
+        "s" => chrono::TimeDelta::try_seconds(n),
         _ => None,
     };
     span.filter(|s| *s > chrono::TimeDelta::zero())

@@ -130,6 +130,28 @@ pub struct Commit {
     pub resolved: Vec<(Side, String)>,
 }
 
+/// What each side's comment list looked like after the last comment sync of a link:
+/// compared with what a listing carries (Graph's inline `comments`, Sentinel's
+/// `additionalData.commentsCount`), it says whether comments need reading at all.
+/// `None` on a side: unknown (never synced, or the service did not say), so read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentDigest {
+    /// Defender's comments: their number and a fingerprint of them.
+    pub defender: Option<String>,
+    /// Sentinel's comment count.
+    pub sentinel: Option<u64>,
+}
+
+/// What a list scan compares for one created link, without its bases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkDigest {
+    pub defender_id: String,
+    pub sentinel_id: String,
+    pub defender_version: Option<String>,
+    pub sentinel_version: Option<String>,
+    pub comments: CommentDigest,
+}
+
 /// Totals for `status` and the demo summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
@@ -174,7 +196,25 @@ pub trait StateStore: Send + Sync {
     fn audit_since(&self, after: i64, limit: usize) -> Result<Vec<AuditRow>, StateError>;
 
     /// Up to `limit` created links, least recently swept first (never swept first).
-    fn links_to_sweep(&self, limit: usize) -> Result<Vec<Link>, StateError>;
+    /// With `retired_before`, links whose Sentinel side was Closed at their last sync
+    /// and which have not been synced since that time are left out (retired).
+    fn links_to_sweep(
+        &self,
+        limit: usize,
+        retired_before: Option<&str>,
+    ) -> Result<Vec<Link>, StateError>;
+    /// How many links [`StateStore::links_to_sweep`] chooses from.
+    fn sweep_size(&self, retired_before: Option<&str>) -> Result<u64, StateError>;
+    /// Every created link's versions and comment digest (the list scans' memory).
+    fn link_digests(&self) -> Result<Vec<LinkDigest>, StateError>;
+    fn comment_digest(&self, defender_id: &str) -> Result<CommentDigest, StateError>;
+    /// Stored after the comment pairs it summarises are committed (a digest never
+    /// claims comments that are not stored; a lost digest costs one comment read).
+    fn set_comment_digest(
+        &self,
+        defender_id: &str,
+        digest: &CommentDigest,
+    ) -> Result<(), StateError>;
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError>;
     /// All links (for consistency checks and status; ordered by Defender id).
     fn links(&self) -> Result<Vec<Link>, StateError>;

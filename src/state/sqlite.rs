@@ -23,7 +23,10 @@
 //! A single `Mutex<Connection>` therefore costs nothing measurable, keeps every
 //! transaction on one connection, and avoids a pool and its sizing questions.
 
-use super::{AuditRow, CommentPair, Commit, Counts, DeadLetter, Link, StateError, StateStore};
+use super::{
+    AuditRow, CommentDigest, CommentPair, Commit, Counts, DeadLetter, Link, LinkDigest, StateError,
+    StateStore,
+};
 use crate::model::Side;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Params, Row, TransactionBehavior};
@@ -70,7 +73,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_sentinel ON audit (sentinel_id);
     CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
     "#,
+    // 2: comment digests (what each side's comment list looked like after the last
+    // comment sync), so listings tell which incidents need their comments read.
+    r#"
+    CREATE TABLE comment_digests (
+        defender_id TEXT PRIMARY KEY NOT NULL, defender TEXT, sentinel INTEGER);
+    "#,
 ];
+
+/// The links the sweep visits, `?2` the retirement time (NULL: retire none): not
+/// those closed in Sentinel at their last sync and not synced since `?2`.
+const SWEEPABLE: &str = "(?2 IS NULL OR NOT (json_extract(base_sentinel, '$.status') = 'Closed' \
+     AND (synced_at IS NULL OR synced_at < ?2)))";
 
 const LINK_COLUMNS: &str = "defender_id, sentinel_id, created, defender_version, \
      sentinel_version, base_defender, base_sentinel, synced_at, swept_at";
@@ -512,12 +526,82 @@ impl StateStore for SqliteStore {
         self.select(&sql, args, audit_from_row, "reading audit trail")
     }
 
-    fn links_to_sweep(&self, limit: usize) -> Result<Vec<Link>, StateError> {
-        self.links_where(
-            "WHERE created = 1 ORDER BY swept_at ASC NULLS FIRST, defender_id LIMIT ?1",
-            [sql_limit(limit)],
-            "choosing links to sweep",
+    fn links_to_sweep(
+        &self,
+        limit: usize,
+        retired_before: Option<&str>,
+    ) -> Result<Vec<Link>, StateError> {
+        let tail = format!(
+            "WHERE created = 1 AND {SWEEPABLE} ORDER BY swept_at ASC NULLS FIRST, defender_id LIMIT ?1"
+        );
+        let args = params![sql_limit(limit), retired_before];
+        self.links_where(&tail, args, "choosing links to sweep")
+    }
+
+    fn sweep_size(&self, retired_before: Option<&str>) -> Result<u64, StateError> {
+        let sql = format!("SELECT COUNT(*) FROM links WHERE created = 1 AND {SWEEPABLE}");
+        // `?1` is the limit in `links_to_sweep`; unused here, bound all the same.
+        let args = params![Option::<i64>::None, retired_before];
+        let n: Vec<i64> = self.select(&sql, args, |r| r.get(0), "counting links to sweep")?;
+        Ok(n.first().copied().unwrap_or(0).max(0) as u64)
+    }
+
+    fn link_digests(&self) -> Result<Vec<LinkDigest>, StateError> {
+        let sql = "SELECT l.defender_id, l.sentinel_id, l.defender_version, l.sentinel_version, \
+                   d.defender, d.sentinel FROM links l \
+                   LEFT JOIN comment_digests d ON d.defender_id = l.defender_id WHERE l.created = 1";
+        self.select(
+            sql,
+            [],
+            |row| {
+                Ok(LinkDigest {
+                    defender_id: row.get(0)?,
+                    sentinel_id: row.get(1)?,
+                    defender_version: row.get(2)?,
+                    sentinel_version: row.get(3)?,
+                    comments: CommentDigest {
+                        defender: row.get(4)?,
+                        sentinel: row
+                            .get::<_, Option<i64>>(5)?
+                            .and_then(|n| u64::try_from(n).ok()),
+                    },
+                })
+            },
+            "reading link digests",
         )
+    }
+
+    fn comment_digest(&self, defender_id: &str) -> Result<CommentDigest, StateError> {
+        let sql = "SELECT defender, sentinel FROM comment_digests WHERE defender_id = ?1";
+        let op = format!("reading the comment digest of {defender_id}");
+        let found = self.select(
+            sql,
+            [defender_id],
+            |row| {
+                Ok(CommentDigest {
+                    defender: row.get(0)?,
+                    sentinel: row
+                        .get::<_, Option<i64>>(1)?
+                        .and_then(|n| u64::try_from(n).ok()),
+                })
+            },
+            &op,
+        )?;
+        Ok(found.into_iter().next().unwrap_or_default())
+    }
+
+    fn set_comment_digest(
+        &self,
+        defender_id: &str,
+        digest: &CommentDigest,
+    ) -> Result<(), StateError> {
+        let sql =
+            "INSERT INTO comment_digests (defender_id, defender, sentinel) VALUES (?1, ?2, ?3) \
+                   ON CONFLICT (defender_id) DO UPDATE SET defender = excluded.defender, \
+                   sentinel = excluded.sentinel";
+        let op = format!("storing the comment digest of {defender_id}");
+        let sentinel = digest.sentinel.and_then(|n| i64::try_from(n).ok());
+        self.write(sql, params![defender_id, digest.defender, sentinel], &op)
     }
 
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError> {

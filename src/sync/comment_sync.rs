@@ -5,30 +5,58 @@
 //! only after a grace period). Which comments are new is decided by the pure
 //! `comments` planner.
 
-use super::comments::plan_comments;
+use super::comments::{defender_digest, defender_list_digest, plan_comments};
 use super::engine::{defender_stamp, now_rfc3339, Syncer};
 use super::plan::Decided;
 use super::reconcile::SyncError;
-use crate::client::ClientError;
+use crate::client::{with_purpose, ClientError, Purpose};
+use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
 use crate::rules::{CompiledPack, RuleError};
-use crate::state::{AuditRow, CommentPair, Commit, Link};
+use crate::state::{AuditRow, CommentDigest, CommentPair, Commit, Link};
 use serde_json::Value;
 use std::sync::Arc;
 
 impl Syncer {
     /// Copies new comments each way, as the direction rules allow. Returns writes made.
+    ///
+    /// `sentinel_count` is Sentinel's `commentsCount` on the incident in hand. Unless
+    /// `always`, nothing is read when both sides' comments look as they did after the
+    /// last comment sync (the stored digest) and no POST is of unknown outcome: a field
+    /// change costs no comment read. `known_sentinel`: the Sentinel comments, when known
+    /// (a twin just created has none).
     pub(super) async fn sync_comments(
         &self,
         pack: &CompiledPack,
         link: &Link,
         d: &Value,
         known_sentinel: Option<Vec<Value>>,
+        sentinel_count: Option<u64>,
+        always: bool,
     ) -> Result<usize, SyncError> {
         let id = &link.defender_id;
+        let pairs = self.state.comment_pairs(id)?;
+        let outbox_pending = pairs
+            .iter()
+            .any(|p| p.defender_key.is_none() && p.origin == Side::Sentinel);
+        let seen = CommentDigest {
+            defender: defender_digest(d),
+            sentinel: sentinel_count,
+        };
+        if self.opts.digests && !always && !outbox_pending && known_sentinel.is_none() {
+            let stored = self.state.comment_digest(id)?;
+            if stored.defender.is_some() && stored.sentinel.is_some() && stored == seen {
+                return Ok(0);
+            }
+        }
         let s_comments = match known_sentinel {
             Some(list) => list,
-            None => match self.sentinel.list_comments(&link.sentinel_id).await {
+            None => match with_purpose(
+                Purpose::Comments,
+                self.sentinel.list_comments(&link.sentinel_id),
+            )
+            .await
+            {
                 Ok(list) => list,
                 Err(ClientError::NotFound { .. }) => return Ok(0),
                 Err(e) => {
@@ -38,9 +66,15 @@ impl Syncer {
             },
         };
         let d_comments = d["comments"].as_array().cloned().unwrap_or_default();
-        let pairs = self.state.comment_pairs(id)?;
         let mut cp = plan_comments(&link.sentinel_id, &d_comments, &s_comments, &pairs);
+        // What both lists hold once this sync's writes are in (for the digest).
+        let mut sentinel_names: std::collections::HashSet<String> = s_comments
+            .iter()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        let mut defender_after: Option<Vec<Value>> = None;
         if cp.is_empty() {
+            self.store_digest(id, &d_comments, None, sentinel_names.len())?;
             return Ok(0);
         }
         let mut commit = Commit {
@@ -89,6 +123,8 @@ impl Syncer {
                         return Ok(writes);
                     }
                     writes += 1;
+                    sentinel_names.insert(c.comment_id.clone());
+                    self.observe_comment_lag(c.created.as_deref());
                     self.count(|s| s.comments_to_sentinel += 1);
                     let mut row = audit(Side::Sentinel, &c.message);
                     row.rule = decision.rule.clone();
@@ -153,6 +189,7 @@ impl Syncer {
                 self.outbox_attempted(&c.sentinel_comment_id);
                 match posted {
                     Ok(all) => {
+                        defender_after = Some(all.clone());
                         let known: std::collections::HashSet<String> = pairs
                             .iter()
                             .chain(commit.comments.iter())
@@ -165,6 +202,7 @@ impl Syncer {
                             .map(super::fields::defender_comment_key)
                             .find(|k| !known.contains(k));
                         writes += 1;
+                        self.observe_comment_lag(c.created.as_deref());
                         self.count(|s| s.comments_to_defender += 1);
                         let mut row = audit(Side::Defender, &c.text);
                         row.rule = decision.rule.clone();
@@ -180,7 +218,53 @@ impl Syncer {
             }
         }
         self.state.commit(&commit)?;
+        self.store_digest(
+            id,
+            &d_comments,
+            defender_after.as_deref(),
+            sentinel_names.len(),
+        )?;
         Ok(writes)
+    }
+
+    /// Stores what both comment lists hold after a complete comment sync, unless a POST
+    /// is still of unknown outcome (then the digest is cleared, so the next visit reads
+    /// and settles it). Skipped without digests (the sweep-only mode).
+    fn store_digest(
+        &self,
+        id: &str,
+        d_comments: &[Value],
+        defender_after: Option<&[Value]>,
+        sentinel_comments: usize,
+    ) -> Result<(), SyncError> {
+        if !self.opts.digests {
+            return Ok(());
+        }
+        let outbox_pending = self
+            .state
+            .comment_pairs(id)?
+            .iter()
+            .any(|p| p.defender_key.is_none() && p.origin == Side::Sentinel);
+        let digest = if outbox_pending {
+            CommentDigest::default()
+        } else {
+            CommentDigest {
+                defender: defender_list_digest(defender_after.unwrap_or(d_comments)),
+                sentinel: Some(sentinel_comments as u64),
+            }
+        };
+        self.state.set_comment_digest(id, &digest)?;
+        Ok(())
+    }
+
+    /// From a comment's creation (its own stamp) to its copy on the other side.
+    fn observe_comment_lag(&self, created: Option<&str>) {
+        let lag = created
+            .and_then(crate::rules::natives::parse_time)
+            .map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+        if let Some(lag) = lag.filter(|l| *l >= 0.0) {
+            self.metrics.observe(metrics::COMMENT_LAG, &[], lag);
+        }
     }
 
     /// Whether an outbox comment may be POSTed again: its last attempt by this process is

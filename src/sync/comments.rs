@@ -18,12 +18,40 @@ use crate::state::CommentPair;
 use serde_json::Value;
 use std::collections::HashSet;
 
+/// The digest of a Defender incident's inline `comments` (their number and a
+/// fingerprint of every comment's identity), or `None` when the incident does not carry
+/// them (then only reading tells).
+pub fn defender_digest(incident: &Value) -> Option<String> {
+    defender_list_digest(incident.get("comments")?.as_array()?)
+}
+
+/// The digest of a list of Defender comments, as [`defender_digest`] computes it.
+pub fn defender_list_digest(comments: &[Value]) -> Option<String> {
+    // FNV-1a over the comments' keys: a digest, not a security boundary (the worst a
+    // collision does is skip one comment read until the next sweep).
+    let hash = comments.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+        defender_comment_key(c)
+            .bytes()
+            .chain([0])
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    });
+    Some(format!("{}:{hash:016x}", comments.len()))
+}
+
+/// Sentinel's own count of an incident's comments (`additionalData.commentsCount`), if
+/// the incident carries it.
+pub fn sentinel_comment_count(incident: &Value) -> Option<u64> {
+    incident["properties"]["additionalData"]["commentsCount"].as_u64()
+}
+
 /// A Defender comment to PUT into Sentinel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToSentinel {
     pub defender_key: String,
     pub comment_id: String,
     pub message: String,
+    /// When it was written in Defender (for the copy's lag).
+    pub created: Option<String>,
 }
 
 /// A Sentinel comment to POST to Defender (after its outbox pair is stored).
@@ -33,6 +61,8 @@ pub struct ToDefender {
     pub text: String,
     /// True when an outbox entry for it exists already (a POST may have happened).
     pub retry: bool,
+    /// When it was written in Sentinel (for the copy's lag).
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,6 +127,7 @@ pub fn plan_comments(
             defender_key: key.clone(),
             comment_id: sentinel_comment_id(sentinel_id, key),
             message: comment_for_sentinel(comment),
+            created: comment["createdDateTime"].as_str().map(str::to_string),
         });
     }
 
@@ -120,6 +151,9 @@ pub fn plan_comments(
             sentinel_comment_id: id.to_string(),
             text: pending.map_or_else(|| comment_for_defender(comment), |p| p.text.clone()),
             retry: pending.is_some(),
+            created: comment["properties"]["createdTimeUtc"]
+                .as_str()
+                .map(str::to_string),
         });
     }
     out
@@ -136,6 +170,29 @@ mod tests {
 
     fn s(id: &str, text: &str) -> Value {
         json!({"name": id, "properties": {"message": text, "author": {"email": "ana@x.com"}, "createdTimeUtc": "t"}})
+    }
+
+    #[test]
+    fn digests_move_with_any_comment_and_are_unknown_without_a_list() {
+        let one = json!({"comments": [d("a", "bob")]});
+        let two = json!({"comments": [d("a", "bob"), d("b", "ann")]});
+        let other = json!({"comments": [d("c", "bob")]});
+        assert_eq!(defender_digest(&one), defender_digest(&one.clone()));
+        assert_ne!(defender_digest(&one), defender_digest(&two));
+        // The same number of comments, another text: still a move.
+        assert_ne!(defender_digest(&one), defender_digest(&other));
+        assert!(defender_digest(&two).unwrap().starts_with("2:"));
+        assert_eq!(defender_digest(&json!({"id": "1"})), None);
+        assert_eq!(
+            defender_digest(&json!({"comments": []}))
+                .unwrap()
+                .split(':')
+                .next(),
+            Some("0")
+        );
+        let s = json!({"properties": {"additionalData": {"commentsCount": 4}}});
+        assert_eq!(sentinel_comment_count(&s), Some(4));
+        assert_eq!(sentinel_comment_count(&json!({"properties": {}})), None);
     }
 
     #[test]

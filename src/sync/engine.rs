@@ -9,7 +9,7 @@
 
 use super::events::{self, Note};
 use super::reconcile::{Outcome, SyncError};
-use crate::client::{ClientError, GraphClient, SentinelClient};
+use crate::client::{with_purpose, ClientError, GraphClient, Purpose, SentinelClient};
 use crate::metrics::{self, Metrics};
 use crate::model::Side;
 use crate::rules::PackHandle;
@@ -43,7 +43,43 @@ pub struct SyncOptions {
     /// before it is sent again (a service may process a request after the client gave
     /// up on it). Longer than the client's request timeout.
     pub comment_retry_grace: std::time::Duration,
+    /// Find comment-only changes from the listings (per-link digests and the list scans).
+    /// `false` is the sweep-only behaviour of earlier versions, kept so the benchmark
+    /// can show both side by side: every reconcile reads comments, no scans run, the
+    /// sweep takes `sweep_batch` links whatever the budget and never retires one.
+    pub digests: bool,
+    /// Shares of each API's per-cycle budget for the sweep and for the scans.
+    pub sweep_share: f64,
+    pub scan_share: f64,
+    /// Closed incidents quiet this long leave the sweep; `None`: never.
+    pub retire_closed_after: Option<TimeDelta>,
+    /// Requests each API allows per cycle at the configured rates (rate × interval).
+    pub cycle_budget: CycleBudget,
 }
+
+/// Requests per cycle each API's configured rate allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CycleBudget {
+    pub graph: f64,
+    pub arm: f64,
+    /// The poll interval in seconds (for how long a full sweep takes).
+    pub interval_secs: f64,
+}
+
+impl CycleBudget {
+    /// `share` of the smaller budget, in requests (at least one when `share > 0`).
+    pub fn share(&self, share: f64) -> usize {
+        let calls = (self.graph.min(self.arm) * share).floor();
+        if share > 0.0 {
+            (calls as usize).max(1)
+        } else {
+            0
+        }
+    }
+}
+
+/// The state's meta key for the sweep's size and pace (`status`).
+pub const META_SWEEP: &str = "sweep";
 
 /// How long an ambiguous comment POST is given to show up before it is sent again:
 /// longer than the client's request timeout.
@@ -65,13 +101,22 @@ impl SyncOptions {
             backfill: sync.backfill_span()?,
             backfill_windows_per_cycle: sync.backfill_windows_per_cycle,
             comment_retry_grace: COMMENT_RETRY_GRACE,
+            digests: true,
+            sweep_share: sync.sweep_share,
+            scan_share: sync.scan_share,
+            retire_closed_after: sync.retire_span()?,
+            cycle_budget: CycleBudget {
+                graph: config.defender.requests_per_minute / 60.0 * sync.poll_interval_secs as f64,
+                arm: config.sentinel.requests_per_second * sync.poll_interval_secs as f64,
+                interval_secs: sync.poll_interval_secs as f64,
+            },
         })
     }
 
     /// The configuration's defaults, for `tenant`.
     pub fn new(tenant: impl Into<String>) -> Self {
         Self::from_config(&crate::config::Config::default(), tenant)
-            .expect("the default configuration has no backfill to misparse")
+            .expect("the default configuration's spans parse")
     }
 }
 
@@ -145,6 +190,8 @@ pub struct Syncer {
     pub(super) expand: Mutex<super::listing::ExpandState>,
     /// Sentinel refused the connector-twin lookup once (logged once).
     pub(super) connector_lookup_refused: AtomicBool,
+    /// Where the comment scans stand (see `scan`).
+    pub(super) scan: Mutex<super::scan::ScanPlace>,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -183,6 +230,7 @@ impl Syncer {
             outbox_attempts: Mutex::new(std::collections::HashMap::new()),
             expand: Mutex::new(super::listing::ExpandState::default()),
             connector_lookup_refused: AtomicBool::new(false),
+            scan: Mutex::new(super::scan::ScanPlace::default()),
         }
     }
 
@@ -243,28 +291,96 @@ impl Syncer {
         &self.pack
     }
 
-    /// One cycle: poll Defender, poll Sentinel, sweep a batch of links, then a step of
-    /// the backfill (if one runs) — the order in which they draw on the API budget.
+    /// One cycle: poll Defender, poll Sentinel, the comment scans, the sweep, then a
+    /// step of the backfill (if one runs) — the order in which they draw on the API
+    /// budget. The scans' and the backfill's work is reported with the sweep's (their
+    /// writes and interruptions; `seen` is the sweep's alone, which `quiesce` counts).
     pub async fn cycle(&self) -> Result<[PassReport; 3], SyncError> {
-        let defender = self.poll(Side::Defender).await?;
-        let sentinel = self.poll(Side::Sentinel).await?;
+        let defender = with_purpose(Purpose::Poll, self.poll(Side::Defender)).await?;
+        let sentinel = with_purpose(Purpose::Poll, self.poll(Side::Sentinel)).await?;
+        let scan = self.scan().await?;
         let mut sweep = self.sweep(self.opts.sweep_batch).await?;
-        if defender.interrupted.is_none() && !self.stopping() {
-            let backfill = self.backfill_step().await?;
-            sweep.seen += backfill.seen;
+        sweep.written += scan.written;
+        sweep.interrupted = sweep.interrupted.or(scan.interrupted);
+        if defender.interrupted.is_none()
+            && !self.stopping()
+            && self.graph.api().may_start(Purpose::Backfill).await
+        {
+            let backfill = with_purpose(Purpose::Backfill, self.backfill_step()).await?;
             sweep.written += backfill.written;
             sweep.interrupted = sweep.interrupted.or(backfill.interrupted);
         }
         Ok([defender, sentinel, sweep])
     }
 
-    /// Fully reconciles up to `batch` links, least recently swept first: both sides are
-    /// read and comments compared, which finds what no change stamp announces.
+    /// The links the sweep leaves out: closed in Sentinel and not synced since this
+    /// time (`None`: none retire).
+    fn retired_before(&self) -> Option<String> {
+        let quiet = self
+            .opts
+            .retire_closed_after
+            .filter(|_| self.opts.digests)?;
+        Some((Utc::now() - quiet).to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    /// Links a cycle's sweep may visit: at most `batch`, and within `sweep_share` of
+    /// each API's per-cycle budget (a link costs one Graph read and two ARM reads).
+    pub fn sweep_per_cycle(&self, batch: usize) -> usize {
+        if !self.opts.digests {
+            return batch;
+        }
+        let budget = self.opts.cycle_budget;
+        let share = self.opts.sweep_share;
+        let by_graph = (budget.graph * share).floor();
+        let by_arm = (budget.arm * share / 2.0).floor();
+        let links = by_graph
+            .min(by_arm)
+            .max(if share > 0.0 { 1.0 } else { 0.0 });
+        batch.min(links as usize)
+    }
+
+    /// Fully reconciles up to `batch` links (within the sweep's budget share), least
+    /// recently swept first, closed quiet ones retired: both sides are read and comments
+    /// compared, which finds what neither a change stamp nor a digest announced.
     pub async fn sweep(&self, batch: usize) -> Result<PassReport, SyncError> {
+        with_purpose(Purpose::Sweep, self.sweep_links(batch)).await
+    }
+
+    async fn sweep_links(&self, batch: usize) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
-        for link in self.state.links_to_sweep(batch)? {
+        let retired_before = self.retired_before();
+        let per_cycle = self.sweep_per_cycle(batch);
+        let size = self.state.sweep_size(retired_before.as_deref())?;
+        let full = if per_cycle == 0 {
+            f64::INFINITY
+        } else {
+            (size as f64 / per_cycle as f64).ceil() * self.opts.cycle_budget.interval_secs
+        };
+        self.metrics
+            .set_gauge(metrics::SWEEP_LINKS, &[], size as f64);
+        if full.is_finite() {
+            self.metrics
+                .set_gauge(metrics::SWEEP_FULL_SECONDS, &[], full);
+        }
+        self.state.set_meta(
+            META_SWEEP,
+            &serde_json::json!({"links": size, "per_cycle": per_cycle,
+                "full_sweep_secs": full.is_finite().then_some(full)})
+            .to_string(),
+        )?;
+        for link in self
+            .state
+            .links_to_sweep(per_cycle, retired_before.as_deref())?
+        {
             if self.stopping() {
                 report.interrupted = Some("shutting down".into());
+                break;
+            }
+            if self.opts.digests
+                && !(self.graph.api().may_start(Purpose::Sweep).await
+                    && self.sentinel.api().may_start(Purpose::Sweep).await)
+            {
+                // The budget is needed by what comes before the sweep: next cycle.
                 break;
             }
             report.seen += 1;
@@ -298,6 +414,10 @@ impl Syncer {
 
     /// Retries every dead letter with the current pack (after a reload, or on request).
     pub async fn retry_dead_letters(&self) -> Result<PassReport, SyncError> {
+        with_purpose(Purpose::Retry, self.retry_letters()).await
+    }
+
+    async fn retry_letters(&self) -> Result<PassReport, SyncError> {
         let mut report = PassReport::default();
         for letter in self.state.dead_letters()? {
             if self.stopping() {

@@ -82,7 +82,7 @@ impl Syncer {
     }
 
     /// Whether Graph listings should expand alerts now.
-    fn expand_alerts(&self) -> bool {
+    pub(super) fn expand_alerts(&self) -> bool {
         let mut state = self.expand.lock().unwrap_or_else(|p| p.into_inner());
         if !state.restored {
             state.restored = true;

@@ -14,7 +14,10 @@
 //! - `step`: one incident's sync decided and settled without I/O (rules, plan, next
 //!   link, audit rows). Pure.
 //! - `reconcile`: the I/O shell around `step`: reads, writes, commit (async edge).
-//! - `comment_sync`: one incident's comment copies through the outbox (async edge).
+//! - `comment_sync`: one incident's comment copies through the outbox, skipped when the
+//!   stored comment digest says nothing moved (async edge).
+//! - `scan`: the comment scans — listings whose comment counts or inline comments
+//!   differ from the stored digests (async edge).
 //! - `events`: the one log event per incident outcome (README "Log fields").
 
 mod backfill;
@@ -27,8 +30,11 @@ mod listing;
 pub mod plan;
 pub mod poll;
 mod reconcile;
+mod scan;
 pub mod step;
 
 pub use backfill::BackfillStatus;
-pub use engine::{PassReport, Stats, SyncOptions, Syncer, COMMENT_RETRY_GRACE};
+pub use engine::{
+    CycleBudget, PassReport, Stats, SyncOptions, Syncer, COMMENT_RETRY_GRACE, META_SWEEP,
+};
 pub use reconcile::{Outcome, SyncError};

@@ -8,6 +8,7 @@
 //! stored only when it is provably the state our write left (otherwise the next poll
 //! re-reads, which costs a read, never a lost change).
 
+use super::comments::sentinel_comment_count;
 use super::engine::{defender_stamp, now_rfc3339, Syncer};
 use super::events::{self, note, Note};
 use super::fields::sentinel_id;
@@ -137,7 +138,7 @@ impl Syncer {
                     }
                     Err(e) => return self.client_failure(&pack, Side::Defender, &id, e),
                 };
-                self.reconcile(&pack, link, d, s, None).await
+                self.reconcile(&pack, link, d, s, force).await
             }
             pending => self.create(&pack, pending, d).await,
         }
@@ -177,7 +178,7 @@ impl Syncer {
             Ok(None) => return self.dead_letter_gone(&link.defender_id),
             Err(e) => return self.client_failure(&pack, Side::Sentinel, name, e),
         };
-        self.reconcile(&pack, link, d, s, None).await
+        self.reconcile(&pack, link, d, s, force).await
     }
 
     /// Records that a linked Defender incident is gone (deleted or purged).
@@ -337,7 +338,7 @@ impl Syncer {
                         created: true,
                         ..pending
                     };
-                    return self.reconcile(pack, link, d, s, None).await;
+                    return self.reconcile(pack, link, d, s, true).await;
                 }
                 Ok(None) => {}
                 Err(e) => return self.client_failure(pack, Side::Defender, &id, e),
@@ -376,7 +377,7 @@ impl Syncer {
         });
         // A new twin has no comments yet: no need to list them.
         let comments = self
-            .sync_comments(pack, &link, &d, Some(Vec::new()))
+            .sync_comments(pack, &link, &d, Some(Vec::new()), Some(0), true)
             .await?;
         note(|n| n.comments += comments);
         Ok(Outcome::Synced {
@@ -442,20 +443,20 @@ impl Syncer {
             n.sentinel_name = Some(name.clone());
         });
         self.count(|st| st.linked_to_connector += 1);
-        self.reconcile(pack, link, d, s, None).await
+        self.reconcile(pack, link, d, s, true).await
     }
 
     /// Reads nothing and decides nothing itself: [`step::decide`] plans, this sends the
     /// writes (Sentinel first: its etag makes the PUT conditional on what was planned
-    /// from), [`step::settle`] says what to commit. `s_comments` are the Sentinel
-    /// comments when already known.
+    /// from), [`step::settle`] says what to commit. Comments are read when their digest
+    /// moved, or `always` (a sweep, a retry, a hint: reads on purpose).
     async fn reconcile(
         &self,
         pack: &CompiledPack,
         link: Link,
         mut d: Value,
         mut s: Value,
-        s_comments: Option<Vec<Value>>,
+        always: bool,
     ) -> Result<Outcome, SyncError> {
         let id = link.defender_id.clone();
         note(|n| {
@@ -557,7 +558,10 @@ impl Syncer {
             }
             break settled.tally.writes;
         };
-        let comments = self.sync_comments(pack, &link, &d, s_comments).await?;
+        let count = sentinel_comment_count(&s);
+        let comments = self
+            .sync_comments(pack, &link, &d, None, count, always)
+            .await?;
         note(|n| n.comments += comments);
         let total = written + comments;
         Ok(if total == 0 {

@@ -9,6 +9,7 @@
 //! variables, so it is its own binary with nothing running beside it.
 
 mod authoring;
+mod change_detection;
 mod cli;
 mod cli_service;
 mod clients;

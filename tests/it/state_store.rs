@@ -3,8 +3,8 @@
 
 use rulebridge::model::Side;
 use rulebridge::state::{
-    AuditRow, CommentPair, Commit, Counts, DeadLetter, Fields, Link, SqliteStore, StateError,
-    StateStore,
+    AuditRow, CommentDigest, CommentPair, Commit, Counts, DeadLetter, Fields, Link, SqliteStore,
+    StateError, StateStore,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -446,7 +446,7 @@ fn links_to_sweep_start_with_never_swept_then_oldest() {
 
     let order = |limit| -> Vec<String> {
         store
-            .links_to_sweep(limit)
+            .links_to_sweep(limit, None)
             .unwrap()
             .into_iter()
             .map(|l| l.defender_id)
@@ -474,6 +474,93 @@ fn links_to_sweep_start_with_never_swept_then_oldest() {
         ["D-0", "D-a", "D-b", "D-c", "D-d"],
         "links() includes pending, by id"
     );
+}
+
+#[test]
+fn closed_quiet_links_retire_from_the_sweep_and_return_when_synced_again() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let closed = |id: &str, synced: &str| Link {
+        base_sentinel: fields(json!({"status": "Closed"})),
+        synced_at: Some(synced.into()),
+        ..link(id, None)
+    };
+    for l in [
+        link("D-open", None),
+        closed("D-old", "2024-05-01T00:00:00Z"),
+        closed("D-recent", "2024-05-09T00:00:00Z"),
+    ] {
+        store
+            .commit(&Commit {
+                link: Some(l),
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    let ids = |before: Option<&str>| -> Vec<String> {
+        let mut ids: Vec<String> = store
+            .links_to_sweep(10, before)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.defender_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    // No retirement: every created link.
+    assert_eq!(ids(None), ["D-old", "D-open", "D-recent"]);
+    assert_eq!(store.sweep_size(None).unwrap(), 3);
+    // Closed and quiet since before May 5th: retired; closed but synced since: kept.
+    let before = Some("2024-05-05T00:00:00Z");
+    assert_eq!(ids(before), ["D-open", "D-recent"]);
+    assert_eq!(store.sweep_size(before).unwrap(), 2);
+    // Synced again (a poll saw it change): back in the sweep.
+    store
+        .commit(&Commit {
+            link: Some(closed("D-old", "2024-05-10T00:00:00Z")),
+            ..Commit::default()
+        })
+        .unwrap();
+    assert_eq!(ids(before), ["D-old", "D-open", "D-recent"]);
+}
+
+#[test]
+fn comment_digests_are_stored_per_link_and_listed_with_versions() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    for id in ["D-1", "D-2"] {
+        store
+            .commit(&Commit {
+                link: Some(link(id, None)),
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    store.begin_create("D-pending", "s-D-pending").unwrap();
+    assert_eq!(
+        store.comment_digest("D-1").unwrap(),
+        CommentDigest::default()
+    );
+    let digest = CommentDigest {
+        defender: Some("2:abc".into()),
+        sentinel: Some(3),
+    };
+    store.set_comment_digest("D-1", &digest).unwrap();
+    assert_eq!(store.comment_digest("D-1").unwrap(), digest);
+    let mut all = store.link_digests().unwrap();
+    all.sort_by(|a, b| a.defender_id.cmp(&b.defender_id));
+    // Pending creates are not listed; a link without a digest has an unknown one.
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].comments, digest);
+    assert_eq!(all[0].sentinel_version.as_deref(), Some("\"etag-1\""));
+    assert_eq!(all[1].comments, CommentDigest::default());
+    // Replaced, not added.
+    let next = CommentDigest {
+        defender: Some("3:def".into()),
+        sentinel: None,
+    };
+    store.set_comment_digest("D-1", &next).unwrap();
+    assert_eq!(store.comment_digest("D-1").unwrap(), next);
 }
 
 #[test]
@@ -619,6 +706,7 @@ fn migrations_are_idempotent_and_the_file_is_in_wal_mode() {
         tables,
         [
             "audit",
+            "comment_digests",
             "comment_pairs",
             "cursors",
             "dead_letters",
