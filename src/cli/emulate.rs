@@ -61,6 +61,14 @@ pub struct EmulateArgs {
     /// tools that measure rulebridge, not Microsoft's budgets.
     #[arg(long)]
     pub unthrottled: bool,
+    /// The services' rate limits refilled this many times faster (a compressed clock:
+    /// benchmarks that run ten minutes of a tenant in one).
+    #[arg(long, value_name = "K", default_value_t = 1.0)]
+    pub throttle_scale: f64,
+    /// The share of generated incidents that are open (active or in progress); the
+    /// generator's own mix when not given.
+    #[arg(long, value_name = "SHARE", value_parser = super::parse_share)]
+    pub open_share: Option<f64>,
     /// The Azure cloud played: public, usgov or usgov-dod. Tokens are issued only for
     /// its Graph and ARM resources (another cloud's: AADSTS500011).
     #[arg(long, value_name = "CLOUD", default_value = "public")]
@@ -122,6 +130,10 @@ pub fn run(args: &EmulateArgs) -> anyhow::Result<ExitCode> {
     config.observed.connector_incidents = args.connector_incidents;
     config.observed.sentinel_incidents_in_graph = args.sentinel_incidents_in_graph;
     config.observed.graph_expand_filter_limit = Some(args.graph_expand_filter_limit);
+    if !(args.throttle_scale.is_finite() && args.throttle_scale > 0.0) {
+        anyhow::bail!("--throttle-scale must be > 0, got {}", args.throttle_scale);
+    }
+    config.observed.throttle = config.observed.throttle.scaled(args.throttle_scale);
     if args.unthrottled {
         config.observed.throttle = crate::emulator::throttle::ThrottleConfig::unlimited();
     }
@@ -152,7 +164,10 @@ async fn serve(
     let (generated, files) = {
         let mut store = emulator.store();
         let generated = store
-            .seed_many(seed::generate(args.generate, args.random_seed))
+            .seed_many(match args.open_share {
+                Some(open) => seed::generate_open_share(args.generate, args.random_seed, open),
+                None => seed::generate(args.generate, args.random_seed),
+            })
             .map_err(anyhow::Error::msg)?;
         let files = store.seed_many(from_files).map_err(anyhow::Error::msg)?;
         (generated, files)

@@ -84,11 +84,17 @@ impl GraphClient {
     /// The first page of the incidents with `status eq '<status>'`, without alerts
     /// (the comment scan's listing: comments come inline, and `$expand` with `$filter`
     /// is what large tenants answer with 500s).
-    pub fn status_url(&self, status: &str) -> String {
-        format!(
+    /// With `since`, only those updated at or after it.
+    pub fn status_url(&self, status: &str, since: Option<&str>) -> String {
+        let mut url = format!(
             "{}/security/incidents?$top={PAGE_SIZE}&$filter=status%20eq%20'{status}'",
             self.base_url
-        )
+        );
+        if let Some(since) = time_window_filter("lastUpdateDateTime", since, None) {
+            url.push_str("%20and%20");
+            url.push_str(&since);
+        }
+        url
     }
 
     fn window_url(

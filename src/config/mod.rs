@@ -594,7 +594,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 21);
+        assert_eq!(checked, 24);
     }
 
     #[test]

@@ -86,13 +86,69 @@ const SENTINEL_CLOSE: [(&str, &str); 4] = [
 /// the same edits.
 pub struct Analysts {
     rng: SplitMix64,
+    mix: Mix,
+}
+
+/// What the analysts work on. The default is uniform: any incident, the kinds each
+/// status offers. A SOC's own mix (most edits on open incidents, a share of comments)
+/// is what a benchmark of a real queue asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Mix {
+    /// The share of edits that are comments.
+    pub comments: Option<f64>,
+    /// The share of edits made to open incidents (when a side has both kinds).
+    pub open: Option<f64>,
 }
 
 impl Analysts {
     pub fn new(seed: u64) -> Analysts {
         Analysts {
             rng: SplitMix64::new(seed),
+            mix: Mix::default(),
         }
+    }
+
+    /// Analysts working to `mix`.
+    pub fn with_mix(seed: u64, mix: Mix) -> Analysts {
+        Analysts {
+            rng: SplitMix64::new(seed),
+            mix,
+        }
+    }
+
+    /// The kind of edit: the status's options, or the mix's share of comments.
+    fn choose(&mut self, options: &[(EditKind, u32)]) -> EditKind {
+        let Some(share) = self.mix.comments else {
+            return *self.rng.weighted(options);
+        };
+        let others: Vec<(EditKind, u32)> = options
+            .iter()
+            .copied()
+            .filter(|(k, w)| *k != EditKind::Comment && *w > 0)
+            .collect();
+        if others.is_empty() || self.rng.chance(share) {
+            EditKind::Comment
+        } else {
+            *self.rng.weighted(&others)
+        }
+    }
+
+    /// The `n`-th of the keys the mix chooses from: open or closed ones by its share.
+    fn pick_key<'a>(&mut self, keys: Vec<(&'a String, bool)>) -> Option<&'a String> {
+        let wanted = self.mix.open.map(|share| self.rng.chance(share));
+        let pool: Vec<&String> = match wanted {
+            Some(open) if keys.iter().any(|(_, o)| *o == open) => keys
+                .iter()
+                .filter(|(_, o)| *o == open)
+                .map(|(k, _)| *k)
+                .collect(),
+            _ => keys.iter().map(|(k, _)| *k).collect(),
+        };
+        if pool.is_empty() {
+            return None;
+        }
+        let n = self.rng.below(pool.len() as u64) as usize;
+        Some(pool[n])
     }
 
     /// One edit on a random incident of either side; `None` if there are no incidents
@@ -116,12 +172,12 @@ impl Analysts {
             (false, false) => Side::Sentinel,
         };
         let edit = match side {
-            Side::Defender => {
+            Side::Defender if self.mix.open.is_none() => {
                 let n = self.rng.below(store.graph.len() as u64) as usize;
                 let id = store.graph.keys().nth(n).expect("index below len").clone();
                 self.graph_edit(store, id)?
             }
-            Side::Sentinel => {
+            Side::Sentinel if self.mix.open.is_none() => {
                 let n = self.rng.below(store.sentinel.len() as u64) as usize;
                 let name = store
                     .sentinel
@@ -129,6 +185,29 @@ impl Analysts {
                     .nth(n)
                     .expect("index below len")
                     .clone();
+                self.sentinel_edit(store, name)?
+            }
+            Side::Defender => {
+                let keys = store
+                    .graph
+                    .iter()
+                    .map(|(k, i)| {
+                        (
+                            k,
+                            matches!(i["status"].as_str(), Some("active" | "inProgress")),
+                        )
+                    })
+                    .collect();
+                let id = self.pick_key(keys).expect("a non-empty side").clone();
+                self.graph_edit(store, id)?
+            }
+            Side::Sentinel => {
+                let keys = store
+                    .sentinel
+                    .iter()
+                    .map(|(k, i)| (k, i["properties"]["status"].as_str() != Some("Closed")))
+                    .collect();
+                let name = self.pick_key(keys).expect("a non-empty side").clone();
                 self.sentinel_edit(store, name)?
             }
         };
@@ -165,7 +244,7 @@ impl Analysts {
                 (Comment, 3),
             ],
         };
-        let kind = *self.rng.weighted(&options);
+        let kind = self.choose(&options);
         let current_owner = incident["assignedTo"].as_str().unwrap_or("").to_string();
         let mut changes = Map::new();
         let detail = match kind {
@@ -271,7 +350,7 @@ impl Analysts {
             "Active" => vec![(Assign, 2), (Close, 3), (Tag, 2), (Comment, 3)],
             _ => vec![(Assign, 1), (Tag, 2), (Comment, 4)],
         };
-        let mut kind = *self.rng.weighted(&options);
+        let mut kind = self.choose(&options);
         let labels = props
             .get("labels")
             .and_then(Value::as_array)

@@ -9,8 +9,8 @@
 
 mod generator;
 
-pub use generator::generate;
 pub(crate) use generator::ANALYSTS;
+pub use generator::{generate, generate_open_share};
 
 use super::store::Store;
 use serde_json::Value;

@@ -53,6 +53,17 @@ impl Default for ThrottleConfig {
 }
 
 impl ThrottleConfig {
+    /// Every bucket refilled `k` times faster (a compressed clock); bursts unchanged.
+    pub fn scaled(mut self, k: f64) -> Self {
+        for bucket in [&mut self.arm_reads, &mut self.arm_writes, &mut self.graph]
+            .into_iter()
+            .flatten()
+        {
+            bucket.per_second *= k;
+        }
+        self
+    }
+
     /// No limits at all.
     pub fn unlimited() -> Self {
         ThrottleConfig {

@@ -315,7 +315,7 @@ impl Syncer {
 
     /// The links the sweep leaves out: closed in Sentinel and not synced since this
     /// time (`None`: none retire).
-    fn retired_before(&self) -> Option<String> {
+    pub(super) fn retired_before(&self) -> Option<String> {
         let quiet = self
             .opts
             .retire_closed_after

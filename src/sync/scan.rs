@@ -8,10 +8,12 @@
 //!   stored digest (or whose etag moved past a missed poll) is reconciled from the
 //!   listed copy (its Defender twin read, comments listed) — no Sentinel read.
 //! - **Defender**: listings of the open incidents (`status eq '…'` for each open status;
-//!   `eq` is the filter form Graph documents), 50 a page, carry their `comments`
-//!   inline. A linked incident whose comments differ from its digest has them copied
-//!   (Sentinel's comments listed, the new ones PUT). Closed Defender incidents are not
-//!   scanned: Graph pages are 50 incidents, and a tenant's history is mostly closed.
+//!   `eq` is the filter form Graph documents) and of the resolved ones updated within
+//!   `retire_closed_after`, 50 a page, carry their `comments` inline. A linked incident
+//!   whose comments differ from its digest has them copied (Sentinel's comments listed,
+//!   the new ones PUT). Resolved incidents quiet for longer are not scanned, as they
+//!   are not swept: Graph pages hold 50 incidents, and a tenant's history is mostly
+//!   closed. (A comment on such an incident is found when anything moves its stamp.)
 //!
 //! Both walk their listings a few pages per cycle, within `scan_share` of the API's
 //! per-cycle budget and only while the budget is above the scan's reserve
@@ -28,8 +30,10 @@ use crate::state::LinkDigest;
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// The open statuses of a Graph incident, each listed on its own.
-pub(super) const OPEN_STATUSES: [&str; 3] = ["active", "inProgress", "awaitingAction"];
+/// The Graph statuses scanned, each listed on its own: the open ones, then resolved
+/// (only those updated since the retirement time, unless none retire).
+pub(super) const SCANNED_STATUSES: [&str; 4] =
+    ["active", "inProgress", "awaitingAction", "resolved"];
 
 /// Where each walk stands between cycles.
 #[derive(Debug, Default)]
@@ -160,11 +164,14 @@ impl Syncer {
             }
             let (status, url) = {
                 let place = self.scan_place();
-                let status = OPEN_STATUSES[place.graph_status % OPEN_STATUSES.len()];
+                let status = SCANNED_STATUSES[place.graph_status % SCANNED_STATUSES.len()];
+                let since = (status == "resolved")
+                    .then(|| self.retired_before())
+                    .flatten();
                 let url = place
                     .graph_next
                     .clone()
-                    .unwrap_or_else(|| self.graph.status_url(status));
+                    .unwrap_or_else(|| self.graph.status_url(status, since.as_deref()));
                 (place.graph_status, url)
             };
             walked += 1;
@@ -183,7 +190,7 @@ impl Syncer {
                 place.graph_next = page.next.clone();
                 if listing_done {
                     place.graph_status = status + 1;
-                    if place.graph_status % OPEN_STATUSES.len() == 0 {
+                    if place.graph_status % SCANNED_STATUSES.len() == 0 {
                         place.graph_status = 0;
                         place.graph_walks += 1;
                     }

@@ -115,6 +115,32 @@ const PARAGRAPHS: [&str; 5] = [
 
 /// `n` realistic Graph incidents with alerts expanded. Same `(n, seed)`, same bytes.
 pub fn generate(n: usize, seed: u64) -> Vec<Value> {
+    generate_statuses(n, seed, &STATUSES)
+}
+
+/// The statuses a generated incident has, and how often.
+const STATUSES: [(&str, u32); 4] = [
+    ("active", 55),
+    ("inProgress", 20),
+    ("resolved", 20),
+    ("redirected", 5),
+];
+
+/// [`generate`] with `open` (0 to 1) of the incidents active or in progress, the rest
+/// resolved or (a few) redirected: a tenant with a long history has mostly closed ones.
+pub fn generate_open_share(n: usize, seed: u64, open: f64) -> Vec<Value> {
+    let open = open.clamp(0.0, 1.0);
+    let per_mille = |share: f64| (share * 1000.0).round() as u32;
+    let statuses = [
+        ("active", per_mille(open * 0.75)),
+        ("inProgress", per_mille(open * 0.25)),
+        ("resolved", per_mille((1.0 - open) * 0.95)),
+        ("redirected", per_mille((1.0 - open) * 0.05)),
+    ];
+    generate_statuses(n, seed, &statuses)
+}
+
+fn generate_statuses(n: usize, seed: u64, statuses: &[(&str, u32)]) -> Vec<Value> {
     let mut rng = SplitMix64::new(seed);
     let tenant = rng.uuid();
     // Ascending numeric ids with gaps, as a tenant's incident counter shows them.
@@ -125,7 +151,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<Value> {
         next += rng.range(1, 3);
     }
     ids.iter()
-        .map(|id| incident(&mut rng, &tenant, id, &ids))
+        .map(|id| incident(&mut rng, &tenant, id, &ids, statuses))
         .collect()
 }
 
@@ -140,15 +166,16 @@ fn stamp(rng: &mut SplitMix64, secs: i64) -> String {
     format!("{base}.{}Z", &digits[..keep])
 }
 
-fn incident(rng: &mut SplitMix64, tenant: &str, id: &str, ids: &[String]) -> Value {
+fn incident(
+    rng: &mut SplitMix64,
+    tenant: &str,
+    id: &str,
+    ids: &[String],
+    statuses: &[(&str, u32)],
+) -> Value {
     let created = EPOCH - rng.range(DAY as u64, 200 * DAY as u64) as i64;
     let updated = created + rng.below(((EPOCH - created) as u64).min(30 * DAY as u64)) as i64;
-    let mut status = *rng.weighted(&[
-        ("active", 55),
-        ("inProgress", 20),
-        ("resolved", 20),
-        ("redirected", 5),
-    ]);
+    let mut status = *rng.weighted(statuses);
     if status == "redirected" && ids.len() < 2 {
         status = "active"; // nothing to be merged into
     }

@@ -2,6 +2,7 @@
 //! analysts, connector-made incidents.
 
 use super::*;
+use crate::emulator::throttle::ThrottleConfig;
 
 pub(super) async fn control_info(
     State(state): State<AppState>,
@@ -88,7 +89,24 @@ pub(super) async fn control_analyst_edit(
     // test run stays reproducible; nothing per-store needs keeping.
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let count = analyst_edit_count(&query, &body)?;
-    let mut analysts = Analysts::new(0xA11A_1757 ^ CALLS.fetch_add(1, Ordering::Relaxed));
+    let share = |key: &str| -> Result<Option<f64>, ApiError> {
+        query
+            .get(key)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| (0.0..=1.0).contains(x))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("'{key}' must be a share from 0 to 1"))
+                    })
+            })
+            .transpose()
+    };
+    let mix = crate::emulator::analysts::Mix {
+        comments: share("comments")?,
+        open: share("open")?,
+    };
+    let mut analysts = Analysts::with_mix(0xA11A_1757 ^ CALLS.fetch_add(1, Ordering::Relaxed), mix);
     let mut store = state.lock();
     let mut edits = Vec::new();
     for _ in 0..count {
@@ -105,6 +123,26 @@ pub(super) async fn control_analyst_edit(
 }
 
 /// `count` from the query, else from a JSON body, else 1.
+/// `{"scale": K}`: the services' documented rate limits, refilled `K` times faster, from
+/// now on (buckets full); `{"scale": null}`: unlimited. Lets a benchmark sync a large
+/// seed unthrottled, then measure under the limits.
+pub(super) async fn control_throttle(State(state): State<AppState>, body: Bytes) -> ApiResult {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}")))?;
+    let config = match &v["scale"] {
+        Value::Null => ThrottleConfig::unlimited(),
+        k => {
+            let k = k
+                .as_f64()
+                .filter(|k| k.is_finite() && *k > 0.0)
+                .ok_or_else(|| ApiError::bad_request("'scale' must be a number > 0 or null"))?;
+            ThrottleConfig::default().scaled(k)
+        }
+    };
+    *state.throttle.lock().unwrap_or_else(|p| p.into_inner()) = Throttle::new(&config);
+    Ok(Json(json!({ "throttle": config })).into_response())
+}
+
 fn analyst_edit_count(query: &HashMap<String, String>, body: &[u8]) -> Result<u64, ApiError> {
     let count = if let Some(c) = query.get("count") {
         c.parse::<u64>()

@@ -435,6 +435,7 @@ fn router(state: AppState) -> Router {
         .route("/_emulator/sentinel/incidents", get(control_sentinel))
         .route("/_emulator/requests", get(control_requests))
         .route("/_emulator/analysts/edit", post(control_analyst_edit))
+        .route("/_emulator/throttle", post(control_throttle))
         .route(
             "/_emulator/connector/incidents",
             post(control_connector_incident),
