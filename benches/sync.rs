@@ -8,7 +8,16 @@
 //!    Reports p50/p95 sync lag (change on one side → acknowledged write on the other) and
 //!    API calls per analyst edit.
 //!
-//! `SYNC_BENCH_INCIDENTS` and `SYNC_BENCH_SECS` shrink the runs for a quick look.
+//! 3. Scale (`sync_scale.rs`): 1,000 and 10,000 linked incidents under the services'
+//!    real rate limits on a compressed clock, both change detections side by side.
+//!
+//! `SYNC_BENCH_INCIDENTS` and `SYNC_BENCH_SECS` shrink the runs for a quick look;
+//! `SYNC_BENCH_ONLY=initial|steady|scale` runs one; `SYNC_BENCH_SCALE_SIZES` (e.g.
+//! `1000,10000`) and `SYNC_BENCH_SCALE_SECS` (simulated seconds, default 600) shape the
+//! scale scenario.
+
+#[path = "sync_scale.rs"]
+mod scale;
 
 use rulebridge::emulator::analysts::Analysts;
 use rulebridge::emulator::EmulatorInfo;
@@ -168,14 +177,33 @@ fn api_requests(tb: &Testbed) -> usize {
 }
 
 fn main() {
+    // A scale scenario re-executes this binary to measure itself alone.
+    if let Ok(spec) = std::env::var("SYNC_BENCH_SCALE_RUN") {
+        scale::run_one(serde_json::from_str(&spec).expect("a scenario spec"));
+        return;
+    }
     // `cargo bench` passes --bench; a plain `cargo test --benches` run passes nothing we
     // need, so the benchmark always runs the same way.
+    let only = std::env::var("SYNC_BENCH_ONLY").ok();
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        initial_sync(env_usize("SYNC_BENCH_INCIDENTS", 10_000)).await;
-        steady_state(env_usize("SYNC_BENCH_SECS", 60) as u64).await;
+        if runs("initial") {
+            initial_sync(env_usize("SYNC_BENCH_INCIDENTS", 10_000)).await;
+        }
+        if runs("steady") {
+            steady_state(env_usize("SYNC_BENCH_SECS", 60) as u64).await;
+        }
     });
+    if runs("scale") {
+        let sizes: Vec<usize> = std::env::var("SYNC_BENCH_SCALE_SIZES")
+            .unwrap_or_else(|_| "1000,10000".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        scale::run_all(&sizes, env_usize("SYNC_BENCH_SCALE_SECS", 600) as u64);
+    }
 }

@@ -39,6 +39,8 @@ pub const EXPAND_FALLBACK: Gauge = Gauge("rulebridge_graph_expand_fallback");
 pub const POLL_WINDOWS: Counter = Counter("rulebridge_poll_windows_total");
 /// The backfill's progress through its time range, 0 to 1 (1 when none is running).
 pub const BACKFILL_PROGRESS: Gauge = Gauge("rulebridge_backfill_progress");
+/// Seconds until the backfill is done at this process's pace so far (0 when done).
+pub const BACKFILL_ETA: Gauge = Gauge("rulebridge_backfill_eta_seconds");
 /// The last `x-ms-ratelimit-remaining-*` an API sent, per `side`.
 pub const RATELIMIT_REMAINING: Gauge = Gauge("rulebridge_ratelimit_remaining");
 /// Requests per `side` and `purpose` (write, poll, hint, comments, retry, scan, sweep,
@@ -213,6 +215,9 @@ impl Metrics {
             ),
             (BACKFILL_PROGRESS.0, Kind::Gauge,
                 "Progress of the backfill through its time range (1 when none runs).",
+            ),
+            (BACKFILL_ETA.0, Kind::Gauge,
+                "Seconds until the backfill is done at the pace so far (0 when done).",
             ),
             (RATELIMIT_REMAINING.0, Kind::Gauge,
                 "The last x-ms-ratelimit-remaining-* value an API sent.",

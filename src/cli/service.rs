@@ -189,6 +189,16 @@ pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `95 s`, `12 min`, `3.4 h`, `2.1 d`.
+fn human_secs(secs: f64) -> String {
+    match secs {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86_400.0),
+    }
+}
+
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
     let state = service::open_existing_state(&config)?;
@@ -206,6 +216,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         meta(crate::sync::poll::META_EXPAND_FALLBACK).filter(|s| !s.is_empty());
     let backfill = meta(crate::sync::poll::META_BACKFILL)
         .and_then(|j| serde_json::from_str::<crate::sync::BackfillStatus>(&j).ok());
+    let sweep = meta(crate::sync::META_SWEEP)
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok());
     let report = json!({
         "state": config.sync.state,
         "links": counts.links,
@@ -229,7 +241,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         },
         "backfill": backfill.as_ref().map(|b| json!({
             "from": b.from, "to": b.to, "done_to": b.done_to, "progress": b.progress(),
+            "eta_secs": meta(crate::sync::META_BACKFILL_ETA).and_then(|e| e.parse::<f64>().ok()),
         })),
+        "sweep": sweep,
         "dead_letters": letters,
     });
     if args.json {
@@ -259,12 +273,26 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(b) = &backfill {
+        let eta = report["backfill"]["eta_secs"]
+            .as_f64()
+            .filter(|_| !b.complete())
+            .map(|e| format!(", about {} to go", human_secs(e)))
+            .unwrap_or_default();
         println!(
-            "backfill       {:.0}% of {} .. {} (through {})",
+            "backfill       {:.0}% of {} .. {} (through {}){eta}",
             b.progress() * 100.0,
             b.from,
             b.to,
             b.done_to
+        );
+    }
+    if let Some(sweep) = &sweep {
+        let full = sweep["full_sweep_secs"]
+            .as_f64()
+            .map_or_else(|| "never (no budget share)".to_string(), human_secs);
+        println!(
+            "sweep          {} links ({} per cycle; closed, quiet ones retired): a full sweep takes {full}",
+            sweep["links"], sweep["per_cycle"]
         );
     }
     println!(

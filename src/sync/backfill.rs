@@ -16,6 +16,9 @@ use crate::model::Side;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The state's meta key of the backfill's estimated seconds to go (`status`).
+pub const META_BACKFILL_ETA: &str = "backfill.eta_secs";
+
 /// How much later a backfill's start may fall and still be the one already recorded.
 const SAME_REQUEST: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
@@ -85,18 +88,36 @@ impl Syncer {
             let percent = (now.progress() * 100.0).floor();
             self.metrics
                 .set_gauge(metrics::BACKFILL_PROGRESS, &[], now.progress());
+            let eta = self.backfill_eta(now.progress());
+            if let Some(eta) = eta {
+                self.metrics.set_gauge(metrics::BACKFILL_ETA, &[], eta);
+                self.state
+                    .set_meta(META_BACKFILL_ETA, &format!("{eta:.0}"))?;
+            }
             if now.complete() {
+                self.metrics.set_gauge(metrics::BACKFILL_ETA, &[], 0.0);
+                self.state.set_meta(META_BACKFILL_ETA, "0")?;
                 tracing::info!(from = %now.from, to = %now.to, "backfill complete");
             } else {
                 tracing::info!(
                     through = %now.done_to,
                     to = %now.to,
+                    eta_secs = eta.map(|e| e.round()),
                     "backfill {percent}% ({} incidents this step)",
                     report.seen
                 );
             }
         }
         Ok(report)
+    }
+
+    /// Seconds until the backfill is done at the pace this process has made so far
+    /// (`None` until two steps have moved it).
+    fn backfill_eta(&self, progress: f64) -> Option<f64> {
+        let mut pace = self.backfill_pace.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, from) = *pace.get_or_insert((std::time::Instant::now(), progress));
+        let moved = progress - from;
+        (moved > 0.0).then(|| since.elapsed().as_secs_f64() * (1.0 - progress) / moved)
     }
 
     /// The stored backfill, or a new one when the configured span starts earlier.

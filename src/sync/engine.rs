@@ -192,6 +192,9 @@ pub struct Syncer {
     pub(super) connector_lookup_refused: AtomicBool,
     /// Where the comment scans stand (see `scan`).
     pub(super) scan: Mutex<super::scan::ScanPlace>,
+    /// When this process first saw the backfill's progress, and how far it was then
+    /// (its pace gives the ETA).
+    pub(super) backfill_pace: Mutex<Option<(std::time::Instant, f64)>>,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -231,6 +234,7 @@ impl Syncer {
             expand: Mutex::new(super::listing::ExpandState::default()),
             connector_lookup_refused: AtomicBool::new(false),
             scan: Mutex::new(super::scan::ScanPlace::default()),
+            backfill_pace: Mutex::new(None),
         }
     }
 

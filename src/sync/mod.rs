@@ -33,7 +33,7 @@ mod reconcile;
 mod scan;
 pub mod step;
 
-pub use backfill::BackfillStatus;
+pub use backfill::{BackfillStatus, META_BACKFILL_ETA};
 pub use engine::{
     CycleBudget, PassReport, Stats, SyncOptions, Syncer, COMMENT_RETRY_GRACE, META_SWEEP,
 };

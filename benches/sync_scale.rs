@@ -1,0 +1,333 @@
+//! The scale scenario of `cargo bench --bench sync` (issue 12): a tenant of N linked
+//! incidents (30% open) under the services' real rate limits, analysts editing both
+//! sides, `run`'s own loop (`service::run`) syncing — on a compressed clock.
+//!
+//! The clock runs `K` = 10 times fast, and everything that is a rate runs with it: the
+//! emulator's token buckets refill 10× faster (`POST /_emulator/throttle {"scale":10}`;
+//! bursts unchanged), the client's limits are 10× the production defaults, polls come
+//! every 3 s instead of 30 s, analysts make 20 edits/s instead of 2. One real minute is
+//! ten minutes of the tenant; lags are reported ×K, in the tenant's seconds.
+//!
+//! Each scenario runs in its own process (this binary, re-executed with
+//! `SYNC_BENCH_SCALE_RUN`), so its peak RSS is its own: the syncing process, with the
+//! emulator in yet another process (`rulebridge emulate`). The initial sync of the seed
+//! runs unthrottled first (it is history, not what is measured).
+
+use rulebridge::emulator::EmulatorInfo;
+use rulebridge::metrics::{self, Metrics};
+use rulebridge::rules::PackHandle;
+use rulebridge::service::{build_syncer_tuned, Tuning};
+use rulebridge::testbed::{emulator_env, service_config, TestbedOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How much faster than the tenant's clock the run goes.
+const K: f64 = 10.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub incidents: usize,
+    /// The sweep-only change detection of earlier versions.
+    pub sweep_only: bool,
+    /// Simulated seconds measured.
+    pub simulated_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub spec: Spec,
+    pub links: usize,
+    pub edits: usize,
+    pub comment_edits: usize,
+    pub api_calls: f64,
+    pub calls_per_edit: f64,
+    pub field_lag_p50: f64,
+    pub field_lag_p95: f64,
+    pub comment_lag_p50: f64,
+    pub comment_lag_p95: f64,
+    pub comments_copied: usize,
+    pub throttled_429: f64,
+    pub retry_after_waits: f64,
+    pub peak_rss_mib: f64,
+    pub by_purpose: Vec<(String, f64)>,
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs every scenario, each in its own process, and prints the table.
+pub fn run_all(sizes: &[usize], simulated_secs: u64) {
+    let mut outcomes = Vec::new();
+    for &incidents in sizes {
+        for sweep_only in [true, false] {
+            let spec = Spec {
+                incidents,
+                sweep_only,
+                simulated_secs,
+            };
+            let output = Command::new(std::env::current_exe().unwrap())
+                .env(
+                    "SYNC_BENCH_SCALE_RUN",
+                    serde_json::to_string(&spec).unwrap(),
+                )
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running a scale scenario");
+            let text = String::from_utf8_lossy(&output.stdout);
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .unwrap_or_else(|| panic!("scenario {spec:?} printed no result: {text}"));
+            let outcome: Outcome = serde_json::from_str(line).unwrap();
+            println!("scale {}", line);
+            outcomes.push(outcome);
+        }
+    }
+    println!(
+        "\n| links | detection | edits (comments) | API calls / edit | field lag p50 / p95 | comment lag p50 / p95 | 429s (waited out) | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for o in &outcomes {
+        println!(
+            "| {} | {} | {} ({}) | {:.2} | {:.0} s / {:.0} s | {:.0} s / {:.0} s | {} ({}) | {:.0} MiB |",
+            o.links,
+            if o.spec.sweep_only { "sweep only (before)" } else { "digests + scans" },
+            o.edits,
+            o.comment_edits,
+            o.calls_per_edit,
+            o.field_lag_p50,
+            o.field_lag_p95,
+            o.comment_lag_p50,
+            o.comment_lag_p95,
+            o.throttled_429,
+            o.retry_after_waits,
+            o.peak_rss_mib
+        );
+    }
+    for o in &outcomes {
+        let purposes: Vec<String> = o
+            .by_purpose
+            .iter()
+            .map(|(p, n)| format!("{p} {:.0}", n))
+            .collect();
+        println!(
+            "calls by purpose, {} links, {}: {}",
+            o.links,
+            if o.spec.sweep_only {
+                "sweep only"
+            } else {
+                "digests"
+            },
+            purposes.join(", ")
+        );
+    }
+}
+
+/// One scenario, in this process; prints its outcome as one JSON line.
+pub fn run_one(spec: Spec) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(scenario(spec));
+    println!("{}", serde_json::to_string(&outcome).unwrap());
+}
+
+async fn scenario(spec: Spec) -> Outcome {
+    let mut emulator = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+        .args([
+            "emulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--generate",
+            &spec.incidents.to_string(),
+            "--open-share",
+            "0.3",
+            "--unthrottled",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting rulebridge emulate");
+    let mut line = String::new();
+    std::io::BufReader::new(emulator.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: EmulatorInfo = serde_json::from_str(&line).expect("the emulator's info line");
+    let dir = tempfile::tempdir().unwrap();
+    let pack = Arc::new(PackHandle::new(super::pack()));
+    let tuning = Tuning {
+        digests: !spec.sweep_only,
+        ..Tuning::default()
+    };
+
+    // The history, unthrottled.
+    let mut options = TestbedOptions::new(0, dir.path().join("state.db"));
+    options.sweep_batch = 0;
+    let config = service_config(&info, &options);
+    let env = emulator_env(&info);
+    {
+        let syncer = build_syncer_tuned(
+            &config,
+            &env,
+            pack.clone(),
+            Arc::new(Metrics::new()),
+            &tuning,
+        )
+        .unwrap();
+        for _ in 0..10 {
+            let reports = syncer.cycle().await.unwrap();
+            if reports
+                .iter()
+                .all(|r| r.written == 0 && r.interrupted.is_none())
+            {
+                break;
+            }
+        }
+    }
+    let links = {
+        let state = rulebridge::state::SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        use rulebridge::state::StateStore;
+        state.counts().unwrap().links as usize
+    };
+
+    // The measured run: production limits and intervals, compressed by K.
+    options.production_rate_limits = true;
+    let mut config = service_config(&info, &options);
+    config.defender.requests_per_minute *= K;
+    config.sentinel.requests_per_second *= K;
+    config.sync.poll_interval_secs = (30.0 / K) as u64;
+    config.sync.sweep_batch = 20;
+    // Five of the tenant's minutes: long enough that closed, quiet incidents have
+    // retired, as they have on a tenant that has run for a while.
+    config.sync.retire_closed_after = format!("{}s", (300.0 / K) as u64);
+    let http = reqwest::Client::new();
+    let origin = reqwest::Url::parse(&info.graph_base_url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let control = |path: &str| format!("{origin}/_emulator{path}");
+    http.post(control("/throttle"))
+        .json(&serde_json::json!({ "scale": K }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let syncer = Arc::new(
+        build_syncer_tuned(&config, &env, pack.clone(), metrics.clone(), &tuning).unwrap(),
+    );
+    let real = Duration::from_secs_f64(spec.simulated_secs as f64 / K);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn({
+        let syncer = syncer.clone();
+        let metrics = metrics.clone();
+        let config = config.clone();
+        async move {
+            rulebridge::service::run(&config, syncer, metrics, None, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    });
+    // Analysts: 2 edits/s on the tenant's clock, a quarter of them comments, nine in
+    // ten on open incidents (a SOC works its queue).
+    let rate = 2.0 * K;
+    let started = Instant::now();
+    let mut edits = 0usize;
+    let mut comment_edits = 0usize;
+    let mut next = Instant::now();
+    while started.elapsed() < real {
+        let response: Value = http
+            .post(control("/analysts/edit?count=1&comments=0.25&open=0.9"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for edit in response["value"].as_array().into_iter().flatten() {
+            edits += 1;
+            if edit["kind"] == "comment" {
+                comment_edits += 1;
+            }
+        }
+        next += Duration::from_secs_f64(1.0 / rate);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let _ = stop_tx.send(());
+    service.await.unwrap().unwrap();
+    let text = metrics.render();
+    let sum = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let api_calls = sum("rulebridge_api_calls_total{");
+    let lag = |name, q| metrics.quantile(name, q).map_or(f64::NAN, |s| s * K);
+    let by_purpose = rulebridge::client::Purpose::ALL
+        .iter()
+        .map(|p| {
+            let n: f64 = ["defender", "sentinel"]
+                .iter()
+                .filter_map(|side| {
+                    metrics.value(
+                        metrics::API_CALLS_BY_PURPOSE,
+                        &[("side", side), ("purpose", p.name())],
+                    )
+                })
+                .sum();
+            (p.name().to_string(), n)
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    let stats = syncer.stats();
+    let outcome = Outcome {
+        links,
+        edits,
+        comment_edits,
+        api_calls,
+        calls_per_edit: api_calls / edits.max(1) as f64,
+        field_lag_p50: lag(metrics::SYNC_LAG, 0.5),
+        field_lag_p95: lag(metrics::SYNC_LAG, 0.95),
+        comment_lag_p50: lag(metrics::COMMENT_LAG, 0.5),
+        comment_lag_p95: lag(metrics::COMMENT_LAG, 0.95),
+        comments_copied: (stats.comments_to_defender + stats.comments_to_sentinel) as usize,
+        throttled_429: text
+            .lines()
+            .filter(|l| {
+                l.starts_with("rulebridge_api_calls_total{") && l.contains("status=\"429\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+        retry_after_waits: ["defender", "sentinel"]
+            .iter()
+            .filter_map(|side| {
+                metrics.value(
+                    metrics::THROTTLED_WAITS,
+                    &[("side", side), ("cause", "retry_after")],
+                )
+            })
+            .sum(),
+        peak_rss_mib: peak_rss_mib(),
+        by_purpose,
+        spec,
+    };
+    let _ = emulator.kill();
+    let _ = emulator.wait();
+    outcome
+}
