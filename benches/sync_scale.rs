@@ -49,6 +49,12 @@ pub struct Outcome {
     pub field_lag_p95: f64,
     pub comment_lag_p50: f64,
     pub comment_lag_p95: f64,
+    /// Comment copies made while the analysts worked, and in all (after the drain).
+    pub comments_in_window: usize,
+    pub cycles: f64,
+    pub cycles_due: f64,
+    /// Comment edits on linked incidents (the others are not the pack's to sync).
+    pub comments_expected: usize,
     pub comments_copied: usize,
     pub throttled_429: f64,
     pub retry_after_waits: f64,
@@ -96,12 +102,12 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
         }
     }
     println!(
-        "\n| links | detection | edits (comments) | API calls / edit | field lag p50 / p95 | comment lag p50 / p95 | 429s (waited out) | peak RSS |"
+        "\n| links | detection | edits (comments) | API calls / edit | field lag p50 / p95 | comment lag p50 / p95 | comments on linked incidents: copied (in the window) of | 429s (waited out) | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         println!(
-            "| {} | {} | {} ({}) | {:.2} | {:.0} s / {:.0} s | {:.0} s / {:.0} s | {} ({}) | {:.0} MiB |",
+            "| {} | {} | {} ({}) | {:.2} | {:.0} s / {:.0} s | {:.0} s / {:.0} s | {} ({}) of {} | {} ({}) | {:.0} MiB |",
             o.links,
             if o.spec.sweep_only { "sweep only (before)" } else { "digests + scans" },
             o.edits,
@@ -111,6 +117,9 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
             o.field_lag_p95,
             o.comment_lag_p50,
             o.comment_lag_p95,
+            o.comments_copied,
+            o.comments_in_window,
+            o.comments_expected,
             o.throttled_429,
             o.retry_after_waits,
             o.peak_rss_mib
@@ -232,52 +241,69 @@ async fn scenario(spec: Spec) -> Outcome {
     );
     let real = Duration::from_secs_f64(spec.simulated_secs as f64 / K);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn({
-        let syncer = syncer.clone();
-        let metrics = metrics.clone();
-        let config = config.clone();
-        async move {
-            rulebridge::service::run(&config, syncer, metrics, None, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        }
+    // `run`'s loop and the analysts side by side on this task (`run` holds a watch
+    // guard across awaits, so it is not spawned).
+    let service = rulebridge::service::run(&config, syncer.clone(), metrics.clone(), None, async {
+        let _ = stop_rx.await;
     });
     // Analysts: 2 edits/s on the tenant's clock, a quarter of them comments, nine in
     // ten on open incidents (a SOC works its queue).
-    let rate = 2.0 * K;
-    let started = Instant::now();
-    let mut edits = 0usize;
-    let mut comment_edits = 0usize;
-    let mut next = Instant::now();
-    while started.elapsed() < real {
-        let response: Value = http
-            .post(control("/analysts/edit?count=1&comments=0.25&open=0.9"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for edit in response["value"].as_array().into_iter().flatten() {
-            edits += 1;
-            if edit["kind"] == "comment" {
-                comment_edits += 1;
+    let analysts = async {
+        let rate = 2.0 * K;
+        let started = Instant::now();
+        let (mut edits, mut comment_edits) = (0usize, Vec::new());
+        let mut next = Instant::now();
+        while started.elapsed() < real {
+            let response: Value = http
+                .post(control("/analysts/edit?count=1&comments=0.25&open=0.9"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for edit in response["value"].as_array().into_iter().flatten() {
+                edits += 1;
+                if edit["kind"] == "comment" {
+                    let side = edit["side"].as_str().unwrap_or("").to_string();
+                    let incident = edit["incident"].as_str().unwrap_or("").to_string();
+                    comment_edits.push((side, incident));
+                }
             }
+            next += Duration::from_secs_f64(1.0 / rate);
+            tokio::time::sleep_until(next.into()).await;
         }
-        next += Duration::from_secs_f64(1.0 / rate);
-        tokio::time::sleep_until(next.into()).await;
-    }
-    let _ = stop_tx.send(());
-    service.await.unwrap().unwrap();
-    let text = metrics.render();
-    let sum = |prefix: &str| -> f64 {
+        let _ = stop_tx.send(());
+        (edits, comment_edits)
+    };
+    let (served, (edits, comment_edits)) = tokio::join!(service, analysts);
+    served.unwrap();
+    let measured = syncer.stats();
+    let sum = |text: &str, prefix: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let api_calls = sum("rulebridge_api_calls_total{");
+    // The window's calls; the drain below is not the tenant's steady state.
+    let api_calls = sum(&metrics.render(), "rulebridge_api_calls_total{");
+    // Cycles `run` started in the window (one Defender poll each), against the
+    // interval's count: fewer means cycles overran the interval.
+    let cycles: f64 = ["ok", "interrupted"]
+        .iter()
+        .filter_map(|r| metrics.value(metrics::POLLS, &[("side", "defender"), ("result", r)]))
+        .sum();
+    // Then until calm (still throttled): every edit must have arrived.
+    for _ in 0..20 {
+        let reports = syncer.cycle().await.unwrap();
+        if reports
+            .iter()
+            .all(|r| r.written == 0 && r.interrupted.is_none())
+        {
+            break;
+        }
+    }
+    let text = metrics.render();
     let lag = |name, q| metrics.quantile(name, q).map_or(f64::NAN, |s| s * K);
     let by_purpose = rulebridge::client::Purpose::ALL
         .iter()
@@ -295,8 +321,29 @@ async fn scenario(spec: Spec) -> Outcome {
         })
         .filter(|(_, n)| *n > 0.0)
         .collect();
+    // Comments on incidents the pack syncs (not filtered, not merged away), by side.
+    let state = syncer.state();
+    let linked = |(side, incident): &(String, String)| match side.as_str() {
+        "defender" => state
+            .link(incident)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.created),
+        _ => state
+            .link_by_sentinel(incident)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.created),
+    };
+    let comments_expected = comment_edits.iter().filter(|e| linked(e)).count();
+    let comment_edits = comment_edits.len();
     let stats = syncer.stats();
     let outcome = Outcome {
+        cycles,
+        cycles_due: spec.simulated_secs as f64 / 30.0,
+        comments_expected,
+        comments_in_window: (measured.comments_to_defender + measured.comments_to_sentinel)
+            as usize,
         links,
         edits,
         comment_edits,

@@ -368,6 +368,9 @@ pub async fn run(
     let mut rx = stop_rx;
     while !syncer.stopping() {
         health.beat(Instant::now());
+        // Cycles start every `interval` (not `interval` after the last one ended): a
+        // change waits at most one interval plus the time to sync it.
+        let next_cycle = tokio::time::Instant::now() + interval;
         let cycle = match probe_state(syncer.state().as_ref()) {
             Ok(()) => syncer.cycle().await,
             Err(e) => Err(SyncError::State(e)),
@@ -407,7 +410,7 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(next_cycle) => {}
             _ = rx.wait_for(|stop| *stop) => {}
             _ = swapped => {
                 // A new pack may sync what the old one could not.

@@ -16,8 +16,8 @@
 //!   closed. (A comment on such an incident is found when anything moves its stamp.)
 //!
 //! Both walk their listings a few pages per cycle, within `scan_share` of the API's
-//! per-cycle budget and only while the budget is above the scan's reserve
-//! (`client::budget`), resuming where they stopped (the next link is kept in memory; a
+//! per-cycle budget and of the cycle's time (half each), and only while the budget is
+//! above the scan's reserve (`client::budget`), resuming where they stopped (the next link is kept in memory; a
 //! restart starts the walk again). A walk over a live set may skip or repeat an item;
 //! repeats cost nothing (digests match), skips are met by the next walk or the sweep.
 
@@ -29,6 +29,7 @@ use crate::model::Side;
 use crate::state::LinkDigest;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// The Graph statuses scanned, each listed on its own: the open ones, then resolved
 /// (only those updated since the retirement time, unless none retire).
@@ -66,11 +67,18 @@ impl Syncer {
         }
         let arm_pages = (self.opts.cycle_budget.arm * self.opts.scan_share).floor() as usize;
         let graph_pages = (self.opts.cycle_budget.graph * self.opts.scan_share).floor() as usize;
+        // The scans also share the cycle's time, half each: a listing page takes as long
+        // as the service needs to render it, and the next poll must not wait for them.
+        let slot = Duration::from_secs_f64(
+            (self.opts.cycle_budget.interval_secs * self.opts.scan_share / 2.0).max(0.0),
+        );
+        let deadline = Instant::now() + slot;
         with_purpose(
             Purpose::Scan,
-            self.scan_sentinel(&digests, arm_pages.max(1), &mut report),
+            self.scan_sentinel(&digests, arm_pages.max(1), deadline, &mut report),
         )
         .await?;
+        let deadline = Instant::now().max(deadline) + slot;
         if report.interrupted.is_none() && !self.stopping() {
             let by_defender: HashMap<&str, &LinkDigest> = digests
                 .values()
@@ -78,7 +86,7 @@ impl Syncer {
                 .collect();
             with_purpose(
                 Purpose::Scan,
-                self.scan_defender(&by_defender, graph_pages.max(1), &mut report),
+                self.scan_defender(&by_defender, graph_pages.max(1), deadline, &mut report),
             )
             .await?;
         }
@@ -89,10 +97,14 @@ impl Syncer {
         &self,
         digests: &HashMap<String, LinkDigest>,
         pages: usize,
+        deadline: Instant,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
         for _ in 0..pages {
-            if self.stopping() || !self.sentinel.api().may_start(Purpose::Scan).await {
+            if self.stopping()
+                || Instant::now() >= deadline
+                || !self.sentinel.api().may_start(Purpose::Scan).await
+            {
                 return Ok(());
             }
             let url = self
@@ -155,11 +167,15 @@ impl Syncer {
         &self,
         digests: &HashMap<&str, &LinkDigest>,
         pages: usize,
+        deadline: Instant,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
         let mut walked = 0;
         while walked < pages {
-            if self.stopping() || !self.graph.api().may_start(Purpose::Scan).await {
+            if self.stopping()
+                || Instant::now() >= deadline
+                || !self.graph.api().may_start(Purpose::Scan).await
+            {
                 return Ok(());
             }
             let (status, url) = {
