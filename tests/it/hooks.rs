@@ -262,11 +262,13 @@ fn trigger_body(arm_id: &str, name: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn secret_header() -> Vec<(&'static str, String)> {
+type Headers = Vec<(&'static str, String)>;
+
+fn secret_header() -> Headers {
     vec![(SECRET_HEADER, SECRET.to_string())]
 }
 
-fn signed(secret: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+fn signed(secret: &str, timestamp: i64, body: &[u8]) -> Headers {
     let timestamp = timestamp.to_string();
     vec![
         (SIGNATURE_HEADER, sign(secret, &timestamp, body)),
@@ -411,7 +413,7 @@ async fn forged_replayed_oversized_malformed_or_throttled_hooks_change_nothing_a
         .into_bytes();
     let bad_name = br#"{"incidentName":"../../providers/x"}"#.to_vec();
     let not_json = b"incidentName=x".to_vec();
-    let attempts: Vec<(&str, Vec<(&str, String)>, Vec<u8>, u16, &str)> = vec![
+    let attempts: Vec<(&str, Headers, Vec<u8>, u16, &str)> = vec![
         (
             "no credentials",
             vec![],
