@@ -274,7 +274,7 @@ async fn take(on: &Enabled, headers: &HeaderMap, body: Body) -> Answer {
     if declared.is_some_and(|n| n > on.max_body as u64) {
         return too_large();
     }
-    let body = match read_body(body, on.max_body).await {
+    let body = match read_body(body, on.max_body, BODY_TIMEOUT).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Unreadable) => {
@@ -330,13 +330,15 @@ async fn take(on: &Enabled, headers: &HeaderMap, body: Body) -> Answer {
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum BodyError {
     TooLarge,
     Unreadable,
 }
 
-/// The body, at most `max` bytes, read within [`BODY_TIMEOUT`].
-async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
+/// The body, at most `max` bytes, read within `timeout`; reading stops at the first
+/// byte over `max` (a chunked body declares no length).
+async fn read_body(body: Body, max: usize, timeout: Duration) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     let read = async {
@@ -349,7 +351,7 @@ async fn read_body(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
         }
         Ok(())
     };
-    tokio::time::timeout(BODY_TIMEOUT, read)
+    tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| BodyError::Unreadable)??;
     Ok(bytes)
@@ -375,6 +377,37 @@ mod tests {
         assert_eq!(queue.pop().as_deref(), Some("a"));
         assert!(queue.is_empty() && queue.pop().is_none());
         assert_eq!(metrics.value(metrics::HOOK_QUEUE, &[]), Some(0.0));
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_limit_and_its_time() {
+        use futures_util::stream;
+        let chunks = |n: usize| {
+            Body::from_stream(stream::iter(
+                (0..n).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 30 * 1024])),
+            ))
+        };
+        let long = Duration::from_secs(5);
+        assert_eq!(
+            read_body(chunks(2), 64 * 1024, long).await.map(|b| b.len()),
+            Ok(60 * 1024)
+        );
+        // No length declared: refused at the chunk that crosses the limit.
+        assert_eq!(
+            read_body(chunks(3), 64 * 1024, long).await,
+            Err(BodyError::TooLarge)
+        );
+        let endless =
+            stream::iter([Ok::<_, std::io::Error>(b"{".to_vec())]).chain(stream::pending());
+        let started = std::time::Instant::now();
+        let read = read_body(
+            Body::from_stream(endless),
+            64 * 1024,
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(read, Err(BodyError::Unreadable));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[tokio::test]
