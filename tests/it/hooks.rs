@@ -4,10 +4,11 @@
 //! Sentinel edit reach Defender at once, whatever else its body says; forged, replayed,
 //! stale, oversized, unauthenticated, malformed and rate-limited hooks change nothing
 //! (the Defender incident and the state file are compared before and after) and are each
-//! counted; a hook naming an incident rulebridge does not link writes nothing; the
-//! secret appears in neither the log nor `/metrics`.
+//! counted; a hook naming an incident rulebridge does not link writes nothing; a stop
+//! wins over queued hints; the secret appears in neither the log nor `/metrics`.
 
 use crate::common::{self, Run};
+use rulebridge::emulator::faults::{Endpoint, FaultKind, FaultRule};
 use rulebridge::emulator::throttle::ThrottleConfig;
 use rulebridge::emulator::{Emulator, EmulatorConfig, EmulatorInfo};
 use rulebridge::hooks::{sign, SECRET_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -561,6 +562,40 @@ async fn forged_replayed_oversized_malformed_or_throttled_hooks_change_nothing_a
     }
     assert!(!metrics.contains(SECRET), "the hook secret is in /metrics");
     rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_wins_over_queued_hints() {
+    let rig = Rig::start("enabled = true\nsecret_file = \"hook-secret\"\n", &[]).await;
+    let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
+    // Each hinted reconcile's first read takes 1.5 s: three queued hints are 4.5 s of work.
+    rig.emulator.add_fault(FaultRule {
+        kind: FaultKind::Slow { delay_ms: 1500 },
+        endpoint: Endpoint::SentinelGet,
+        rate: 1.0,
+        count: None,
+        after: 0,
+    });
+    for id in IDS {
+        let body = json!({ "incidentName": rig.twin(id) }).to_string();
+        let (status, _) = rig.post(&hook, &secret_header(), body.into()).await;
+        assert_eq!(status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let log = rig.run.stop();
+    let took = started.elapsed();
+    // The incident in hand is finished; the queued ones are left to the polls.
+    let reconciled = log
+        .iter()
+        .filter(|l| l.contains("\"hook.reconciled\""))
+        .count();
+    assert!(
+        reconciled <= 1,
+        "{reconciled} hints after the stop:\n{}",
+        log.join("\n")
+    );
+    assert!(took < Duration::from_millis(3500), "the stop took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
