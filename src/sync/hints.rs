@@ -9,6 +9,7 @@
 use super::engine::Syncer;
 use super::events::{self, Note};
 use super::reconcile::{Outcome, SyncError};
+use crate::client::{with_purpose, Purpose};
 use crate::metrics;
 use crate::model::Side;
 
@@ -19,7 +20,9 @@ impl Syncer {
     /// rulebridge links), `deferred` (a transient failure: the polls will find the change
     /// as usual) or `failed` (the state file refused; the error is returned too).
     pub async fn sync_hint(&self, name: &str) -> Result<&'static str, SyncError> {
-        let result = self.hint(name).await;
+        // Hints draw on the API budget after writes and polls, before comments and
+        // every background pass (`client::budget`).
+        let result = with_purpose(Purpose::Hint, self.hint(name)).await;
         let label = match &result {
             Ok(label) => label,
             Err(SyncError::Transient(_)) => "deferred",

@@ -317,6 +317,12 @@ async fn a_hook_brings_a_sentinel_change_to_defender_at_once_and_nothing_else() 
     eprintln!("hook to Defender write: {lag:?}");
     assert!(lag < Duration::from_secs(5), "{lag:?}");
     rig.counter_reaches(&hook_syncs("synced"), 1.0).await;
+    // Its reads are labelled as a hint's in the API budget (its write as a write).
+    for side in ["sentinel", "defender"] {
+        let series =
+            format!("rulebridge_api_calls_by_purpose_total{{purpose=\"hint\",side=\"{side}\"}}");
+        assert!(rig.counter(&series).await >= 1.0, "{series}");
+    }
     // Only the name was taken: nothing of the body's properties reached either side.
     let d = rig.emulator.store().graph[a].clone();
     assert_eq!(d["status"], "active", "{d:#}");
