@@ -8,7 +8,7 @@
 //!    Reports p50/p95 sync lag (change on one side → acknowledged write on the other) and
 //!    API calls per analyst edit.
 //!
-//! 3. Scale (`sync_scale.rs`): 1,000 and 10,000 linked incidents under the services'
+//! 3. Scale (`support/sync_scale.rs`): 1,000 and 10,000 linked incidents under the services'
 //!    real rate limits on a compressed clock, both change detections side by side.
 //!
 //! `SYNC_BENCH_INCIDENTS` and `SYNC_BENCH_SECS` shrink the runs for a quick look;
@@ -16,7 +16,7 @@
 //! `1000,10000`) and `SYNC_BENCH_SCALE_SECS` (simulated seconds, default 600) shape the
 //! scale scenario.
 
-#[path = "sync_scale.rs"]
+#[path = "support/sync_scale.rs"]
 mod scale;
 
 use rulebridge::emulator::analysts::Analysts;

@@ -17,6 +17,7 @@ pub mod default_pack;
 pub mod doctor;
 pub mod emulator;
 pub mod health;
+pub mod hooks;
 pub mod metrics;
 pub mod model;
 pub mod ops_server;

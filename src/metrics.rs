@@ -61,6 +61,12 @@ pub const COMMENT_LAG: Histogram = Histogram("rulebridge_comment_lag_seconds");
 pub const SWEEP_LINKS: Gauge = Gauge("rulebridge_sweep_links");
 /// How long one full sweep takes at the current size and share of the budget.
 pub const SWEEP_FULL_SECONDS: Gauge = Gauge("rulebridge_sweep_full_seconds");
+/// Push-hook requests, per `result` (accepted, coalesced or why one was refused).
+pub const HOOKS: Counter = Counter("rulebridge_hooks_total");
+/// Reconciles the push hook asked for, per `outcome`.
+pub const HOOK_SYNCS: Counter = Counter("rulebridge_hook_syncs_total");
+/// Incidents waiting for the reconcile a hook asked for.
+pub const HOOK_QUEUE: Gauge = Gauge("rulebridge_hook_queue");
 
 /// A counter's name. Each kind has its own type, so recording a gauge with `inc` or
 /// observing a counter is a compile error rather than a series silently dropped.
@@ -245,6 +251,15 @@ impl Metrics {
             ),
             (SWEEP_FULL_SECONDS.0, Kind::Gauge,
                 "How long one full sweep takes at the current size and budget share.",
+            ),
+            (HOOKS.0, Kind::Counter,
+                "Push-hook requests, by result (accepted, coalesced, or why refused).",
+            ),
+            (HOOK_SYNCS.0, Kind::Counter,
+                "Reconciles a push hook asked for, by outcome.",
+            ),
+            (HOOK_QUEUE.0, Kind::Gauge,
+                "Incidents waiting for the reconcile a push hook asked for.",
             ),
         ] {
             metrics.describe_as(name, kind, help);
@@ -616,6 +631,9 @@ mod tests {
             POLL_WINDOWS.0,
             BACKFILL_PROGRESS.0,
             RATELIMIT_REMAINING.0,
+            HOOKS.0,
+            HOOK_SYNCS.0,
+            HOOK_QUEUE.0,
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

@@ -55,6 +55,18 @@ pub async fn serve_probes(
     ready: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, metrics, health, ready, Router::new(), shutdown).await
+}
+
+/// [`serve_probes`] with `extra` routes beside them (the push hook).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Health,
+    ready: Readiness,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -63,7 +75,8 @@ pub async fn serve_probes(
             metrics,
             health,
             ready,
-        });
+        })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

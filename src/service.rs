@@ -1,5 +1,6 @@
 //! `rulebridge run` as a library: builds the clients, state store and syncer from a
-//! [`Config`], serves `/metrics` and `/healthz`, and polls until asked to stop.
+//! [`Config`], serves `/metrics` and `/healthz` (and the push hook when enabled), and
+//! polls until asked to stop, reconciling hinted incidents between cycles.
 //!
 //! Async edge. The CLI only loads the config and pack and turns signals into the
 //! `shutdown` future; everything else, including the order of a graceful stop (finish
@@ -8,6 +9,7 @@
 use crate::client::{Api, GraphClient, RetryPolicy, SentinelClient, TokenSource};
 use crate::config::{Config, ConfigError, Env, ProcessEnv};
 use crate::health::{Health, PackHealth};
+use crate::hooks::{HintQueue, Hooks};
 use crate::metrics::{self, Metrics};
 use crate::reload::{self, ReloadError, ReloadOutcome, Reloader, WatchOptions, Watcher};
 use crate::rules::{CompiledPack, PackHandle};
@@ -310,12 +312,21 @@ pub async fn run(
     reloading: Option<Arc<Reloading>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|error| ServiceError::Listen {
-            addr: config.server.listen.to_string(),
-            error,
-        })?;
+    // Before anything listens: hooks enabled without a secret are a config error.
+    let hook_secret = config.hook_secret_in(&ProcessEnv)?;
+    let hints = Arc::new(HintQueue::new(config.hooks.queue_capacity, metrics.clone()));
+    let hooks = match &hook_secret {
+        Some((secret, from)) => {
+            tracing::info!(event = "hooks.enabled", auth = ?config.hooks.auth, "push hook on, its secret from {from}");
+            Hooks::enabled(&config.hooks, secret, hints.clone(), metrics.clone())
+        }
+        None => Hooks::disabled(metrics.clone()),
+    };
+    let own_listener = match (config.hooks.listen, hook_secret.is_some()) {
+        (Some(addr), true) => Some(bind(addr).await?),
+        _ => None,
+    };
+    let listener = bind(config.server.listen).await?;
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
@@ -323,12 +334,31 @@ pub async fn run(
     let health = Arc::new(Health::new(config.server.health_options(), Instant::now()));
     let (liveness, readiness) = probes(&health, &syncer, reloading.as_ref());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let hook_server = own_listener.map(|listener| {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| String::new(), |a| a.to_string());
+        tracing::info!(event = "hooks.listening", addr = %addr, "serving {} only", crate::hooks::PATH);
+        tokio::spawn(crate::hooks::serve(listener, hooks.clone(), stopped(stop_rx.clone())))
+    });
     let ops = tokio::spawn({
         let metrics = metrics.clone();
-        let mut rx = stop_rx.clone();
-        crate::ops_server::serve_probes(listener, metrics, liveness, readiness, async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        })
+        // With a listener of its own, the hook is not also beside /metrics.
+        let extra = match hook_server {
+            Some(_) => axum::Router::new(),
+            None => hooks.router(),
+        };
+        crate::ops_server::serve_with(
+            listener,
+            metrics,
+            liveness,
+            readiness,
+            extra,
+            stopped(stop_rx.clone()),
+        )
     });
     let stopper = {
         let syncer = syncer.clone();
@@ -403,20 +433,33 @@ pub async fn run(
             }
         }
         health.beat(Instant::now());
-        let swapped = async {
-            match &reloading {
-                Some(r) => r.swapped().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_cycle) => {}
-            _ = rx.wait_for(|stop| *stop) => {}
-            _ = swapped => {
-                // A new pack may sync what the old one could not.
-                let report = syncer.retry_dead_letters().await?;
-                if report.seen > 0 {
-                    tracing::info!(retried = report.seen, "dead letters retried with the new pack");
+        // Between cycles, in this order: the stop, the next cycle when it is due (a
+        // stream of hints never starves the polls), a swapped pack, hinted incidents
+        // (queued during the cycle too), one at a time and never beside a cycle.
+        while !syncer.stopping() {
+            let swapped = async {
+                match &reloading {
+                    Some(r) => r.swapped().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = rx.wait_for(|stop| *stop) => break,
+                _ = tokio::time::sleep_until(next_cycle) => break,
+                _ = swapped => {
+                    // A new pack may sync what the old one could not.
+                    let report = syncer.retry_dead_letters().await?;
+                    if report.seen > 0 {
+                        tracing::info!(retried = report.seen, "dead letters retried with the new pack");
+                    }
+                    break;
+                }
+                name = hints.next() => {
+                    if syncer.stopping() {
+                        break;
+                    }
+                    reconcile_hint(&syncer, &health, &name).await;
                 }
             }
         }
@@ -426,9 +469,41 @@ pub async fn run(
     if let Some(hangup) = hangup {
         hangup.abort();
     }
+    if let Some(hook_server) = hook_server {
+        finish_ops(hook_server).await;
+    }
     finish_ops(ops).await;
     tracing::info!("stopped; state committed");
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| ServiceError::Listen {
+            addr: addr.to_string(),
+            error,
+        })
+}
+
+/// One hinted incident, reconciled in the loop. A hint that fails is not retried: the
+/// polls find the change as they would have without it.
+async fn reconcile_hint(syncer: &Syncer, health: &Health, name: &str) {
+    match syncer.sync_hint(name).await {
+        Ok(outcome) => {
+            tracing::debug!(
+                event = "hook.reconciled",
+                sentinel_name = name,
+                outcome,
+                "hinted reconcile done"
+            )
+        }
+        Err(SyncError::State(e)) => {
+            tracing::error!(event = "state.unwritable", error = %e, "the state file refused a write; syncing paused until it accepts one");
+            health.state_written(Err(e.to_string()));
+        }
+        Err(e) => tracing::warn!(sentinel_name = name, error = %e, "hinted reconcile failed"),
+    }
 }
 
 /// The state meta key the loop writes each cycle: a write that proves the state file

@@ -1,6 +1,6 @@
 //! The service configuration of `rulebridge run --config FILE`: which tenant and
 //! workspace, how often to poll, where the state file and the rule pack live, where
-//! `/metrics` listens, how hot reload behaves.
+//! `/metrics` listens, how hot reload behaves, whether the Sentinel push hook is on.
 //!
 //! Loading goes TOML → JSON → `schemas/config.schema.json` (the copy built into the
 //! binary: the config is what names a schemas folder, so it cannot be checked by one)
@@ -13,8 +13,10 @@
 //! This file holds the types, loading and validation; [`identity`] turns a loaded
 //! config and the environment into the cloud's endpoints and the sign-in.
 
+mod hooks;
 mod identity;
 
+pub use hooks::{HookAuth, HooksConfig};
 pub use identity::{Env, Identity, ProcessEnv};
 
 use crate::client::RateLimiter;
@@ -39,6 +41,9 @@ pub enum ConfigError {
     /// file, never a secret.
     #[error("{path}: credentials: {message}")]
     Credentials { path: String, message: String },
+    /// The push hook is enabled without a usable secret. Names the variable or file.
+    #[error("{path}: hooks: {message}")]
+    Hooks { path: String, message: String },
 }
 
 impl ConfigError {
@@ -52,6 +57,9 @@ impl ConfigError {
             )],
             ConfigError::Credentials { path, message } => {
                 vec![Problem::in_file(path, format!("credentials: {message}"))]
+            }
+            ConfigError::Hooks { path, message } => {
+                vec![Problem::in_file(path, format!("hooks: {message}"))]
             }
         }
     }
@@ -77,6 +85,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub server: ServerConfig,
     pub reload: ReloadConfig,
+    pub hooks: HooksConfig,
     /// The file this was loaded from (empty for a `Default`), for messages.
     #[serde(skip)]
     pub path: PathBuf,
@@ -401,6 +410,9 @@ impl Config {
         if let Some(p) = &mut self.sync.schemas {
             resolve(p);
         }
+        if let Some(p) = &mut self.hooks.secret_file {
+            resolve(p);
+        }
         for p in [
             &mut self.credentials.client_secret_file,
             &mut self.credentials.certificate_path,
@@ -411,6 +423,14 @@ impl Config {
         {
             resolve(p);
         }
+    }
+
+    /// The push hook's secret, if hooks are enabled (see [`HooksConfig::secret_in`]).
+    pub fn hook_secret_in(
+        &self,
+        env: &dyn Env,
+    ) -> Result<Option<(crate::client::Secret, String)>, ConfigError> {
+        self.hooks.secret_in(env, &self.label())
     }
 
     fn label(&self) -> String {
@@ -469,7 +489,7 @@ fn to_json(value: toml::Value) -> Value {
 }
 
 /// What one schema cannot say clearly: the workspace is named one way or the other,
-/// and `listen` is a socket address.
+/// and `listen` (either) is a socket address.
 fn consistency_problems(json: &Value, label: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
     let sentinel = &json["sentinel"];
@@ -512,13 +532,15 @@ fn consistency_problems(json: &Value, label: &str) -> Vec<Problem> {
         }
     }
     problems.extend(identity::cloud_problems(json, label));
-    if let Some(listen) = json.pointer("/server/listen").and_then(Value::as_str) {
-        if listen.parse::<SocketAddr>().is_err() {
-            problems.push(Problem::at_pointer(
-                label,
-                "/server/listen",
-                format!("'{listen}' is not a socket address (IP:port, e.g. 127.0.0.1:9464)"),
-            ));
+    for pointer in ["/server/listen", "/hooks/listen"] {
+        if let Some(listen) = json.pointer(pointer).and_then(Value::as_str) {
+            if listen.parse::<SocketAddr>().is_err() {
+                problems.push(Problem::at_pointer(
+                    label,
+                    pointer,
+                    format!("'{listen}' is not a socket address (IP:port, e.g. 127.0.0.1:9464)"),
+                ));
+            }
         }
     }
     problems
@@ -594,7 +616,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 24);
+        assert_eq!(checked, 30);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - `scan`: the comment scans — listings whose comment counts or inline comments
 //!   differ from the stored digests (async edge).
 //! - `events`: the one log event per incident outcome (README "Log fields").
+//! - `hints`: the reconcile of one Sentinel incident a push hook asks for (async edge).
 
 mod backfill;
 mod comment_sync;
@@ -26,6 +27,7 @@ pub mod comments;
 mod engine;
 mod events;
 pub mod fields;
+mod hints;
 mod listing;
 pub mod plan;
 pub mod poll;

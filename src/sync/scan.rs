@@ -206,7 +206,7 @@ impl Syncer {
                 place.graph_next = page.next.clone();
                 if listing_done {
                     place.graph_status = status + 1;
-                    if place.graph_status % SCANNED_STATUSES.len() == 0 {
+                    if place.graph_status.is_multiple_of(SCANNED_STATUSES.len()) {
                         place.graph_status = 0;
                         place.graph_walks += 1;
                     }

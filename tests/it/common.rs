@@ -1,9 +1,15 @@
 //! Helpers shared by the integration tests.
 
-use rulebridge::emulator::EmulatorInfo;
+use rulebridge::emulator::sentinel::WRITABLE;
+use rulebridge::emulator::{Emulator, EmulatorInfo};
 use rulebridge::rules::CompiledPack;
 use rulebridge::snapshot::PackSnapshot;
+use serde_json::{json, Map, Value};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The default pack (`rules/`, judged by `schemas/`), built; a problem fails the test.
 pub fn pack() -> CompiledPack {
@@ -27,6 +33,35 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// An analyst's edit of Sentinel incident `name`, through the emulator's own PUT path
+/// (stamp and etag move as in the service): `edit` changes its writable properties.
+pub fn sentinel_edit(emulator: &Emulator, name: &str, edit: impl FnOnce(&mut Map<String, Value>)) {
+    let mut store = emulator.store();
+    let resource = store.sentinel[name].clone();
+    let base_id = resource["id"]
+        .as_str()
+        .unwrap()
+        .strip_suffix(&format!("/{name}"))
+        .unwrap()
+        .to_string();
+    let mut props: Map<String, Value> = resource["properties"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, v)| WRITABLE.contains(&k.as_str()) && !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    edit(&mut props);
+    store
+        .sentinel_put(
+            &base_id,
+            name,
+            &json!({ "properties": props }),
+            resource["etag"].as_str(),
+        )
+        .unwrap();
 }
 
 /// Writes `dir/rulebridge.toml`, a service config for the emulator at `info`: its URLs,
@@ -75,4 +110,94 @@ listen = "127.0.0.1:0"
     )
     .unwrap();
     path
+}
+
+/// `rulebridge run` with a JSON log; its stderr lines arrive on a channel.
+pub struct Run {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub ops: String,
+}
+
+impl Run {
+    pub fn start(config: &Path) -> Run {
+        Run::start_with(config, &[])
+    }
+
+    /// [`Run::start`] with `env` set for the process.
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Run {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
+            .args(["run", "--log-format", "json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "rulebridge=debug")
+            .env_remove("RULEBRIDGE_LOG_FORMAT")
+            .env_remove("AZURE_CLIENT_SECRET")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut run = Run {
+            child,
+            lines,
+            log: Vec::new(),
+            reader: Some(reader),
+            ops: String::new(),
+        };
+        let listening = run.wait_for(|e| e["event"] == "ops.listening", "the ops address");
+        run.ops = listening["addr"].as_str().unwrap().to_string();
+        run
+    }
+
+    /// The first event so far that `want` accepts, else [`Run::wait_for`] it.
+    pub fn seen(&mut self, want: impl Fn(&Value) -> bool, what: &str) -> Value {
+        let earlier = self
+            .log
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| want(e));
+        earlier.unwrap_or_else(|| self.wait_for(want, what))
+    }
+
+    /// Reads log lines until one parses to an event `want` accepts (20 s at most).
+    pub fn wait_for(&mut self, want: impl Fn(&Value) -> bool, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            self.log.push(line.clone());
+            if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                if want(&event) {
+                    return event;
+                }
+            }
+        }
+        panic!("no {what} in the log:\n{}", self.log.join("\n"));
+    }
+
+    /// SIGTERM, then the whole log (the exit must be clean).
+    pub fn stop(mut self) -> Vec<String> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let exit = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        self.log.extend(self.lines.try_iter());
+        assert!(exit.success(), "{exit}: {}", self.log.join("\n"));
+        std::mem::take(&mut self.log)
+    }
 }

@@ -22,6 +22,7 @@ mod emulator_identity;
 mod emulator_observed;
 mod emulator_seed;
 mod fuzz_pipeline;
+mod hooks;
 mod hostile;
 mod identity;
 mod limits;

@@ -6,14 +6,12 @@
 //! examples themselves (YAML parsed here always; `kubectl kustomize` and `systemd-analyze
 //! verify` when those tools are installed).
 
-use crate::common;
+use crate::common::{self, Run};
 use rulebridge::emulator::throttle::ThrottleConfig;
 use rulebridge::emulator::{Emulator, EmulatorConfig, EmulatorInfo};
 use serde_json::{json, Value};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 async fn start_emulator() -> Emulator {
@@ -51,90 +49,6 @@ fn incident(id: &str, severity: &str) -> Value {
 fn write_config(dir: &Path, info: &EmulatorInfo, rules: &Path, server: &str) -> PathBuf {
     let tail = format!("{server}\n[reload]\ndebounce_ms = 50\n");
     common::write_emulator_config(dir, info, rules, "backfill = \"3650d\"", &tail)
-}
-
-/// `rulebridge run` with a JSON log; its stderr lines arrive on a channel.
-struct Run {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-    reader: Option<std::thread::JoinHandle<()>>,
-    ops: String,
-}
-
-impl Run {
-    fn start(config: &Path) -> Run {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "rulebridge=debug")
-            .env_remove("RULEBRIDGE_LOG_FORMAT")
-            .env_remove("AZURE_CLIENT_SECRET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        let mut run = Run {
-            child,
-            lines,
-            log: Vec::new(),
-            reader: Some(reader),
-            ops: String::new(),
-        };
-        let listening = run.wait_for(|e| e["event"] == "ops.listening", "the ops address");
-        run.ops = listening["addr"].as_str().unwrap().to_string();
-        run
-    }
-
-    /// The first event so far that `want` accepts, else [`Run::wait_for`] it.
-    fn seen(&mut self, want: impl Fn(&Value) -> bool, what: &str) -> Value {
-        let earlier = self
-            .log
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|e| want(e));
-        earlier.unwrap_or_else(|| self.wait_for(want, what))
-    }
-
-    /// Reads log lines until one parses to an event `want` accepts (20 s at most).
-    fn wait_for(&mut self, want: impl Fn(&Value) -> bool, what: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                break;
-            };
-            self.log.push(line.clone());
-            if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                if want(&event) {
-                    return event;
-                }
-            }
-        }
-        panic!("no {what} in the log:\n{}", self.log.join("\n"));
-    }
-
-    /// SIGTERM, then the whole log (the exit must be clean).
-    fn stop(mut self) -> Vec<String> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let exit = self.child.wait().unwrap();
-        self.reader.take().unwrap().join().unwrap();
-        self.log.extend(self.lines.try_iter());
-        assert!(exit.success(), "{exit}: {}", self.log.join("\n"));
-        std::mem::take(&mut self.log)
-    }
 }
 
 async fn get(url: String) -> (u16, String) {

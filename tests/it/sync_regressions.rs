@@ -9,7 +9,6 @@ use crate::common;
 use rulebridge::emulator::analysts::ANALYST;
 use rulebridge::emulator::faults::{Endpoint, FaultKind, FaultRule};
 use rulebridge::emulator::graph::check_patch;
-use rulebridge::emulator::sentinel::WRITABLE;
 use rulebridge::rules::CompiledPack;
 use rulebridge::state::AuditRow;
 use rulebridge::sync::fields::sentinel_id;
@@ -93,30 +92,7 @@ fn graph_edit(tb: &Testbed, id: &str, changes: Value) {
 /// An analyst's save in the Sentinel portal: every writable property as stored, with
 /// `edit` applied, PUT with the current etag.
 fn sentinel_edit(tb: &Testbed, name: &str, edit: impl FnOnce(&mut Map<String, Value>)) {
-    let mut store = tb.emulator.store();
-    let resource = store.sentinel[name].clone();
-    let base_id = resource["id"]
-        .as_str()
-        .unwrap()
-        .strip_suffix(&format!("/{name}"))
-        .unwrap()
-        .to_string();
-    let mut props: Map<String, Value> = resource["properties"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, v)| WRITABLE.contains(&k.as_str()) && !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    edit(&mut props);
-    store
-        .sentinel_put(
-            &base_id,
-            name,
-            &json!({ "properties": props }),
-            resource["etag"].as_str(),
-        )
-        .unwrap();
+    common::sentinel_edit(&tb.emulator, name, edit);
 }
 
 fn add_label(props: &mut Map<String, Value>, name: &str) {

@@ -176,7 +176,7 @@ async fn scenario(spec: Spec) -> Outcome {
         .unwrap();
     let info: EmulatorInfo = serde_json::from_str(&line).expect("the emulator's info line");
     let dir = tempfile::tempdir().unwrap();
-    let pack = Arc::new(PackHandle::new(super::pack()));
+    let pack = Arc::new(PackHandle::new(crate::pack()));
     let tuning = Tuning {
         digests: !spec.sweep_only,
         ..Tuning::default()

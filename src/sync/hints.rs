@@ -1,0 +1,72 @@
+//! The reconcile a push hook asks for: one Sentinel incident, by name, read again and
+//! synced as a forced sweep of it would be. Nothing the hook sent is used but the name,
+//! so a hint can only make rulebridge look sooner, never change what it writes.
+//!
+//! A name rulebridge does not link costs no API call and writes nothing. Callers run
+//! hints one at a time and never beside a cycle (the service loop does both), so one
+//! incident is never synced twice at once.
+
+use super::engine::Syncer;
+use super::events::{self, Note};
+use super::reconcile::{Outcome, SyncError};
+use crate::client::{with_purpose, Purpose};
+use crate::metrics;
+use crate::model::Side;
+
+impl Syncer {
+    /// Reconciles the Sentinel incident `name` now. Returns the outcome's label (also
+    /// counted in `rulebridge_hook_syncs_total`): `synced`, `unchanged`, `filtered`,
+    /// `dead_lettered`, `gone` (no longer in Sentinel), `unlinked` (not an incident
+    /// rulebridge links), `deferred` (a transient failure: the polls will find the change
+    /// as usual) or `failed` (the state file refused; the error is returned too).
+    pub async fn sync_hint(&self, name: &str) -> Result<&'static str, SyncError> {
+        // Hints draw on the API budget after writes and polls, before comments and
+        // every background pass (`client::budget`).
+        let result = with_purpose(Purpose::Hint, self.hint(name)).await;
+        let label = match &result {
+            Ok(label) => label,
+            Err(SyncError::Transient(_)) => "deferred",
+            Err(SyncError::State(_)) => "failed",
+        };
+        self.metrics.inc(metrics::HOOK_SYNCS, &[("outcome", label)]);
+        match result {
+            Err(SyncError::Transient(e)) => {
+                tracing::debug!(sentinel_name = name, error = %e, "hinted reconcile deferred");
+                Ok("deferred")
+            }
+            other => other,
+        }
+    }
+
+    async fn hint(&self, name: &str) -> Result<&'static str, SyncError> {
+        // ARM names are case-insensitive; links keep the name as it was created or listed.
+        let link = match self.state.link_by_sentinel(name)? {
+            Some(link) => Some(link),
+            None => self.state.link_by_sentinel(&name.to_ascii_lowercase())?,
+        };
+        let Some(link) = link else {
+            return Ok("unlinked");
+        };
+        let start = Note {
+            sentinel_name: Some(link.sentinel_id.clone()),
+            defender_id: Some(link.defender_id.clone()),
+            ..Note::default()
+        };
+        let outcome = events::observe(Side::Sentinel, start, async {
+            match self.sentinel.get(&link.sentinel_id).await {
+                Ok(Some(s)) => self.from_sentinel(s, true).await,
+                Ok(None) => Ok(Outcome::Gone),
+                Err(e) => Err(SyncError::Transient(e)),
+            }
+        })
+        .await?;
+        Ok(match outcome {
+            Outcome::Synced { .. } => "synced",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Filtered => "filtered",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Gone => "gone",
+            Outcome::NotOurs => "unlinked",
+        })
+    }
+}
