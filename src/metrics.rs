@@ -55,6 +55,8 @@ pub const BUDGET_TOKENS: Gauge = Gauge("rulebridge_budget_tokens");
 /// Background passes (`purpose` = scan, sweep, backfill, retry) ended early on `side`
 /// because the budget was below their reserve.
 pub const BUDGET_DEFERRED: Counter = Counter("rulebridge_budget_deferred_total");
+/// From a push hook's arrival to the end of the reconcile it asked for (when it wrote).
+pub const HOOK_LAG: Histogram = Histogram("rulebridge_hook_lag_seconds");
 /// From a comment's creation on one side to its copy on the other.
 pub const COMMENT_LAG: Histogram = Histogram("rulebridge_comment_lag_seconds");
 /// Linked incidents the sweep visits (closed, quiet ones retire from it).
@@ -242,6 +244,9 @@ impl Metrics {
             ),
             (BUDGET_DEFERRED.0, Kind::Counter,
                 "Background passes ended early because the budget was below their reserve.",
+            ),
+            (HOOK_LAG.0, Kind::Histogram,
+                "From a push hook's arrival to the end of the reconcile it asked for (when it wrote).",
             ),
             (COMMENT_LAG.0, Kind::Histogram,
                 "From a comment's creation on one side to its copy on the other.",

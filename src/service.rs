@@ -455,11 +455,11 @@ pub async fn run(
                     }
                     break;
                 }
-                name = hints.next() => {
+                (name, queued_at) = hints.next() => {
                     if syncer.stopping() {
                         break;
                     }
-                    reconcile_hint(&syncer, &health, &name).await;
+                    reconcile_hint(&syncer, &health, &name, queued_at).await;
                 }
             }
         }
@@ -488,9 +488,12 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Ser
 
 /// One hinted incident, reconciled in the loop. A hint that fails is not retried: the
 /// polls find the change as they would have without it.
-async fn reconcile_hint(syncer: &Syncer, health: &Health, name: &str) {
+async fn reconcile_hint(syncer: &Syncer, health: &Health, name: &str, queued_at: Instant) {
     match syncer.sync_hint(name).await {
         Ok(outcome) => {
+            if outcome == "synced" {
+                syncer.observe_hint_lag(queued_at.elapsed().as_secs_f64());
+            }
             tracing::debug!(
                 event = "hook.reconciled",
                 sentinel_name = name,

@@ -35,6 +35,9 @@ pub struct Spec {
     pub sweep_only: bool,
     /// Simulated seconds measured.
     pub simulated_secs: u64,
+    /// Every Sentinel edit is followed by a push hook (an automation rule's Logic App).
+    #[serde(default)]
+    pub hook: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +63,11 @@ pub struct Outcome {
     pub retry_after_waits: f64,
     pub peak_rss_mib: f64,
     pub by_purpose: Vec<(String, f64)>,
+    /// From a hook's arrival to its reconcile's end, in real seconds (not compressed:
+    /// it is round trips and queueing, not budget).
+    pub hook_lag_p50: f64,
+    pub hook_lag_p95: f64,
+    pub hooks_accepted: f64,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -75,13 +83,27 @@ fn peak_rss_mib() -> f64 {
 /// Runs every scenario, each in its own process, and prints the table.
 pub fn run_all(sizes: &[usize], simulated_secs: u64) {
     let mut outcomes = Vec::new();
+    let mut specs = Vec::new();
     for &incidents in sizes {
         for sweep_only in [true, false] {
-            let spec = Spec {
+            specs.push(Spec {
                 incidents,
                 sweep_only,
                 simulated_secs,
-            };
+                hook: false,
+            });
+        }
+    }
+    if let Some(&largest) = sizes.iter().max() {
+        specs.push(Spec {
+            incidents: largest,
+            sweep_only: false,
+            simulated_secs,
+            hook: true,
+        });
+    }
+    {
+        for spec in specs {
             let output = Command::new(std::env::current_exe().unwrap())
                 .env(
                     "SYNC_BENCH_SCALE_RUN",
@@ -109,7 +131,11 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
         println!(
             "| {} | {} | {} ({}) | {:.2} | {:.0} s / {:.0} s | {:.0} s / {:.0} s | {} ({}) of {} | {} ({}) | {:.0} MiB |",
             o.links,
-            if o.spec.sweep_only { "sweep only (before)" } else { "digests + scans" },
+            match (o.spec.sweep_only, o.spec.hook) {
+                (true, _) => "sweep only (before)",
+                (false, false) => "digests + scans",
+                (false, true) => "digests + scans + hook",
+            },
             o.edits,
             o.comment_edits,
             o.calls_per_edit,
@@ -123,6 +149,12 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
             o.throttled_429,
             o.retry_after_waits,
             o.peak_rss_mib
+        );
+    }
+    for o in outcomes.iter().filter(|o| o.spec.hook) {
+        println!(
+            "push hook, {} links: {} hooks accepted; hook → Defender write p50 {:.3} s, p95 {:.3} s (real time)",
+            o.links, o.hooks_accepted, o.hook_lag_p50, o.hook_lag_p95
         );
     }
     for o in &outcomes {
@@ -222,6 +254,20 @@ async fn scenario(spec: Spec) -> Outcome {
     // Five of the tenant's minutes: long enough that closed, quiet incidents have
     // retired, as they have on a tenant that has run for a while.
     config.sync.retire_closed_after = format!("{}s", (300.0 / K) as u64);
+    let secret_file = dir.path().join("hook-secret");
+    if spec.hook {
+        std::fs::write(&secret_file, "bench-hook-secret-0123456789").unwrap();
+        config.hooks.enabled = true;
+        config.hooks.secret_file = Some(secret_file.clone());
+        config.hooks.requests_per_minute = (120.0 * K) as u32;
+        // A port of its own, known before `run` binds it.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        config.hooks.listen = Some(free.local_addr().unwrap());
+    }
+    let hook_url = config
+        .hooks
+        .listen
+        .map(|addr| format!("http://{addr}/hooks/sentinel"));
     let http = reqwest::Client::new();
     let origin = reqwest::Url::parse(&info.graph_base_url)
         .unwrap()
@@ -264,6 +310,16 @@ async fn scenario(spec: Spec) -> Outcome {
                 .unwrap();
             for edit in response["value"].as_array().into_iter().flatten() {
                 edits += 1;
+                if let (Some(url), "sentinel") = (&hook_url, edit["side"].as_str().unwrap_or("")) {
+                    // As an automation rule's playbook would, beside the edit.
+                    let request = http
+                        .post(url)
+                        .header("x-rulebridge-secret", "bench-hook-secret-0123456789")
+                        .json(&serde_json::json!({"incidentName": edit["incident"]}));
+                    tokio::spawn(async move {
+                        let _ = request.send().await;
+                    });
+                }
                 if edit["kind"] == "comment" {
                     let side = edit["side"].as_str().unwrap_or("").to_string();
                     let incident = edit["incident"].as_str().unwrap_or("").to_string();
@@ -338,7 +394,15 @@ async fn scenario(spec: Spec) -> Outcome {
     let comments_expected = comment_edits.iter().filter(|e| linked(e)).count();
     let comment_edits = comment_edits.len();
     let stats = syncer.stats();
+    let hooks_accepted = metrics
+        .value(metrics::HOOKS, &[("result", "accepted")])
+        .unwrap_or(0.0);
     let outcome = Outcome {
+        hook_lag_p50: metrics.quantile(metrics::HOOK_LAG, 0.5).unwrap_or(f64::NAN),
+        hook_lag_p95: metrics
+            .quantile(metrics::HOOK_LAG, 0.95)
+            .unwrap_or(f64::NAN),
+        hooks_accepted,
         cycles,
         cycles_due: spec.simulated_secs as f64 / 30.0,
         comments_expected,

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use futures_util::StreamExt;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -54,7 +54,8 @@ pub enum Pushed {
 /// The incidents waiting for an immediate reconcile, oldest first, each at most once.
 /// The service loop takes them one at a time, between cycles.
 pub struct HintQueue {
-    queued: Mutex<(VecDeque<String>, HashSet<String>)>,
+    /// Waiting names in order, and each one's (lowercased) time of queueing.
+    queued: Mutex<(VecDeque<String>, HashMap<String, Instant>)>,
     ready: tokio::sync::Notify,
     capacity: usize,
     metrics: Arc<Metrics>,
@@ -64,7 +65,7 @@ impl HintQueue {
     pub fn new(capacity: usize, metrics: Arc<Metrics>) -> HintQueue {
         metrics.set_gauge(metrics::HOOK_QUEUE, &[], 0.0);
         HintQueue {
-            queued: Mutex::new((VecDeque::new(), HashSet::new())),
+            queued: Mutex::new((VecDeque::new(), HashMap::new())),
             ready: tokio::sync::Notify::new(),
             capacity: capacity.max(1),
             metrics,
@@ -74,9 +75,11 @@ impl HintQueue {
     pub fn push(&self, name: &str) -> Pushed {
         let mut queued = lock(&self.queued);
         // ARM names are case-insensitive: one incident, one entry.
-        if !queued.1.insert(name.to_ascii_lowercase()) {
+        let key = name.to_ascii_lowercase();
+        if queued.1.contains_key(&key) {
             return Pushed::Coalesced;
         }
+        queued.1.insert(key, Instant::now());
         if queued.0.len() >= self.capacity {
             queued.1.remove(&name.to_ascii_lowercase());
             return Pushed::Full;
@@ -92,20 +95,28 @@ impl HintQueue {
     /// The oldest waiting incident; a hook for it from now on queues it again (the
     /// change it announces may come after the read that is about to happen).
     pub fn pop(&self) -> Option<String> {
-        let mut queued = lock(&self.queued);
-        let name = queued.0.pop_front()?;
-        queued.1.remove(&name.to_ascii_lowercase());
-        self.metrics
-            .set_gauge(metrics::HOOK_QUEUE, &[], queued.0.len() as f64);
-        Some(name)
+        self.pop_queued().map(|(name, _)| name)
     }
 
-    /// Resolves with the oldest waiting incident, as soon as there is one.
-    /// Cancel-safe: nothing is taken unless it is returned.
-    pub async fn next(&self) -> String {
+    /// [`HintQueue::pop`] with when the name was queued.
+    fn pop_queued(&self) -> Option<(String, Instant)> {
+        let mut queued = lock(&self.queued);
+        let name = queued.0.pop_front()?;
+        let at = queued
+            .1
+            .remove(&name.to_ascii_lowercase())
+            .unwrap_or_else(Instant::now);
+        self.metrics
+            .set_gauge(metrics::HOOK_QUEUE, &[], queued.0.len() as f64);
+        Some((name, at))
+    }
+
+    /// Resolves with the oldest waiting incident and when it was queued, as soon as
+    /// there is one. Cancel-safe: nothing is taken unless it is returned.
+    pub async fn next(&self) -> (String, Instant) {
         loop {
-            if let Some(name) = self.pop() {
-                return name;
+            if let Some(queued) = self.pop_queued() {
+                return queued;
             }
             self.ready.notified().await;
         }

@@ -38,6 +38,12 @@ impl Syncer {
         }
     }
 
+    /// From a hook's arrival to the end of the reconcile it asked for, when that wrote
+    /// (`rulebridge_hook_lag_seconds`).
+    pub fn observe_hint_lag(&self, seconds: f64) {
+        self.metrics.observe(metrics::HOOK_LAG, &[], seconds);
+    }
+
     async fn hint(&self, name: &str) -> Result<&'static str, SyncError> {
         // ARM names are case-insensitive; links keep the name as it was created or listed.
         let link = match self.state.link_by_sentinel(name)? {
