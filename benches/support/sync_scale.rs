@@ -48,10 +48,10 @@ pub struct Outcome {
     pub comment_edits: usize,
     pub api_calls: f64,
     pub calls_per_edit: f64,
-    pub field_lag_p50: f64,
-    pub field_lag_p95: f64,
-    pub comment_lag_p50: f64,
-    pub comment_lag_p95: f64,
+    pub field_lag_p50: Option<f64>,
+    pub field_lag_p95: Option<f64>,
+    pub comment_lag_p50: Option<f64>,
+    pub comment_lag_p95: Option<f64>,
     /// Comment copies made while the analysts worked, and in all (after the drain).
     pub comments_in_window: usize,
     pub cycles: f64,
@@ -65,9 +65,14 @@ pub struct Outcome {
     pub by_purpose: Vec<(String, f64)>,
     /// From a hook's arrival to its reconcile's end, in real seconds (not compressed:
     /// it is round trips and queueing, not budget).
-    pub hook_lag_p50: f64,
-    pub hook_lag_p95: f64,
+    pub hook_lag_p50: Option<f64>,
+    pub hook_lag_p95: Option<f64>,
     pub hooks_accepted: f64,
+}
+
+/// Whole seconds, or `n/a` when nothing was observed.
+fn secs(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".into(), |s| format!("{s:.0} s"))
 }
 
 fn peak_rss_mib() -> f64 {
@@ -129,7 +134,7 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
     println!("|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         println!(
-            "| {} | {} | {} ({}) | {:.2} | {:.0} s / {:.0} s | {:.0} s / {:.0} s | {} ({}) of {} | {} ({}) | {:.0} MiB |",
+            "| {} | {} | {} ({}) | {:.2} | {} / {} | {} / {} | {} ({}) of {} | {} ({}) | {:.0} MiB |",
             o.links,
             match (o.spec.sweep_only, o.spec.hook) {
                 (true, _) => "sweep only (before)",
@@ -139,10 +144,10 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
             o.edits,
             o.comment_edits,
             o.calls_per_edit,
-            o.field_lag_p50,
-            o.field_lag_p95,
-            o.comment_lag_p50,
-            o.comment_lag_p95,
+            secs(o.field_lag_p50),
+            secs(o.field_lag_p95),
+            secs(o.comment_lag_p50),
+            secs(o.comment_lag_p95),
             o.comments_copied,
             o.comments_in_window,
             o.comments_expected,
@@ -153,8 +158,11 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
     }
     for o in outcomes.iter().filter(|o| o.spec.hook) {
         println!(
-            "push hook, {} links: {} hooks accepted; hook → Defender write p50 {:.3} s, p95 {:.3} s (real time)",
-            o.links, o.hooks_accepted, o.hook_lag_p50, o.hook_lag_p95
+            "push hook, {} links: {} hooks accepted; hook → Defender write p50 {}, p95 {} (real time)",
+            o.links,
+            o.hooks_accepted,
+            o.hook_lag_p50.map_or("n/a".into(), |s| format!("{s:.3} s")),
+            o.hook_lag_p95.map_or("n/a".into(), |s| format!("{s:.3} s"))
         );
     }
     for o in &outcomes {
@@ -360,7 +368,7 @@ async fn scenario(spec: Spec) -> Outcome {
         }
     }
     let text = metrics.render();
-    let lag = |name, q| metrics.quantile(name, q).map_or(f64::NAN, |s| s * K);
+    let lag = |name, q| metrics.quantile(name, q).map(|s| s * K);
     let by_purpose = rulebridge::client::Purpose::ALL
         .iter()
         .map(|p| {
@@ -398,10 +406,8 @@ async fn scenario(spec: Spec) -> Outcome {
         .value(metrics::HOOKS, &[("result", "accepted")])
         .unwrap_or(0.0);
     let outcome = Outcome {
-        hook_lag_p50: metrics.quantile(metrics::HOOK_LAG, 0.5).unwrap_or(f64::NAN),
-        hook_lag_p95: metrics
-            .quantile(metrics::HOOK_LAG, 0.95)
-            .unwrap_or(f64::NAN),
+        hook_lag_p50: metrics.quantile(metrics::HOOK_LAG, 0.5),
+        hook_lag_p95: metrics.quantile(metrics::HOOK_LAG, 0.95),
         hooks_accepted,
         cycles,
         cycles_due: spec.simulated_secs as f64 / 30.0,

@@ -139,7 +139,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             metrics.clone(),
         )?;
         let reloading = Some(Arc::new(reloading));
-        service::run(&config, syncer, metrics, reloading, shutdown_signal()).await
+        let bar = backfill_bar(&config, syncer.clone());
+        let result = service::run(&config, syncer, metrics, reloading, shutdown_signal()).await;
+        if let Some(bar) = bar {
+            bar.abort();
+        }
+        result
     });
     // Shutdown always wins: a blocking task still busy (a reload stuck on a hung
     // mount) is left behind rather than waited for; the process exits anyway.
@@ -187,6 +192,45 @@ pub fn retry(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A backfill's progress bar with its ETA while `run` works through history, on a
+/// terminal only (elsewhere the backfill logs a plain line per step).
+fn backfill_bar(
+    config: &crate::config::Config,
+    syncer: Arc<crate::sync::Syncer>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    if config.sync.backfill.is_none() || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("backfill [{bar:30}] {percent:>3}% {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        loop {
+            if let Ok(Some(status)) = syncer.backfill_status() {
+                bar.set_position((status.progress() * 1000.0) as u64);
+                let eta = syncer
+                    .state()
+                    .meta(crate::sync::META_BACKFILL_ETA)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.parse::<f64>().ok());
+                bar.set_message(match eta {
+                    Some(eta) => format!("through {}, about {} to go", status.done_to, human_secs(eta)),
+                    None => format!("through {}", status.done_to),
+                });
+                if status.complete() {
+                    bar.finish_with_message("complete");
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }))
 }
 
 /// `95 s`, `12 min`, `3.4 h`, `2.1 d`.
