@@ -4,8 +4,8 @@
 //! measured with. Each runs next to a hand-written Rust twin that produces the same
 //! bodies byte for byte (checked before timing), plus scaling to two worker threads.
 //!
-//! Run: `cargo bench --bench pipeline` (criterion statistics, then a summary with
-//! incidents/s and the Rhai : Rust ratio, 1 and 2 threads, per pack).
+//! Run: `cargo bench --features bench --bench pipeline` (criterion statistics, then a
+//! summary with incidents/s and the Rhai : Rust ratio, 1 and 2 threads, per pack).
 
 #[path = "pipeline/hand_written.rs"]
 mod hand_written;

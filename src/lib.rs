@@ -32,3 +32,4 @@ pub mod snapshot;
 pub mod state;
 pub mod sync;
 pub mod testbed;
+pub mod toml_json;

@@ -2,8 +2,9 @@
 //! workspace, how often to poll, where the state file and the rule pack live, where
 //! `/metrics` listens, how hot reload behaves, whether the Sentinel push hook is on.
 //!
-//! Loading goes TOML → JSON → `schemas/config.schema.json` (the copy built into the
-//! binary: the config is what names a schemas folder, so it cannot be checked by one)
+//! Loading goes TOML → JSON ([`crate::toml_json`], shared with the pack manifest) →
+//! `schemas/config.schema.json` (the copy built into the binary: the config is what names
+//! a schemas folder, so it cannot be checked by one)
 //! → typed [`Config`]. Unknown keys are errors, so a typo never silently means "the
 //! default", and a secret can never be written into the file: it comes from an
 //! environment variable or a file named here, and never appears in an error.
@@ -20,7 +21,7 @@ pub use hooks::{HookAuth, HooksConfig};
 pub use identity::{Env, Identity, ProcessEnv};
 
 use crate::client::RateLimiter;
-use crate::problem::{line_col, Problem};
+use crate::problem::Problem;
 use crate::schema::{self, SchemaSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -377,7 +378,8 @@ impl Config {
     /// Validates and types configuration text; `label` names it in problems. Paths stay
     /// as written.
     pub fn parse(text: &str, label: &str) -> Result<Config, ConfigError> {
-        let json = toml_to_json(text, label).map_err(|p| ConfigError::Invalid(vec![p]))?;
+        let json =
+            crate::toml_json::parse(text, label).map_err(|p| ConfigError::Invalid(vec![p]))?;
         let violations = SchemaSet::built_in().check(schema::CONFIG, &json);
         if !violations.is_empty() {
             return Err(ConfigError::Invalid(
@@ -456,35 +458,6 @@ impl Config {
     /// Sentinel's limiter at the configured rate (burst as in [`crate::client::sentinel_rate_limiter`]).
     pub fn sentinel_rate_limiter(&self) -> RateLimiter {
         RateLimiter::new(self.sentinel.requests_per_second, 50)
-    }
-}
-
-/// Parses TOML into JSON for schema validation; a syntax error is located as
-/// `label:line:col: invalid TOML: message`. TOML dates become their RFC 3339 text, so
-/// `start_from = 2025-01-01T00:00:00Z` works quoted or not.
-pub fn toml_to_json(text: &str, label: &str) -> Result<Value, Problem> {
-    let value: toml::Value = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-        Problem::at(label, line, col, format!("invalid TOML: {}", e.message()))
-    })?;
-    Ok(to_json(value))
-}
-
-fn to_json(value: toml::Value) -> Value {
-    match value {
-        toml::Value::String(s) => Value::String(s),
-        toml::Value::Integer(i) => Value::from(i),
-        // NaN and infinities have no JSON form; null then fails the schema's type check.
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        toml::Value::Boolean(b) => Value::Bool(b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
-        toml::Value::Table(table) => {
-            Value::Object(table.into_iter().map(|(k, v)| (k, to_json(v))).collect())
-        }
     }
 }
 
@@ -718,6 +691,15 @@ workspace = "ws-1"
         ))
         .unwrap_err();
         assert!(e.contains("/sync/start_from"), "{e}");
+        // A local date-time names no instant: refused by the schema's date-time format
+        // (see toml_json::datetime), not read as UTC or as the machine's zone.
+        for local in ["2025-01-02T03:04:05", "2025-01-02", "03:04:05"] {
+            let e = parse(&format!("{WORKSPACE}\n[sync]\nstart_from = {local}\n")).unwrap_err();
+            assert!(
+                e.contains("/sync/start_from") && e.contains("date-time"),
+                "{local}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -17,11 +17,11 @@
 //! counted each time it appears) must fit `limits.max_memory` too.
 
 use super::budget;
-use super::compile::{strip_position, CompiledRule};
-use super::engine::{
+use super::compile::CompiledRule;
+use super::json::{register_field_getters, result_bytes, FieldNames};
+use super::sandbox::{
     build_engine, stopped_at_ops, with_deadline_at, Limits, DEADLINE_TOKEN, MEMORY_TOKEN,
 };
-use super::json::{register_field_getters, result_bytes, FieldNames};
 use crate::model::Stage;
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
@@ -365,4 +365,12 @@ fn to_rule_error(
     error.line = pos.line();
     error.col = pos.position().or(pos.line().map(|_| 1));
     error
+}
+
+/// Rhai appends ` (line 3, position 7)` to messages; problems carry the location apart.
+pub fn strip_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(at) if message.ends_with(')') => message[..at].to_string(),
+        _ => message.to_string(),
+    }
 }

@@ -3,32 +3,27 @@
 //! Order: central schemas → manifest (against `rule-pack.schema.json`) → lookup tables
 //! (against their row schemas) → every enabled script compiled, its imports resolved
 //! inside the pack, its entry points checked by name and arity → params validated
-//! against each rule's params schema. Every problem found is reported, not just the first;
-//! a pack with any problem is never returned.
+//! against each rule's params schema (`params.rs`) → the static pass (`lint`). Every
+//! problem found is reported, not just the first; a pack with any problem is never
+//! returned.
 //!
-//! Imports are resolved at compile time (`compile_into_self_contained`) by
-//! [`PackResolver`], which serves only `.rhai` files of the snapshot: a path that leads
-//! outside the pack is a load error, and at run time no module is ever read from disk.
+//! Imports are resolved at compile time by [`PackResolver`] (`resolver.rs`), from the
+//! snapshot only: at run time no module is ever read from disk.
 
-use super::engine::{build_engine, with_limits, Limits, DEADLINE_TOKEN, MEMORY_TOKEN};
 use super::json::{FieldNames, JsonView};
 use super::lint::{self, codes, Documents};
-use super::manifest::{
-    locate_in_manifest, referenced_file, referenced_schema, toml_location, Manifest, RuleSpec,
-    MANIFEST,
-};
+use super::manifest::{locate_in_manifest, referenced_file, Manifest, RuleSpec, MANIFEST};
+use super::params::check_params;
+use super::resolver::PackResolver;
+use super::sandbox::{build_engine, Limits};
 use super::tables::Tables;
 use crate::model::Stage;
 use crate::problem::{line_col, Problem, Severity};
-use crate::schema::{violations, SchemaSet};
+use crate::schema::SchemaSet;
 use crate::snapshot::{confine, PackSnapshot};
-use rhai::module_resolvers::ModuleResolver;
-use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
-
-type SharedModule = Shared<Module>;
+use rhai::{Engine, AST};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// One rule, compiled and ready to call.
 pub struct CompiledRule {
@@ -342,59 +337,6 @@ fn compile_rule(
     })
 }
 
-/// Validates a rule's params against its params schema; absent params count as `{}`.
-fn check_params(
-    snapshot: &PackSnapshot,
-    schemas: &SchemaSet,
-    spec: &RuleSpec,
-    manifest_path: &str,
-    pointer: &str,
-) -> Result<Value, Vec<Problem>> {
-    let params = spec
-        .params
-        .clone()
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    let Some(schema_rel) = &spec.params_schema else {
-        return Ok(params);
-    };
-    let validator = referenced_schema(
-        snapshot,
-        schemas,
-        manifest_path,
-        &format!("{pointer}/params_schema"),
-        schema_rel,
-    )?;
-    let bad = violations(&validator, &params);
-    if bad.is_empty() {
-        Ok(params)
-    } else {
-        let text = snapshot.text(MANIFEST).and_then(Result::ok).unwrap_or("");
-        Err(bad
-            .into_iter()
-            .map(|v| {
-                let at = if v.pointer == "/" {
-                    String::new()
-                } else {
-                    v.pointer
-                };
-                let full = format!("{pointer}/params{at}");
-                let stage = pointer.split('/').nth(1).unwrap_or("");
-                let message = format!("rule '{}' ({stage}): params{at}: {}", spec.name, v.message);
-                let hint = format!(
-                    "the params must match {}",
-                    spec.params_schema.as_deref().unwrap_or("the params schema")
-                );
-                match toml_location(text, &full) {
-                    Some((line, col)) => Problem::at(manifest_path, Some(line), Some(col), message),
-                    None => Problem::at_pointer(manifest_path, full, message),
-                }
-                .with_code(codes::BAD_PARAMS)
-                .with_hint(hint)
-            })
-            .collect())
-    }
-}
-
 /// Line and column of `fn name(` in a script, for problems about a function's signature.
 fn find_fn(source: &str, name: &str) -> (Option<usize>, Option<usize>) {
     let needle = format!("fn {name}");
@@ -402,252 +344,4 @@ fn find_fn(source: &str, name: &str) -> (Option<usize>, Option<usize>) {
         .find(&needle)
         .map(|at| line_col(source, at))
         .map_or((None, None), |(l, c)| (Some(l), Some(c)))
-}
-
-/// Serves `import "path"` from the snapshot's `.rhai` files, relative to the pack folder.
-#[derive(Clone)]
-struct PackResolver {
-    inner: Arc<ResolverState>,
-}
-
-struct ResolverState {
-    snapshot: PackSnapshot,
-    limits: Limits,
-    modules: Mutex<HashMap<String, SharedModule>>,
-    /// Modules whose top level failed, with the problem: imported again (by another
-    /// rule), they fail at once instead of running out their limits a second time.
-    failed: Mutex<HashMap<String, Problem>>,
-    /// Files being compiled right now, innermost last: (display path, text). The last
-    /// one is the importer of the path being resolved; a repeat is an import cycle.
-    compiling: Mutex<Vec<(String, String)>>,
-    /// Problems met while resolving, root cause first, located where they are.
-    problems: Mutex<Vec<Problem>>,
-}
-
-impl PackResolver {
-    fn new(snapshot: &PackSnapshot, limits: &Limits) -> Self {
-        PackResolver {
-            inner: Arc::new(ResolverState {
-                snapshot: snapshot.clone(),
-                limits: *limits,
-                modules: Mutex::new(HashMap::new()),
-                failed: Mutex::new(HashMap::new()),
-                compiling: Mutex::new(Vec::new()),
-                problems: Mutex::new(Vec::new()),
-            }),
-        }
-    }
-
-    /// Compiles `text` with its imports embedded; an error becomes a located problem
-    /// (for a failed import: the root cause, in whichever file it is).
-    fn compile_file(&self, engine: &Engine, path: &str, text: &str) -> Result<AST, Problem> {
-        let state = &self.inner;
-        state
-            .compiling
-            .lock()
-            .expect("resolver lock")
-            .push((path.to_string(), text.to_string()));
-        let result = engine.compile_into_self_contained(&Scope::new(), text);
-        state.compiling.lock().expect("resolver lock").pop();
-        let mut ast = result.map_err(|err| {
-            let root_cause = state
-                .problems
-                .lock()
-                .expect("resolver lock")
-                .first()
-                .cloned();
-            root_cause.unwrap_or_else(|| {
-                let pos = err.position();
-                let (message, parse) = match *err {
-                    EvalAltResult::ErrorParsing(ref kind, _) => (kind.to_string(), true),
-                    ref other => (strip_position(&other.to_string()), false),
-                };
-                let problem = Problem::at(
-                    path,
-                    pos.line(),
-                    pos.position().or(pos.line().map(|_| 1)),
-                    message.clone(),
-                );
-                if parse {
-                    lint::locate_parse_error(text, &message, problem)
-                } else {
-                    problem
-                }
-            })
-        })?;
-        ast.set_source(path);
-        Ok(ast)
-    }
-
-    fn compile_script(&self, engine: &Engine, path: &str, source: &str) -> Result<AST, Problem> {
-        self.inner.problems.lock().expect("resolver lock").clear();
-        self.compile_file(engine, path, source)
-    }
-
-    /// Records a failed import as a problem at the `import` statement in the importer.
-    fn import_failed(&self, path: &str, message: String) -> Box<EvalAltResult> {
-        let state = &self.inner;
-        let importer = state
-            .compiling
-            .lock()
-            .expect("resolver lock")
-            .last()
-            .cloned();
-        let problem = match importer {
-            Some((file, text)) => {
-                let at = text
-                    .find(&format!("\"{path}\""))
-                    .map(|at| line_col(&text, at));
-                Problem::at(file, at.map(|a| a.0), at.map(|a| a.1), message.clone())
-            }
-            None => Problem::in_file(state.snapshot.label.clone(), message.clone()),
-        };
-        state.problems.lock().expect("resolver lock").push(problem);
-        EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into()
-    }
-}
-
-impl ModuleResolver for PackResolver {
-    fn resolve(
-        &self,
-        engine: &Engine,
-        _source: Option<&str>,
-        path: &str,
-        _pos: Position,
-    ) -> Result<SharedModule, Box<EvalAltResult>> {
-        let state = &self.inner;
-        let with_ext = if path.ends_with(".rhai") {
-            path.to_string()
-        } else {
-            format!("{path}.rhai")
-        };
-        let rel = confine(&with_ext).map_err(|m| {
-            self.import_failed(
-                path,
-                format!("import {m}; imports are confined to the pack"),
-            )
-        })?;
-        if let Some(module) = state.modules.lock().expect("resolver lock").get(&rel) {
-            return Ok(module.clone());
-        }
-        if let Some(problem) = state.failed.lock().expect("resolver lock").get(&rel) {
-            state
-                .problems
-                .lock()
-                .expect("resolver lock")
-                .push(problem.clone());
-            return Err(EvalAltResult::ErrorRuntime(
-                format!("import '{path}' failed to load").into(),
-                Position::NONE,
-            )
-            .into());
-        }
-        let display = state.snapshot.display_path(&rel);
-        if state
-            .compiling
-            .lock()
-            .expect("resolver lock")
-            .iter()
-            .any(|(file, _)| *file == display)
-        {
-            return Err(
-                self.import_failed(path, format!("import '{path}' is part of an import cycle"))
-            );
-        }
-        let text = match state.snapshot.text(&rel) {
-            None => {
-                return Err(self.import_failed(
-                    path,
-                    format!("import '{path}': no file '{display}' in the pack"),
-                ))
-            }
-            Some(Err(p)) => return Err(self.import_failed(path, p.message)),
-            Some(Ok(text)) => text,
-        };
-        let importer = state
-            .compiling
-            .lock()
-            .expect("resolver lock")
-            .last()
-            .map(|(f, _)| f.clone())
-            .unwrap_or_default();
-        let ast = self
-            .compile_file(engine, &display, text)
-            .map_err(|mut problem| {
-                if problem.file == display {
-                    problem
-                        .message
-                        .push_str(&format!(" (in '{path}', imported by {importer})"));
-                }
-                let mut problems = state.problems.lock().expect("resolver lock");
-                if problems.is_empty() {
-                    problems.push(problem);
-                }
-                EvalAltResult::ErrorRuntime(
-                    format!("import '{path}' failed").into(),
-                    Position::NONE,
-                )
-            })?;
-        // A module's top level runs once, here, under the same limits as a rule call:
-        // operations, the wall-clock deadline and the memory budget.
-        let mut module_engine = build_engine(&state.limits);
-        module_engine.set_module_resolver(self.clone());
-        let module = with_limits(&state.limits, || {
-            Module::eval_ast_as_new(Scope::new(), &ast, &module_engine)
-        })
-        .map_err(|err| {
-            let p = err.position();
-            let message = format!(
-                "{} (imported by {importer})",
-                module_failure(&err, &state.limits)
-            );
-            let problem = Problem::at(&display, p.line(), p.position(), message);
-            state
-                .failed
-                .lock()
-                .expect("resolver lock")
-                .insert(rel.clone(), problem.clone());
-            state.problems.lock().expect("resolver lock").push(problem);
-            Box::new(EvalAltResult::ErrorRuntime(
-                format!("import '{path}' failed to load").into(),
-                Position::NONE,
-            ))
-        })?;
-        let module: SharedModule = module.into();
-        state
-            .modules
-            .lock()
-            .expect("resolver lock")
-            .insert(rel, module.clone());
-        Ok(module)
-    }
-}
-
-/// Why a module's top level failed, in the words a rule call's failure would use.
-fn module_failure(err: &EvalAltResult, limits: &Limits) -> String {
-    match err.unwrap_inner() {
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == DEADLINE_TOKEN => {
-            format!(
-                "the module's top level ran past the wall-clock deadline of {} ms (limits.timeout_ms)",
-                limits.timeout_ms
-            )
-        }
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == MEMORY_TOKEN => format!(
-            "the module's top level grew memory past {} bytes (limits.max_memory)",
-            limits.max_memory
-        ),
-        EvalAltResult::ErrorTooManyOperations(_) => format!(
-            "the module's top level stopped after {} operations (limits.max_operations)",
-            limits.max_operations
-        ),
-        _ => strip_position(&crate::problem::clip_display(err)),
-    }
-}
-
-/// Rhai appends ` (line 3, position 7)` to messages; problems carry the location apart.
-pub fn strip_position(message: &str) -> String {
-    match message.rfind(" (line ") {
-        Some(at) if message.ends_with(')') => message[..at].to_string(),
-        _ => message.to_string(),
-    }
 }

@@ -5,7 +5,7 @@
 //! `schemas/rule-pack.schema.json` before it is read into these types, so unknown keys
 //! and wrong types are reported as `pack.toml: /json/pointer: message`, all at once.
 
-use super::engine::Limits;
+use super::sandbox::Limits;
 use crate::model::Stage;
 use crate::problem::{line_col, Problem};
 use crate::schema::{self, SchemaSet};
@@ -86,20 +86,7 @@ impl Manifest {
             Some(Err(problem)) => return Err(vec![problem]),
             Some(Ok(text)) => text,
         };
-        let toml_value: toml::Value = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .map_or((None, None), |(l, c)| (Some(l), Some(c)));
-            vec![Problem::at(
-                &path,
-                line,
-                col,
-                format!("invalid TOML: {}", e.message()),
-            )]
-        })?;
-        let json = serde_json::to_value(&toml_value)
-            .map_err(|e| vec![Problem::in_file(&path, e.to_string())])?;
+        let json = crate::toml_json::parse(text, &path).map_err(|p| vec![p])?;
         let violations = schemas.check(schema::RULE_PACK, &json);
         if !violations.is_empty() {
             let mut problems: Vec<Problem> = violations
@@ -277,6 +264,28 @@ fn toml_span(text: &str, pointer: &str, at_key: bool) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn datetimes_in_params_are_strings_as_in_the_config() {
+        let text = "name = \"p\"\n\
+                    [[map]]\nname = \"m\"\nscript = \"m.rhai\"\n\
+                    [[direction]]\nname = \"d\"\nscript = \"d.rhai\"\n\
+                    [[filter]]\nname = \"f\"\nscript = \"f.rhai\"\nparams_schema = \"f.json\"\n\
+                    [filter.params]\nsince = 2026-03-01T10:00:00.1234567Z\nholiday = 2026-12-24\nopens = 09:00:00\n";
+        let files = [(MANIFEST.to_string(), text.as_bytes().to_vec())].into();
+        let snapshot =
+            PackSnapshot::from_memory("p".into(), files, "s".into(), Default::default()).unwrap();
+        let manifest = Manifest::load(&snapshot, &SchemaSet::built_in()).unwrap();
+        assert_eq!(
+            manifest.filter[0].params,
+            Some(json!({
+                "since": "2026-03-01T10:00:00.1234567Z",
+                "holiday": "2026-12-24",
+                "opens": "09:00:00"
+            }))
+        );
+    }
 
     #[test]
     fn finds_the_toml_line_of_a_pointer() {

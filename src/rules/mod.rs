@@ -11,22 +11,24 @@ pub mod compile;
 pub mod context;
 pub mod delta;
 pub mod direction;
-pub mod engine;
 pub mod handle;
 pub mod json;
 pub mod manifest;
 pub mod natives;
+pub mod params;
 pub mod pipeline;
 pub mod reference;
+pub mod resolver;
+pub mod sandbox;
 pub mod session;
 pub mod tables;
 
 pub use call::{RuleError, RuleErrorKind};
 pub use compile::{CompiledPack, CompiledRule};
 pub use context::Twin;
-pub use engine::Limits;
 pub use handle::PackHandle;
 pub use pipeline::{
     Decision, ExplainStep, Explained, FieldDelta, PipelineResult, RunOptions, Verdict,
 };
+pub use sandbox::Limits;
 pub mod lint;

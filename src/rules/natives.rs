@@ -16,13 +16,13 @@
 //! | `summary_lines(view, spec, n)` | one `Label: a, b (+k more)` line per `[label, path, fallback path…]` of `spec` whose values are not empty |
 //! | `as_labels(list)` | Sentinel labels (`#{labelName}`) from strings, without empties or repeats |
 //! | `labels.add_label(name)` | appends `#{labelName: name}` unless a label of that name is there |
-//! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first |
+//! | `time_cmp(a, b)` | -1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` (no stamp) sorts first; any other non-timestamp is an error |
 
 use super::json::JsonView;
 use super::reference::FnDoc;
 use crate::schema::utf16;
 use chrono::{DateTime, Utc};
-use rhai::{Array, Dynamic, Engine, ImmutableString};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -41,13 +41,13 @@ pub const DOCS: &[FnDoc] = &[
     FnDoc { name: "summary_lines", signature: "summary_lines(view: Json, spec: Json, max: int) -> string", doc: "One `Label: a, b (+k more)` line per `[label, path, fallback path…]` of `spec` (a Json list, e.g. from params) that finds values", example: r#"summary_lines(incident.alerts, ctx.params.summary, 1)"#, result: r#""Categories: Execution (+1 more)\nAccounts: ceo@contoso.com\nDevices: pc1.contoso.com (+1 more)""# },
     FnDoc { name: "as_labels", signature: "as_labels(list: array | Json) -> array", doc: "Sentinel labels (`#{labelName}`) from strings, without empties or repeats; `()` gives `[]`", example: "as_labels(incident.customTags)", result: r#"[{"labelName":"Demo"}]"# },
     FnDoc { name: "add_label", signature: "labels.add_label(name: string)", doc: "Appends `#{labelName: name}` to a label list unless a label of that name is there", example: r#"{ let l = as_labels(["a"]); l.add_label("b"); l.add_label("a"); l }"#, result: r#"[{"labelName":"a"},{"labelName":"b"}]"# },
-    FnDoc { name: "time_cmp", signature: "time_cmp(a, b) -> int", doc: "-1, 0 or 1 as timestamp `a` is before, equal to or after `b`; `()` and non-timestamps sort first", example: r#"time_cmp("2026-03-01T10:00:00Z", "2026-03-01T11:00:00+01:00")"#, result: "0" },
+    FnDoc { name: "time_cmp", signature: "time_cmp(a, b) -> int", doc: "-1, 0 or 1 as timestamp `a` is before, equal to or after `b` (as instants: any offset, any number of fractional digits); `()` (no stamp) sorts first; any other value that is not an RFC 3339 timestamp is an error, never silently the older", example: r#"time_cmp("2026-03-01T10:00:00Z", "2026-03-01T11:00:00+01:00")"#, result: "0" },
 ];
 
 pub fn register(engine: &mut Engine) {
     engine.register_fn("pluck", |v: &mut JsonView, path: &str| {
         let found = pluck(v, path);
-        super::engine::check_deadline().map(|()| found)
+        super::sandbox::check_deadline().map(|()| found)
     });
     engine.register_fn("pluck", |_: (), _: &str| Array::new());
     engine.register_fn("earliest", |list: Array| extreme(&list, false));
@@ -73,7 +73,7 @@ pub fn register(engine: &mut Engine) {
         "summary_lines",
         |v: &mut JsonView, spec: JsonView, max: i64| {
             let text = summary_lines(v, &spec, max.max(0) as usize);
-            super::engine::check_deadline().map(|()| text)
+            super::sandbox::check_deadline().map(|()| text)
         },
     );
     engine.register_fn("summary_lines", |_: (), _: JsonView, _: i64| String::new());
@@ -289,12 +289,26 @@ fn as_labels(names: impl Iterator<Item = String>) -> Array {
     labels
 }
 
-fn time_cmp(a: &Dynamic, b: &Dynamic) -> i64 {
-    let parse = |d: &Dynamic| {
-        d.read_lock::<ImmutableString>()
-            .and_then(|s| parse_time(&s))
+/// A direction rule decides conflicts with this: a stamp that does not read must stop
+/// the call (the incident becomes a dead letter naming the rule), not lose or win the
+/// conflict by sorting first.
+fn time_cmp(a: &Dynamic, b: &Dynamic) -> Result<i64, Box<EvalAltResult>> {
+    let instant = |d: &Dynamic| -> Result<Option<DateTime<Utc>>, Box<EvalAltResult>> {
+        if d.is_unit() {
+            return Ok(None);
+        }
+        match d.read_lock::<ImmutableString>() {
+            Some(s) => parse_time(&s).map(Some).ok_or_else(|| {
+                format!(
+                    "time_cmp: '{}' is not an RFC 3339 timestamp",
+                    crate::problem::clip_text(&s)
+                )
+                .into()
+            }),
+            None => Err(format!("time_cmp: a {} is not a timestamp", d.type_name()).into()),
+        }
     };
-    parse(a).cmp(&parse(b)) as i64
+    Ok(instant(a)?.cmp(&instant(b)?) as i64)
 }
 
 fn distinct(list: Array) -> Array {
@@ -376,6 +390,40 @@ mod tests {
         .collect();
         assert_eq!(extreme(&list, true).to_string(), "2021-04-26T07:45:50.116Z");
         assert_eq!(extreme(&list, false).to_string(), "2021-04-26T06:45:50Z");
+    }
+
+    #[test]
+    fn time_cmp_orders_instants_and_refuses_what_is_not_one() {
+        let d = |s: &str| Dynamic::from(s.to_string());
+        let cmp = |a: &Dynamic, b: &Dynamic| time_cmp(a, b).map_err(|e| e.to_string());
+        // Seven digits as Sentinel sends, fewer as Graph does, +00:00 against Z: a
+        // lexical comparison gets each of these wrong.
+        for (a, b, order) in [
+            ("2026-03-01T10:00:00.1234567Z", "2026-03-01T10:00:00.5Z", -1),
+            ("2026-03-01T10:00:00Z", "2026-03-01T10:00:00.0000001Z", -1),
+            (
+                "2026-03-01T10:00:00.5+00:00",
+                "2026-03-01T10:00:00.5000000Z",
+                0,
+            ),
+            (
+                "2026-03-01T11:00:00+01:00",
+                "2026-03-01T09:59:59.9999999Z",
+                1,
+            ),
+        ] {
+            assert_eq!(cmp(&d(a), &d(b)), Ok(order), "{a} vs {b}");
+            assert_eq!(cmp(&d(b), &d(a)), Ok(-order), "{b} vs {a}");
+        }
+        assert_eq!(cmp(&Dynamic::UNIT, &d("2026-03-01T10:00:00Z")), Ok(-1));
+        assert_eq!(cmp(&Dynamic::UNIT, &Dynamic::UNIT), Ok(0));
+        let e = cmp(&d("2026-03-01T10:00:00Z"), &d("2026-03-01 10:00")).unwrap_err();
+        assert!(
+            e.contains("'2026-03-01 10:00' is not an RFC 3339 timestamp"),
+            "{e}"
+        );
+        let e = cmp(&Dynamic::from(5_i64), &Dynamic::UNIT).unwrap_err();
+        assert!(e.contains("a i64 is not a timestamp"), "{e}");
     }
 
     fn units(s: &str) -> usize {
@@ -464,7 +512,7 @@ mod tests {
 
     #[test]
     fn the_native_returns_a_fitting_string_as_it_is() {
-        let engine = crate::rules::engine::build_engine(&Default::default());
+        let engine = crate::rules::sandbox::build_engine(&Default::default());
         let out: String = engine.eval(r#"clip("😀😀😀", 6)"#).unwrap();
         assert_eq!(out, "😀😀😀");
         let out: String = engine.eval(r#"clip("😀😀😀", 5)"#).unwrap();

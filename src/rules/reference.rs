@@ -170,7 +170,7 @@ pub fn text() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::engine::{build_engine, Limits};
+    use crate::rules::sandbox::{build_engine, Limits};
     use crate::rules::session::{show, Session};
     use crate::rules::CompiledPack;
     use crate::snapshot::PackSnapshot;

@@ -9,9 +9,9 @@
 
 use super::compile::CompiledPack;
 use super::context::{Ctx, Twin};
-use super::engine::{build_engine, with_limits};
 use super::json::{dynamic_to_value, register_field_getters, result_bytes, JsonView};
 use super::pipeline::{Prepared, RunOptions};
+use super::sandbox::{build_engine, with_limits};
 use crate::model::Side;
 use rhai::{Dynamic, Engine, ImmutableString, Scope, AST};
 use serde_json::Value;
@@ -112,15 +112,15 @@ impl<'p> Session<'p> {
     }
 }
 
-fn limit_message(err: &rhai::EvalAltResult, limits: &super::engine::Limits) -> String {
+fn limit_message(err: &rhai::EvalAltResult, limits: &super::sandbox::Limits) -> String {
     match err.unwrap_inner() {
         rhai::EvalAltResult::ErrorTerminated(token, _)
-            if token.to_string() == super::engine::DEADLINE_TOKEN =>
+            if token.to_string() == super::sandbox::DEADLINE_TOKEN =>
         {
             format!("stopped after limits.timeout_ms ({} ms)", limits.timeout_ms)
         }
         rhai::EvalAltResult::ErrorTerminated(token, _)
-            if token.to_string() == super::engine::MEMORY_TOKEN =>
+            if token.to_string() == super::sandbox::MEMORY_TOKEN =>
         {
             format!("stopped at limits.max_memory ({} bytes)", limits.max_memory)
         }

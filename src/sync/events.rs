@@ -42,8 +42,8 @@ pub(super) struct Note {
     /// written, the filter that dropped it, the rule that failed).
     pub rules: Vec<String>,
     pub pack_version: Option<String>,
-    /// A dead letter's kind (`rule_error`, `rejected`, `gone`, `twin_missing`) and why,
-    /// or why a built-in filter dropped it.
+    /// A dead letter's kind (`rule_error`, `rejected`, `gone`, `twin_missing`,
+    /// `unreadable_stamp`) and why, or why a built-in filter dropped it.
     pub kind: Option<&'static str>,
     pub reason: Option<String>,
 }

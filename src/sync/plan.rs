@@ -10,8 +10,9 @@
 //! the base becomes exactly what the write left behind.
 
 use super::fields::{defender_keys, SENTINEL_WRITABLE};
-use crate::model::{FieldChange, Flow, Side, SideValue};
+use crate::model::{stamp_text, FieldChange, Flow, Side, SideValue};
 use crate::state::Fields;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -22,8 +23,9 @@ pub struct Views<'a> {
     pub defender: &'a Fields,
     /// The Sentinel incident's properties.
     pub sentinel: &'a Fields,
-    pub defender_changed_at: Option<&'a str>,
-    pub sentinel_changed_at: Option<&'a str>,
+    /// The sides' change stamps, read once by the step (`Stamps::read`).
+    pub defender_changed_at: Option<DateTime<Utc>>,
+    pub sentinel_changed_at: Option<DateTime<Utc>>,
 }
 
 /// The synced fields: what the map stage produces, every writable Sentinel property the
@@ -68,13 +70,13 @@ pub fn detect(views: &Views, base_defender: &Fields, base_sentinel: &Fields) -> 
                     value: d.clone(),
                     base: get(base_defender, &field).clone(),
                     changed: d_changed,
-                    changed_at: views.defender_changed_at.map(str::to_string),
+                    changed_at: views.defender_changed_at.map(stamp_text),
                 },
                 sentinel: SideValue {
                     value: s.clone(),
                     base: get(base_sentinel, &field).clone(),
                     changed: s_changed,
-                    changed_at: views.sentinel_changed_at.map(str::to_string),
+                    changed_at: views.sentinel_changed_at.map(stamp_text),
                 },
                 field,
             })

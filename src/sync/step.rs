@@ -14,25 +14,36 @@
 //! not acknowledged keeps its old bases, so it is planned again; a version is stored only
 //! when it is provably the state our write left, never one that may hide someone else's
 //! change.
+//!
+//! Change stamps are read once, here ([`Stamps::read`]), into instants: the direction
+//! rules see both in one fixed-width form (`model::stamp_text`) and lags are measured
+//! from them. A stamp that is not an RFC 3339 time fails its incident
+//! (`unreadable_stamp`) instead of being guessed at. The stamps as sent stay what a
+//! link stores as versions: those are compared for equality with the same service's
+//! next listing, where a differently written instant costs a re-read, never a skip.
 
 use super::fields::{properties, sentinel_put_body};
 use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Plan, Views};
-use crate::model::{FieldChange, Flow, Side, Stage};
+use crate::model::{read_stamp, FieldChange, Flow, Side, Stage, UnreadableStamp};
+use crate::problem::clip_display;
 use crate::rules::{CompiledPack, RuleError, RunOptions, Verdict};
 use crate::state::{AuditRow, Fields, Link};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// Defender's change stamp of an incident.
+/// Defender's change stamp of an incident, as sent (its version).
 pub fn defender_stamp(incident: &Value) -> Option<&str> {
-    incident["lastUpdateDateTime"].as_str()
+    incident[DEFENDER_STAMP].as_str()
 }
 
-/// Sentinel's change stamp of an incident.
+/// Sentinel's change stamp of an incident, as sent.
 pub fn sentinel_stamp(resource: &Value) -> Option<&str> {
-    resource["properties"]["lastModifiedTimeUtc"].as_str()
+    resource["properties"][SENTINEL_STAMP].as_str()
 }
+
+const DEFENDER_STAMP: &str = "lastUpdateDateTime";
+const SENTINEL_STAMP: &str = "lastModifiedTimeUtc";
 
 /// Why an incident cannot be synced now: it becomes a dead letter with this reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +64,48 @@ impl Failure {
             reason: e.to_string(),
             rule: e.rule.clone(),
         }
+    }
+}
+
+/// Both sides' change stamps as instants, read once per decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub defender: Option<DateTime<Utc>>,
+    pub sentinel: Option<DateTime<Utc>>,
+}
+
+impl Stamps {
+    /// A missing stamp stays `None` (the rules see `()`, which `time_cmp` documents as
+    /// sorting before any time). One that is there but does not read is the incident's
+    /// failure, filed under its side: taken as missing it would lose every conflict, and
+    /// any other guess could let the older change win one.
+    pub fn read(defender: &Value, sentinel: &Value) -> Result<Stamps, Failure> {
+        let read = |side: Side, field: &str, value: &Value| {
+            let stamp = match value {
+                Value::Null => return Ok(None),
+                Value::String(text) => read_stamp(text),
+                // A number or an object is there, and no time either.
+                other => Err(UnreadableStamp {
+                    text: clip_display(other),
+                }),
+            };
+            stamp.map(Some).map_err(|e| Failure {
+                side,
+                kind: "unreadable_stamp",
+                reason: format!(
+                    "{field} {e}: its changes cannot be ordered against the other side's"
+                ),
+                rule: None,
+            })
+        };
+        Ok(Stamps {
+            defender: read(Side::Defender, DEFENDER_STAMP, &defender[DEFENDER_STAMP])?,
+            sentinel: read(
+                Side::Sentinel,
+                "properties.lastModifiedTimeUtc",
+                &sentinel["properties"][SENTINEL_STAMP],
+            )?,
+        })
     }
 }
 
@@ -105,6 +158,8 @@ pub struct Planned {
     pub changes: Vec<FieldChange>,
     pub decisions: Vec<Decided>,
     pub plan: Plan,
+    /// The stamps the changes were detected with.
+    pub stamps: Stamps,
 }
 
 impl Planned {
@@ -119,12 +174,12 @@ impl Planned {
         (!self.plan.defender.is_empty()).then_some(&self.plan.defender)
     }
 
-    fn views<'a>(&'a self, input: &Input<'a>) -> Views<'a> {
+    fn views(&self) -> Views<'_> {
         Views {
             defender: &self.defender_view,
             sentinel: &self.sentinel_view,
-            defender_changed_at: defender_stamp(input.defender),
-            sentinel_changed_at: sentinel_stamp(input.sentinel),
+            defender_changed_at: self.stamps.defender,
+            sentinel_changed_at: self.stamps.sentinel,
         }
     }
 }
@@ -144,12 +199,16 @@ pub fn decide(input: &Input) -> Decision {
         Rendered::Filtered { rule } => return Decision::Filtered { rule },
         Rendered::Failed(failure) => return Decision::Failed(failure),
     };
+    let stamps = match Stamps::read(input.defender, input.sentinel) {
+        Ok(stamps) => stamps,
+        Err(failure) => return Decision::Failed(failure),
+    };
     let sentinel_view = properties(input.sentinel);
     let views = Views {
         defender: &defender_view,
         sentinel: &sentinel_view,
-        defender_changed_at: defender_stamp(input.defender),
-        sentinel_changed_at: sentinel_stamp(input.sentinel),
+        defender_changed_at: stamps.defender,
+        sentinel_changed_at: stamps.sentinel,
     };
     let changes = detect(&views, &link.base_defender, &link.base_sentinel);
     let incident = Arc::new(input.defender.clone());
@@ -207,6 +266,7 @@ pub fn decide(input: &Input) -> Decision {
         changes,
         decisions,
         plan,
+        stamps,
     }))
 }
 
@@ -299,7 +359,7 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
     let defender_failed = answers.defender == DefenderAnswer::Failed;
     let sentinel_after_view = answers.sentinel.map(properties);
     let (base_defender, base_sentinel) = next_bases(
-        &planned.views(input),
+        &planned.views(),
         &link.base_defender,
         &link.base_sentinel,
         plan,
@@ -333,6 +393,9 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
         ..link.clone()
     };
     let first_sync = link.base_defender.is_empty() && link.base_sentinel.is_empty();
+    // `now` is the engine's own clock in RFC 3339; were it unreadable, no lag is recorded
+    // rather than a wrong one.
+    let now_at = read_stamp(now).ok();
     let mut tally = Tally::default();
     let mut audit = Vec::new();
     let mut counted_conflicts = std::collections::HashSet::new();
@@ -376,10 +439,10 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
                 tally.rules.push(rule.clone());
             }
             let source_stamp = match side {
-                Side::Sentinel => defender_stamp(input.defender),
-                Side::Defender => sentinel_stamp(input.sentinel),
+                Side::Sentinel => planned.stamps.defender,
+                Side::Defender => planned.stamps.sentinel,
             };
-            if let Some(lag) = lag_secs(source_stamp, now).filter(|_| !first_sync) {
+            if let Some(lag) = lag_secs(source_stamp, now_at).filter(|_| !first_sync) {
                 tally.lags.push(lag);
             }
         }
@@ -423,11 +486,9 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
     }
 }
 
-/// Seconds from an RFC 3339 stamp to `now` (never negative).
-fn lag_secs(changed_at: Option<&str>, now: &str) -> Option<f64> {
-    let t = DateTime::parse_from_rfc3339(changed_at?).ok()?;
-    let now = DateTime::parse_from_rfc3339(now).ok()?;
-    let ms = (now.with_timezone(&Utc) - t.with_timezone(&Utc)).num_milliseconds();
+/// Seconds from a change's stamp to `now` (never negative).
+fn lag_secs(changed_at: Option<DateTime<Utc>>, now: Option<DateTime<Utc>>) -> Option<f64> {
+    let ms = (now? - changed_at?).num_milliseconds();
     Some((ms as f64 / 1000.0).max(0.0))
 }
 

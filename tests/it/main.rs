@@ -41,6 +41,7 @@ mod reload;
 mod reload_cli;
 mod reload_rig;
 mod reload_sync;
+mod stamps;
 mod state_store;
 mod step;
 mod sync;

@@ -4,13 +4,13 @@
 //! nothing comes back) is a property of the engine's real per-incident step, tested
 //! with generated edits in `tests/step.rs`.
 
-use rulebridge::model::{FieldChange, Flow, Side};
+use rulebridge::model::{read_stamp, FieldChange, Flow, Side};
 use rulebridge::state::Fields;
 use rulebridge::sync::plan::{detect, next_bases, Acknowledged, Decided, Plan, Views};
 use serde_json::{json, Map, Value};
 
 const D_AT: &str = "2026-01-02T10:00:00.000000Z";
-const S_AT: &str = "2026-01-02T11:00:00.000000Z";
+const S_AT: &str = "2026-01-02T12:00:00.000000+01:00";
 
 /// The planner with no merged fields (merges are tested on their own below).
 fn plan(
@@ -30,8 +30,8 @@ fn views<'a>(defender: &'a Fields, sentinel: &'a Fields) -> Views<'a> {
     Views {
         defender,
         sentinel,
-        defender_changed_at: Some(D_AT),
-        sentinel_changed_at: Some(S_AT),
+        defender_changed_at: Some(read_stamp(D_AT).unwrap()),
+        sentinel_changed_at: Some(read_stamp(S_AT).unwrap()),
     }
 }
 
@@ -87,8 +87,15 @@ fn a_change_on_one_side_is_flagged_on_that_side_only() {
     assert!(c.defender.changed && !c.sentinel.changed);
     assert_eq!(c.defender.value, json!("Active"));
     assert_eq!(c.sentinel.value, json!("New"));
-    assert_eq!(c.defender.changed_at.as_deref(), Some(D_AT));
-    assert_eq!(c.sentinel.changed_at.as_deref(), Some(S_AT));
+    // The rules see both stamps in one form (UTC, seven digits), whatever was sent.
+    assert_eq!(
+        c.defender.changed_at.as_deref(),
+        Some("2026-01-02T10:00:00.0000000Z")
+    );
+    assert_eq!(
+        c.sentinel.changed_at.as_deref(),
+        Some("2026-01-02T11:00:00.0000000Z")
+    );
     assert!(!c.is_conflict());
 
     // The mirror image: only Sentinel changed.

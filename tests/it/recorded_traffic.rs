@@ -657,7 +657,9 @@ fn real_incidents_round_trip_through_the_sync_helpers_and_our_put_schema() {
         defender: &empty,
         sentinel: &after,
         defender_changed_at: None,
-        sentinel_changed_at: after["lastModifiedTimeUtc"].as_str(),
+        sentinel_changed_at: after["lastModifiedTimeUtc"]
+            .as_str()
+            .map(|t| rulebridge::model::read_stamp(t).unwrap()),
     };
     assert_eq!(plan::detect(&views, &empty, &before), vec![]);
 }

@@ -1,5 +1,5 @@
 //! What a script may call: every function the sandbox registers (read from
-//! `allowed-functions.txt`, which `rules::engine`'s test keeps equal to the engine), the
+//! `allowed-functions.txt`, which `rules::sandbox`'s test keeps equal to the engine), the
 //! names Rhai handles itself, and the functions the sandbox forbids on purpose.
 //!
 //! Invariant: a name is "unknown" only if no registered native, no script function and

@@ -22,7 +22,7 @@ pub mod known;
 pub mod parse;
 mod walk;
 
-use super::engine::{build_engine, Limits};
+use super::sandbox::{build_engine, Limits};
 use crate::model::Stage;
 use crate::problem::Problem;
 use rhai::{Engine, OptimizationLevel};

@@ -240,7 +240,7 @@ mod tests {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
         if std::env::var_os("RULEBRIDGE_BLESS").is_some() {
-            let mut text = String::from("# Every function a rule can call (rules::engine tests). Review additions before blessing.\n");
+            let mut text = String::from("# Every function a rule can call (rules::sandbox tests). Review additions before blessing.\n");
             for sig in &got {
                 text.push_str(sig);
                 text.push('\n');
