@@ -220,7 +220,11 @@ fn backfill_bar(
                     .flatten()
                     .and_then(|e| e.parse::<f64>().ok());
                 bar.set_message(match eta {
-                    Some(eta) => format!("through {}, about {} to go", status.done_to, human_secs(eta)),
+                    Some(eta) => format!(
+                        "through {}, about {} to go",
+                        status.done_to,
+                        human_secs(eta)
+                    ),
                     None => format!("through {}", status.done_to),
                 });
                 if status.complete() {

@@ -8,9 +8,9 @@
 //! limiter, and its progress stored after every window, so a restart resumes it and
 //! asking again for a span already covered costs nothing.
 
-use super::engine::{PassReport, Syncer};
 use super::poll::{format_stamp, parse_stamp, Progress, META_BACKFILL};
 use super::reconcile::SyncError;
+use super::syncer::{PassReport, Syncer};
 use crate::metrics;
 use crate::model::Side;
 use chrono::{DateTime, Utc};

@@ -6,9 +6,9 @@
 //! hints one at a time and never beside a cycle (the service loop does both), so one
 //! incident is never synced twice at once.
 
-use super::engine::Syncer;
 use super::events::{self, Note};
 use super::reconcile::{Outcome, SyncError};
+use super::syncer::Syncer;
 use crate::client::{with_purpose, Purpose};
 use crate::metrics;
 use crate::model::Side;

@@ -6,9 +6,9 @@
 //! for incidents that changed since their last sync; the switch is logged once, shown
 //! as a metric and in `status`, and the expanded query is tried again hourly.
 
-use super::engine::{PassReport, Syncer};
 use super::poll::{format_stamp, META_EXPAND_FALLBACK};
 use super::reconcile::{Outcome, SyncError};
+use super::syncer::{PassReport, Syncer};
 use crate::client::{ClientError, Page, Pages};
 use crate::metrics;
 use crate::model::Side;
@@ -109,7 +109,7 @@ impl Syncer {
                 "Graph fails $expand=alerts together with $filter (a known limit of large tenants); listing without $expand and reading alerts per changed incident, retrying the expanded listing hourly"
             );
             self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 1.0);
-            self.note_expand_fallback(&super::engine::now_rfc3339());
+            self.note_expand_fallback(&super::syncer::now_rfc3339());
         }
     }
 
@@ -190,7 +190,7 @@ impl Syncer {
             return self.from_defender(d, false).await;
         };
         if let Some(link) = self.state.link(id)? {
-            if link.created && link.defender_version.as_deref() == super::engine::defender_stamp(&d)
+            if link.created && link.defender_version.as_deref() == super::syncer::defender_stamp(&d)
             {
                 self.count(|s| s.incidents_seen += 1);
                 return Ok(Outcome::Unchanged);

@@ -4,8 +4,9 @@
 //! - `fields`: fixed facts of the two APIs (twin ids, writable properties, the Defender
 //!   properties behind each synced field, comment identity). Pure.
 //! - `plan`: 3-way change detection, the planner and the bases to store. Pure.
-//! - `comments`: which comments to copy, crash-safe without markers. Pure.
-//! - `engine`: the cycle, the reconcile sweep, dead-letter retries (async edge).
+//! - `comment_plan`: which comments to copy, crash-safe without markers, and the digests
+//!   of a comment list. Pure.
+//! - `syncer`: `Syncer`, the cycle, the reconcile sweep, dead-letter retries (async edge).
 //! - `poll`: incremental polls in time windows that each fit in one page, robust to
 //!   ignored `$orderby`, offset pages over a live set and future-dated stamps (async edge).
 //! - `listing`: one window's first page or every page, Graph's `$expand` fallback, and a
@@ -14,7 +15,7 @@
 //! - `step`: one incident's sync decided and settled without I/O (rules, plan, next
 //!   link, audit rows). Pure.
 //! - `reconcile`: the I/O shell around `step`: reads, writes, commit (async edge).
-//! - `comment_sync`: one incident's comment copies through the outbox, skipped when the
+//! - `comment_copy`: one incident's comment copies through the outbox, skipped when the
 //!   stored comment digest says nothing moved (async edge).
 //! - `scan`: the comment scans — listings whose comment counts or inline comments
 //!   differ from the stored digests (async edge).
@@ -22,9 +23,8 @@
 //! - `hints`: the reconcile of one Sentinel incident a push hook asks for (async edge).
 
 mod backfill;
-mod comment_sync;
-pub mod comments;
-mod engine;
+mod comment_copy;
+pub mod comment_plan;
 mod events;
 pub mod fields;
 mod hints;
@@ -34,9 +34,10 @@ pub mod poll;
 mod reconcile;
 mod scan;
 pub mod step;
+mod syncer;
 
 pub use backfill::{BackfillStatus, META_BACKFILL_ETA};
-pub use engine::{
+pub use reconcile::{Outcome, SyncError};
+pub use syncer::{
     CycleBudget, PassReport, Stats, SyncOptions, Syncer, COMMENT_RETRY_GRACE, META_SWEEP,
 };
-pub use reconcile::{Outcome, SyncError};

@@ -16,8 +16,8 @@
 //! moves the cursor: a stamp from next year cannot blind the poll to today's changes.
 //! How one window is listed (and Graph's `$expand` fallback) is `listing`'s.
 
-use super::engine::{PassReport, Syncer};
 use super::reconcile::SyncError;
+use super::syncer::{PassReport, Syncer};
 use crate::client::ClientError;
 use crate::metrics;
 use crate::model::Side;
@@ -60,7 +60,7 @@ impl Syncer {
     /// windows that each fit in one page, and syncs each. Only state errors are returned
     /// as errors; API trouble ends the pass early and is reported in it.
     pub async fn poll(&self, side: Side) -> Result<PassReport, SyncError> {
-        let started = super::engine::now_rfc3339();
+        let started = super::syncer::now_rfc3339();
         let mut report = PassReport::default();
         let until = self.service_now(side, &mut report).await;
         if let Some(until) = until {
@@ -342,8 +342,8 @@ fn page_size(side: Side) -> usize {
 
 fn stamp(side: Side, incident: &Value) -> Option<&str> {
     match side {
-        Side::Defender => super::engine::defender_stamp(incident),
-        Side::Sentinel => super::engine::sentinel_stamp(incident),
+        Side::Defender => super::syncer::defender_stamp(incident),
+        Side::Sentinel => super::syncer::sentinel_stamp(incident),
     }
 }
 

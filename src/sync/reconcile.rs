@@ -8,11 +8,11 @@
 //! stored only when it is provably the state our write left (otherwise the next poll
 //! re-reads, which costs a read, never a lost change).
 
-use super::comments::sentinel_comment_count;
-use super::engine::{defender_stamp, now_rfc3339, Syncer};
+use super::comment_plan::sentinel_comment_count;
 use super::events::{self, note, Note};
 use super::fields::sentinel_id;
 use super::step::{self, CreateDecision, Decision, DefenderAnswer};
+use super::syncer::{defender_stamp, now_rfc3339, Syncer};
 use crate::client::ClientError;
 use crate::metrics;
 use crate::model::{Flow, Side};

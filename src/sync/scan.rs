@@ -21,9 +21,9 @@
 //! restart starts the walk again). A walk over a live set may skip or repeat an item;
 //! repeats cost nothing (digests match), skips are met by the next walk or the sweep.
 
-use super::comments::{defender_digest, sentinel_comment_count};
-use super::engine::{PassReport, Syncer};
+use super::comment_plan::{defender_digest, sentinel_comment_count};
 use super::reconcile::SyncError;
+use super::syncer::{PassReport, Syncer};
 use crate::client::{with_purpose, ClientError, Purpose};
 use crate::model::Side;
 use crate::state::LinkDigest;

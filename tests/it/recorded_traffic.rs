@@ -31,7 +31,7 @@ use rulebridge::model::Side;
 use rulebridge::rules::{CompiledPack, RunOptions, Verdict};
 use rulebridge::schema::{self, SchemaSet};
 use rulebridge::snapshot::PackSnapshot;
-use rulebridge::sync::{comments, fields, plan};
+use rulebridge::sync::{comment_plan, fields, plan};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -587,7 +587,7 @@ async fn comments_of_the_2020_recording_parse() {
         fields::comment_for_defender(c),
         "sdk test comment\n\n— Comment created from external application - azsposh in Microsoft Sentinel, 2021-03-09T05:04:44.6904274Z"
     );
-    let plan = comments::plan_comments(incident, &[], &listed, &[]);
+    let plan = comment_plan::plan_comments(incident, &[], &listed, &[]);
     assert_eq!(plan.to_defender.len(), 1);
     assert_eq!(plan.to_defender[0].sentinel_comment_id, comment_id);
     assert!(plan.to_sentinel.is_empty());

@@ -120,47 +120,45 @@ impl SyncOptions {
     }
 }
 
-/// Running totals for the demo summary and `status` (the metrics carry the same).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct Stats {
-    pub incidents_seen: u64,
-    pub created: u64,
-    pub updates_to_sentinel: u64,
-    pub updates_to_defender: u64,
-    pub fields_to_sentinel: u64,
-    pub fields_to_defender: u64,
-    pub comments_to_sentinel: u64,
-    pub comments_to_defender: u64,
-    pub conflicts: u64,
-    pub conflicts_to_sentinel: u64,
-    pub conflicts_to_defender: u64,
-    pub conflicts_skipped: u64,
-    pub conflicts_merged: u64,
-    pub filtered: u64,
-    /// Defender incidents linked to the twin Microsoft's connector had made.
-    pub linked_to_connector: u64,
-    pub dead_lettered: u64,
-    pub etag_retries: u64,
-    pub transient_failures: u64,
+/// Declares `Stats` and its field-by-field sum from one list of fields, so a new total
+/// cannot be left out of `plus`.
+macro_rules! totals {
+    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
+        /// Running totals for the demo summary and `status` (the metrics carry the same).
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+        pub struct Stats {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl Stats {
+            /// Both totals added up (two syncers over one state file, one after the other).
+            pub fn plus(&self, other: &Stats) -> Stats {
+                Stats { $($field: self.$field + other.$field,)* }
+            }
+        }
+    };
 }
 
-impl Stats {
-    /// Both totals added up (two syncers over one state file, one after the other).
-    pub fn plus(&self, other: &Stats) -> Stats {
-        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-            (serde_json::to_value(self), serde_json::to_value(other))
-        else {
-            return self.clone();
-        };
-        let sum: serde_json::Map<String, Value> = a
-            .into_iter()
-            .map(|(k, v)| {
-                let n = v.as_u64().unwrap_or(0) + b.get(&k).and_then(Value::as_u64).unwrap_or(0);
-                (k, Value::from(n))
-            })
-            .collect();
-        serde_json::from_value(Value::Object(sum)).unwrap_or_else(|_| self.clone())
-    }
+totals! {
+    incidents_seen,
+    created,
+    updates_to_sentinel,
+    updates_to_defender,
+    fields_to_sentinel,
+    fields_to_defender,
+    comments_to_sentinel,
+    comments_to_defender,
+    conflicts,
+    conflicts_to_sentinel,
+    conflicts_to_defender,
+    conflicts_skipped,
+    conflicts_merged,
+    filtered,
+    /// Defender incidents linked to the twin Microsoft's connector had made.
+    linked_to_connector,
+    dead_lettered,
+    etag_retries,
+    transient_failures,
 }
 
 /// What one poll, sweep or retry pass did.
@@ -494,5 +492,34 @@ impl Syncer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_fallback()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_field_by_field() {
+        let a = Stats {
+            created: 2,
+            comments_to_defender: 1,
+            ..Stats::default()
+        };
+        let b = Stats {
+            created: 3,
+            transient_failures: 4,
+            ..Stats::default()
+        };
+        let sum = a.plus(&b);
+        assert_eq!(
+            sum,
+            Stats {
+                created: 5,
+                comments_to_defender: 1,
+                transient_failures: 4,
+                ..Stats::default()
+            }
+        );
     }
 }

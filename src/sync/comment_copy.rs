@@ -5,10 +5,10 @@
 //! only after a grace period). Which comments are new is decided by the pure
 //! `comments` planner.
 
-use super::comments::{defender_digest, defender_list_digest, plan_comments};
-use super::engine::{defender_stamp, now_rfc3339, Syncer};
+use super::comment_plan::{defender_digest, defender_list_digest, plan_comments};
 use super::plan::Decided;
 use super::reconcile::SyncError;
+use super::syncer::{defender_stamp, now_rfc3339, Syncer};
 use crate::client::{with_purpose, ClientError, Purpose};
 use crate::metrics;
 use crate::model::{FieldChange, Flow, Side, SideValue};
