@@ -430,7 +430,12 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         queue.push("x");
-        let name = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert_eq!(name.unwrap().unwrap(), "x");
+        let (name, queued_at) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(name, "x");
+        // Queued after the waiter started: its age is less than the whole wait.
+        assert!(queued_at.elapsed() < Duration::from_secs(5));
     }
 }

@@ -3,7 +3,7 @@
 //! Sentinel comments to Defender through the outbox (a row committed before the POST,
 //! matched to the Defender comment afterwards; a POST of unknown outcome is repeated
 //! only after a grace period). Which comments are new is decided by the pure
-//! `comments` planner.
+//! `comment_plan` planner.
 
 use super::comment_plan::{defender_digest, defender_list_digest, plan_comments};
 use super::plan::Decided;
