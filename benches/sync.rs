@@ -29,7 +29,7 @@ use rulebridge::sync::{SyncOptions, Syncer};
 use rulebridge::testbed::{emulator_clients, Testbed, TestbedOptions};
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,28 +48,12 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn initial_sync(incidents: usize) {
+/// `rulebridge emulate` on a free loopback port with `args`, and the info line it prints
+/// first (the process is the caller's to kill).
+pub fn spawn_emulator(args: &[&str]) -> (Child, EmulatorInfo) {
     let mut emulator = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-        .args([
-            "emulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--generate",
-            &incidents.to_string(),
-            // The services as observed, but for their rate limits (this measures
-            // rulebridge) and the large-tenant $expand failure (its fallback reads
-            // alerts per incident: a budget question, not a speed one).
-            "--unthrottled",
-            "--graph-expand-filter-limit",
-            "0",
-        ])
+        .args(["emulate", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -78,7 +62,28 @@ async fn initial_sync(incidents: usize) {
     std::io::BufReader::new(emulator.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let info: EmulatorInfo = serde_json::from_str(&line).expect("the emulator's info line");
+    let info = serde_json::from_str(&line).expect("the emulator's info line");
+    (emulator, info)
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn initial_sync(incidents: usize) {
+    let (mut emulator, info) = spawn_emulator(&[
+        "--generate",
+        &incidents.to_string(),
+        // The services as observed, but for their rate limits (this measures
+        // rulebridge) and the large-tenant $expand failure (its fallback reads
+        // alerts per incident: a budget question, not a speed one).
+        "--unthrottled",
+        "--graph-expand-filter-limit",
+        "0",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let (graph, sentinel) =
         emulator_clients(&info, &TestbedOptions::new(0, dir.path().join("x")).retry).unwrap();

@@ -13,14 +13,12 @@
 //! emulator in yet another process (`rulebridge emulate`). The initial sync of the seed
 //! runs unthrottled first (it is history, not what is measured).
 
-use rulebridge::emulator::EmulatorInfo;
 use rulebridge::metrics::{self, Metrics};
 use rulebridge::rules::PackHandle;
 use rulebridge::service::{build_syncer_tuned, Tuning};
 use rulebridge::testbed::{emulator_env, service_config, TestbedOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,26 +193,13 @@ pub fn run_one(spec: Spec) {
 }
 
 async fn scenario(spec: Spec) -> Outcome {
-    let mut emulator = Command::new(env!("CARGO_BIN_EXE_rulebridge"))
-        .args([
-            "emulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--generate",
-            &spec.incidents.to_string(),
-            "--open-share",
-            "0.3",
-            "--unthrottled",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting rulebridge emulate");
-    let mut line = String::new();
-    std::io::BufReader::new(emulator.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info: EmulatorInfo = serde_json::from_str(&line).expect("the emulator's info line");
+    let (mut emulator, info) = crate::spawn_emulator(&[
+        "--generate",
+        &spec.incidents.to_string(),
+        "--open-share",
+        "0.3",
+        "--unthrottled",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let pack = Arc::new(PackHandle::new(crate::pack()));
     let tuning = Tuning {

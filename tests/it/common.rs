@@ -201,3 +201,26 @@ impl Run {
         std::mem::take(&mut self.log)
     }
 }
+
+/// A Graph incident the default pack syncs (no alerts needed), as the tests seed it.
+pub fn graph_incident(id: &str, severity: &str) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.security.incident",
+        "id": id,
+        "tenantId": "00000000-0000-4000-8000-000000000001",
+        "displayName": format!("Suspicious sign-in activity {id}"),
+        "description": "Seeded by a test.",
+        "incidentWebUrl": format!("https://security.microsoft.com/incidents/{id}"),
+        "status": "active",
+        "severity": severity,
+        "assignedTo": null,
+        "classification": "unknown",
+        "determination": "unknown",
+        "customTags": ["Demo"],
+        "systemTags": [],
+        "redirectIncidentId": null,
+        "createdDateTime": "2026-01-01T08:00:00.0000000Z",
+        "comments": [],
+        "alerts": [],
+    })
+}

@@ -23,25 +23,7 @@ const SECRET: &str = "hook-secret-7d41c0e9a2";
 const IDS: [&str; 3] = ["700001", "700002", "700003"];
 
 fn incident(id: &str) -> Value {
-    json!({
-        "@odata.type": "#microsoft.graph.security.incident",
-        "id": id,
-        "tenantId": "00000000-0000-4000-8000-000000000001",
-        "displayName": format!("Suspicious sign-in activity {id}"),
-        "description": "Seeded by tests/hooks.rs.",
-        "incidentWebUrl": format!("https://security.microsoft.com/incidents/{id}"),
-        "status": "active",
-        "severity": "medium",
-        "assignedTo": null,
-        "classification": "unknown",
-        "determination": "unknown",
-        "customTags": ["Demo"],
-        "systemTags": [],
-        "redirectIncidentId": null,
-        "createdDateTime": "2026-01-01T08:00:00.0000000Z",
-        "comments": [],
-        "alerts": [],
-    })
+    crate::common::graph_incident(id, "medium")
 }
 
 /// A service synced once (its first cycle), then idle for 300 s unless hooked.

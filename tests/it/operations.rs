@@ -22,28 +22,7 @@ async fn start_emulator() -> Emulator {
         .unwrap()
 }
 
-/// A Graph incident the default pack syncs unless `severity` is informational.
-fn incident(id: &str, severity: &str) -> Value {
-    json!({
-        "@odata.type": "#microsoft.graph.security.incident",
-        "id": id,
-        "tenantId": "00000000-0000-4000-8000-000000000001",
-        "displayName": format!("Suspicious sign-in activity {id}"),
-        "description": "Seeded by tests/operations.rs.",
-        "incidentWebUrl": format!("https://security.microsoft.com/incidents/{id}"),
-        "status": "active",
-        "severity": severity,
-        "assignedTo": null,
-        "classification": "unknown",
-        "determination": "unknown",
-        "customTags": ["Demo"],
-        "systemTags": [],
-        "redirectIncidentId": null,
-        "createdDateTime": "2026-01-01T08:00:00.0000000Z",
-        "comments": [],
-        "alerts": [],
-    })
-}
+use crate::common::graph_incident as incident;
 
 /// The service config: the emulator's URLs, the secret in a file, `server` lines.
 fn write_config(dir: &Path, info: &EmulatorInfo, rules: &Path, server: &str) -> PathBuf {

@@ -21,25 +21,7 @@ use crate::common::{pack, pack_at as pack_from};
 
 /// A Graph incident the default pack syncs (medium severity, no alerts needed).
 fn incident(id: &str) -> Value {
-    json!({
-        "@odata.type": "#microsoft.graph.security.incident",
-        "id": id,
-        "tenantId": "00000000-0000-4000-8000-000000000001",
-        "displayName": format!("Suspicious sign-in activity {id}"),
-        "description": "Seeded by sync_regressions.",
-        "incidentWebUrl": format!("https://security.microsoft.com/incidents/{id}"),
-        "status": "active",
-        "severity": "medium",
-        "assignedTo": null,
-        "classification": "unknown",
-        "determination": "unknown",
-        "customTags": ["Demo"],
-        "systemTags": [],
-        "redirectIncidentId": null,
-        "createdDateTime": "2026-01-01T08:00:00.0000000Z",
-        "comments": [],
-        "alerts": [],
-    })
+    crate::common::graph_incident(id, "medium")
 }
 
 /// A testbed over `ids` (and no generated incidents), synced to quiescence.
