@@ -43,7 +43,7 @@ pub(super) struct Note {
     pub rules: Vec<String>,
     pub pack_version: Option<String>,
     /// A dead letter's kind (`rule_error`, `rejected`, `gone`, `twin_missing`,
-    /// `unreadable_stamp`) and why, or why a built-in filter dropped it.
+    /// `unreadable_stamp`, `split_pair`) and why, or why a built-in filter dropped it.
     pub kind: Option<&'static str>,
     pub reason: Option<String>,
 }

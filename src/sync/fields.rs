@@ -45,6 +45,15 @@ pub const SENTINEL_WRITABLE: [&str; 11] = [
     "lastActivityTimeUtc",
 ];
 
+/// Fields that are one value to both services: Sentinel validates a classification
+/// with its reason (`BenignPositive` needs `SuspiciousButExpected`, `FalsePositive` one
+/// of two reasons; a PUT with any other pair is a 400), and both are rendered from, and
+/// written to, Defender's (classification, determination) pair. A pair written half from
+/// each side can be a pair neither analyst chose, or one the service refuses, so a pair
+/// edited on both sides is a conflict of the whole pair ([`super::plan::detect`]) and
+/// its members must flow the same way (`super::step::decide`).
+pub const COUPLED: [&[&str]; 1] = [&["classification", "classificationReason"]];
+
 /// The Defender (Graph) properties a synced field — named in the Sentinel vocabulary —
 /// is written to when it flows to Defender. A field with none cannot flow that way.
 pub fn defender_keys(field: &str) -> &'static [&'static str] {

@@ -9,7 +9,7 @@
 //! Sentinel) never looks like a change, and our own writes never come back as changes:
 //! the base becomes exactly what the write left behind.
 
-use super::fields::{defender_keys, SENTINEL_WRITABLE};
+use super::fields::{defender_keys, COUPLED, SENTINEL_WRITABLE};
 use crate::model::{stamp_text, FieldChange, Flow, Side, SideValue};
 use crate::state::Fields;
 use chrono::{DateTime, Utc};
@@ -56,7 +56,38 @@ fn get<'a>(map: &'a Fields, key: &str) -> &'a Value {
 
 /// Three-way change detection: every synced field that changed on either side since its
 /// base. Fields neither side changed are not returned (nothing to decide, nothing to write).
+///
+/// A coupled pair ([`COUPLED`]) changed on both sides, in any of its members, is a
+/// conflict of the whole pair: each of its changed members is marked changed on both
+/// sides, so the direction rules decide every member from the same facts. An analyst
+/// who closes in Sentinel with a new reason and the classification the incident already
+/// had has still chosen the pair; read field by field, Defender's classification would
+/// win unopposed while Sentinel's reason won its conflict, and the pair written back
+/// would be one nobody chose (and one Sentinel may refuse).
 pub fn detect(views: &Views, base_defender: &Fields, base_sentinel: &Fields) -> Vec<FieldChange> {
+    let mut changes = detect_fields(views, base_defender, base_sentinel);
+    for group in COUPLED {
+        let members = |c: &&mut FieldChange| group.contains(&c.field.as_str());
+        let on = |side: fn(&FieldChange) -> bool| {
+            changes
+                .iter()
+                .any(|c| group.contains(&c.field.as_str()) && side(c))
+        };
+        if on(|c| c.defender.changed) && on(|c| c.sentinel.changed) {
+            for change in changes.iter_mut().filter(members) {
+                change.defender.changed = true;
+                change.sentinel.changed = true;
+            }
+        }
+    }
+    changes
+}
+
+fn detect_fields(
+    views: &Views,
+    base_defender: &Fields,
+    base_sentinel: &Fields,
+) -> Vec<FieldChange> {
     synced_fields(views, base_defender)
         .into_iter()
         .filter_map(|field| {

@@ -22,7 +22,7 @@
 //! link stores as versions: those are compared for equality with the same service's
 //! next listing, where a differently written instant costs a re-read, never a skip.
 
-use super::fields::{properties, sentinel_put_body};
+use super::fields::{properties, sentinel_put_body, COUPLED};
 use super::plan::{detect, merge_set, next_bases, plan, Acknowledged, Decided, Plan, Views};
 use crate::model::{read_stamp, FieldChange, Flow, Side, Stage, UnreadableStamp};
 use crate::problem::clip_display;
@@ -226,6 +226,9 @@ pub fn decide(input: &Input) -> Decision {
         Ok(decisions) => decisions,
         Err(e) => return Decision::Failed(Failure::rule_error(Side::Defender, e)),
     };
+    if let Some(failure) = split_pair(&changes, &decisions) {
+        return Decision::Failed(failure);
+    }
     // Merged fields: what both sides will hold. Each side's additions and removals are
     // judged against that side's own base.
     let mut merged = Fields::new();
@@ -268,6 +271,46 @@ pub fn decide(input: &Input) -> Decision {
         plan,
         stamps,
     }))
+}
+
+/// A coupled pair ([`COUPLED`]) whose members the direction rules send different ways
+/// would be written half from each side: a pair no analyst chose, or one Sentinel
+/// refuses. That is the incident's failure, naming both decisions, rather than a write.
+/// Members both sides already agree on are left out: their flow writes nothing.
+fn split_pair(changes: &[FieldChange], decisions: &[Decided]) -> Option<Failure> {
+    for group in COUPLED {
+        let mut members = changes
+            .iter()
+            .zip(decisions)
+            .filter(|(c, _)| group.contains(&c.field.as_str()))
+            .filter(|(c, _)| c.defender.value != c.sentinel.value);
+        let Some((first, first_decided)) = members.next() else {
+            continue;
+        };
+        if let Some((other, other_decided)) = members.find(|(_, d)| d.flow != first_decided.flow) {
+            let by = |d: &Decided| d.rule.as_deref().unwrap_or("no rule").to_string();
+            return Some(Failure {
+                side: Side::Defender,
+                kind: "split_pair",
+                reason: format!(
+                    "the direction rules send `{}` {} ({}) but `{}` {} ({}): both services hold {} \
+                     as one pair, so its members must flow the same way",
+                    first.field,
+                    first_decided.flow.name(),
+                    by(first_decided),
+                    other.field,
+                    other_decided.flow.name(),
+                    by(other_decided),
+                    group.join(" + "),
+                ),
+                rule: other_decided
+                    .rule
+                    .clone()
+                    .or_else(|| first_decided.rule.clone()),
+            });
+        }
+    }
+    None
 }
 
 /// How Graph answered the PATCH, if one was sent.

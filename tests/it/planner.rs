@@ -187,6 +187,49 @@ fn a_writable_sentinel_field_the_defender_rendering_lacks_is_detected() {
 }
 
 #[test]
+fn a_classification_pair_edited_on_both_sides_is_one_conflict() {
+    // Defender reclassified (classification and reason move); the Sentinel analyst closed
+    // with a new reason and the classification the incident already had. Field by field
+    // only the reason conflicts; as a pair, both members do.
+    let base = with(
+        with(synced(), "classification", json!("FalsePositive")),
+        "classificationReason",
+        json!("IncorrectAlertLogic"),
+    );
+    let d = with(
+        with(base.clone(), "classification", json!("BenignPositive")),
+        "classificationReason",
+        json!("SuspiciousButExpected"),
+    );
+    let s = with(
+        base.clone(),
+        "classificationReason",
+        json!("InaccurateData"),
+    );
+    let changes = detect(&views(&d, &s), &base, &base);
+    for field in ["classification", "classificationReason"] {
+        let c = change(&changes, field);
+        assert!(c.defender.changed && c.sentinel.changed, "{c:#?}");
+        assert!(c.is_conflict(), "{field}");
+    }
+    // The sides' own values and bases are untouched: only the flags say "the pair".
+    let c = change(&changes, "classification");
+    assert_eq!(c.sentinel.value, c.sentinel.base);
+
+    // Edited on one side only, the pair is what it was: one-sided changes.
+    let changes = detect(&views(&d, &base), &base, &base);
+    for c in &changes {
+        assert!(c.defender.changed && !c.sentinel.changed, "{c:#?}");
+    }
+    // Uncoupled fields are not drawn in: a status edited in Sentinel beside a Defender
+    // reclassification stays a one-sided change.
+    let s = with(base.clone(), "status", json!("Active"));
+    let changes = detect(&views(&d, &s), &base, &base);
+    assert!(!change(&changes, "classification").sentinel.changed);
+    assert!(!change(&changes, "status").defender.changed);
+}
+
+#[test]
 fn a_field_that_disappeared_from_the_defender_rendering_is_compared_once_more() {
     let base = synced();
     let mut d = synced();
