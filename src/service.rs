@@ -1,6 +1,6 @@
 //! `rulebridge run` as a library: builds the clients, state store and syncer from a
 //! [`Config`], serves `/metrics` and `/healthz` (and the push hook when enabled), and
-//! polls until asked to stop, reconciling hinted incidents between cycles.
+//! polls until asked to stop, reconciling hinted incidents beside the cycles.
 //!
 //! Async edge. The CLI only loads the config and pack and turns signals into the
 //! `shutdown` future; everything else, including the order of a graceful stop (finish
@@ -394,13 +394,41 @@ pub async fn run(
             }
         })
     });
+    // Hints run beside the cycle, one at a time: a hint waits for nothing but the
+    // incident it names (`sync::inflight` keeps the two from syncing one incident at
+    // once). On a stop the hint in hand is finished; queued ones are left to the polls.
+    let hint_worker = HintWorker(Some(tokio::spawn({
+        let (syncer, health, hints) = (syncer.clone(), health.clone(), hints.clone());
+        let mut rx = stop_rx.clone();
+        async move {
+            loop {
+                // The watch's guard is not `Send`: dropped inside the block.
+                let stopped = async {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                };
+                tokio::select! {
+                    biased;
+                    _ = stopped => break,
+                    (name, queued_at) = hints.next() => {
+                        if syncer.stopping() {
+                            break;
+                        }
+                        reconcile_hint(&syncer, &health, &name, queued_at).await;
+                    }
+                }
+            }
+        }
+    })));
     let interval = config.sync.poll_interval();
     let mut rx = stop_rx;
+    let mut cycles: u64 = 0;
     while !syncer.stopping() {
         health.beat(Instant::now());
         // Cycles start every `interval` (not `interval` after the last one ended): a
         // change waits at most one interval plus the time to sync it.
         let next_cycle = tokio::time::Instant::now() + interval;
+        cycles += 1;
+        tracing::debug!(event = "cycle.started", cycle = cycles, "cycle started");
         let cycle = match probe_state(syncer.state().as_ref()) {
             Ok(()) => syncer.cycle().await,
             Err(e) => Err(SyncError::State(e)),
@@ -433,10 +461,9 @@ pub async fn run(
             }
         }
         health.beat(Instant::now());
-        // Between cycles, in this order: the stop, the next cycle when it is due (a
-        // stream of hints never starves the polls), a swapped pack, hinted incidents
-        // (queued during the cycle too), one at a time and never beside a cycle.
-        while !syncer.stopping() {
+        // Between cycles, whichever comes first: the stop, the next cycle when it is
+        // due, a swapped pack (its retries, then a cycle at once).
+        if !syncer.stopping() {
             let swapped = async {
                 match &reloading {
                     Some(r) => r.swapped().await,
@@ -445,25 +472,19 @@ pub async fn run(
             };
             tokio::select! {
                 biased;
-                _ = rx.wait_for(|stop| *stop) => break,
-                _ = tokio::time::sleep_until(next_cycle) => break,
+                _ = rx.wait_for(|stop| *stop) => {}
+                _ = tokio::time::sleep_until(next_cycle) => {}
                 _ = swapped => {
                     // A new pack may sync what the old one could not.
                     let report = syncer.retry_dead_letters().await?;
                     if report.seen > 0 {
                         tracing::info!(retried = report.seen, "dead letters retried with the new pack");
                     }
-                    break;
-                }
-                (name, queued_at) = hints.next() => {
-                    if syncer.stopping() {
-                        break;
-                    }
-                    reconcile_hint(&syncer, &health, &name, queued_at).await;
                 }
             }
         }
     }
+    hint_worker.finish().await;
     stopper.abort();
     #[cfg(unix)]
     if let Some(hangup) = hangup {
@@ -486,7 +507,28 @@ async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Ser
         })
 }
 
-/// One hinted incident, reconciled in the loop. A hint that fails is not retried: the
+/// The task that reconciles hints. Dropped on an early return (a failed cycle), it is
+/// aborted rather than left running beside a service that has ended.
+struct HintWorker(Option<tokio::task::JoinHandle<()>>);
+
+impl HintWorker {
+    /// Waits for the worker to finish the hint in hand (it stops on the stop signal).
+    async fn finish(mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for HintWorker {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// One hinted incident, reconciled beside the cycle. A hint that fails is not retried: the
 /// polls find the change as they would have without it.
 async fn reconcile_hint(syncer: &Syncer, health: &Health, name: &str, queued_at: Instant) {
     match syncer.sync_hint(name).await {

@@ -7,6 +7,7 @@
 //! bursts unchanged), the client's limits are 10× the production defaults, polls come
 //! every 3 s instead of 30 s, analysts make 20 edits/s instead of 2. One real minute is
 //! ten minutes of the tenant; lags are reported ×K, in the tenant's seconds.
+//! `SYNC_BENCH_SCALE_K` sets another compression (1 runs on the tenant's own clock).
 //!
 //! Each scenario runs in its own process (this binary, re-executed with
 //! `SYNC_BENCH_SCALE_RUN`), so its peak RSS is its own: the syncing process, with the
@@ -23,8 +24,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How much faster than the tenant's clock the run goes.
+/// How much faster than the tenant's clock the run goes, unless `SYNC_BENCH_SCALE_K`
+/// says otherwise (1 is the tenant's own clock).
 const K: f64 = 10.0;
+
+fn default_compression() -> f64 {
+    K
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -36,6 +42,9 @@ pub struct Spec {
     /// Every Sentinel edit is followed by a push hook (an automation rule's Logic App).
     #[serde(default)]
     pub hook: bool,
+    /// The clock's compression (see [`K`]).
+    #[serde(default = "default_compression")]
+    pub compression: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +94,11 @@ fn peak_rss_mib() -> f64 {
 
 /// Runs every scenario, each in its own process, and prints the table.
 pub fn run_all(sizes: &[usize], simulated_secs: u64) {
+    let compression = std::env::var("SYNC_BENCH_SCALE_K")
+        .ok()
+        .and_then(|k| k.parse::<f64>().ok())
+        .filter(|k| *k >= 1.0)
+        .unwrap_or(K);
     let mut outcomes = Vec::new();
     let mut specs = Vec::new();
     for &incidents in sizes {
@@ -94,6 +108,7 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
                 sweep_only,
                 simulated_secs,
                 hook: false,
+                compression,
             });
         }
     }
@@ -103,6 +118,7 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
             sweep_only: false,
             simulated_secs,
             hook: true,
+            compression,
         });
     }
     {
@@ -193,6 +209,7 @@ pub fn run_one(spec: Spec) {
 }
 
 async fn scenario(spec: Spec) -> Outcome {
+    let k = spec.compression;
     let (mut emulator, info) = crate::spawn_emulator(&[
         "--generate",
         &spec.incidents.to_string(),
@@ -237,22 +254,22 @@ async fn scenario(spec: Spec) -> Outcome {
         state.counts().unwrap().links as usize
     };
 
-    // The measured run: production limits and intervals, compressed by K.
+    // The measured run: production limits and intervals, compressed by k.
     options.production_rate_limits = true;
     let mut config = service_config(&info, &options);
-    config.defender.requests_per_minute *= K;
-    config.sentinel.requests_per_second *= K;
-    config.sync.poll_interval_secs = (30.0 / K) as u64;
+    config.defender.requests_per_minute *= k;
+    config.sentinel.requests_per_second *= k;
+    config.sync.poll_interval_secs = (30.0 / k) as u64;
     config.sync.sweep_batch = 20;
     // Five of the tenant's minutes: long enough that closed, quiet incidents have
     // retired, as they have on a tenant that has run for a while.
-    config.sync.retire_closed_after = format!("{}s", (300.0 / K) as u64);
+    config.sync.retire_closed_after = format!("{}s", (300.0 / k) as u64);
     let secret_file = dir.path().join("hook-secret");
     if spec.hook {
         std::fs::write(&secret_file, "bench-hook-secret-0123456789").unwrap();
         config.hooks.enabled = true;
         config.hooks.secret_file = Some(secret_file.clone());
-        config.hooks.requests_per_minute = (120.0 * K) as u32;
+        config.hooks.requests_per_minute = (120.0 * k) as u32;
         // A port of its own, known before `run` binds it.
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         config.hooks.listen = Some(free.local_addr().unwrap());
@@ -268,7 +285,7 @@ async fn scenario(spec: Spec) -> Outcome {
         .ascii_serialization();
     let control = |path: &str| format!("{origin}/_emulator{path}");
     http.post(control("/throttle"))
-        .json(&serde_json::json!({ "scale": K }))
+        .json(&serde_json::json!({ "scale": k }))
         .send()
         .await
         .unwrap()
@@ -278,7 +295,7 @@ async fn scenario(spec: Spec) -> Outcome {
     let syncer = Arc::new(
         build_syncer_tuned(&config, &env, pack.clone(), metrics.clone(), &tuning).unwrap(),
     );
-    let real = Duration::from_secs_f64(spec.simulated_secs as f64 / K);
+    let real = Duration::from_secs_f64(spec.simulated_secs as f64 / k);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // `run`'s loop and the analysts side by side on this task (`run` holds a watch
     // guard across awaits, so it is not spawned).
@@ -288,7 +305,7 @@ async fn scenario(spec: Spec) -> Outcome {
     // Analysts: 2 edits/s on the tenant's clock, a quarter of them comments, nine in
     // ten on open incidents (a SOC works its queue).
     let analysts = async {
-        let rate = 2.0 * K;
+        let rate = 2.0 * k;
         let started = Instant::now();
         let (mut edits, mut comment_edits) = (0usize, Vec::new());
         let mut next = Instant::now();
@@ -353,7 +370,7 @@ async fn scenario(spec: Spec) -> Outcome {
         }
     }
     let text = metrics.render();
-    let lag = |name, q| metrics.quantile(name, q).map(|s| s * K);
+    let lag = |name, q| metrics.quantile(name, q).map(|s| s * k);
     let by_purpose = rulebridge::client::Purpose::ALL
         .iter()
         .map(|p| {

@@ -259,7 +259,8 @@ impl Api {
     }
 
     /// Ends every current and future wait of this API: requests not yet sent fail with
-    /// [`ClientError::Cancelled`]. A request already on the wire is not interrupted.
+    /// [`ClientError::Cancelled`], and so does a read (GET) on the wire. A write already
+    /// on the wire is not interrupted.
     pub fn cancel(&self) {
         self.cancelled.send_replace(true);
     }
@@ -422,7 +423,21 @@ impl Api {
                 request = request.json(body);
             }
             // (why it failed, may it be repeated, server-requested delay, status)
-            let sent = request.send().await;
+            let sent = if method == Method::GET {
+                // A read on the wire is dropped on a stop (nothing depends on its
+                // answer), so a hung listing cannot hold SIGTERM up; a write is let
+                // finish, since its outcome would otherwise be unknown.
+                let mut cancelled = self.cancelled.subscribe();
+                tokio::select! {
+                    sent = request.send() => sent,
+                    _ = cancelled.wait_for(|c| *c) => {
+                        self.count(&method, None);
+                        return Err(ClientError::Cancelled { operation: operation.into() });
+                    }
+                }
+            } else {
+                request.send().await
+            };
             // A connection refused never reached the service; anything else did.
             match &sent {
                 Ok(response) => self.count(&method, Some(response.status())),

@@ -2,9 +2,10 @@
 //! synced as a forced sweep of it would be. Nothing the hook sent is used but the name,
 //! so a hint can only make rulebridge look sooner, never change what it writes.
 //!
-//! A name rulebridge does not link costs no API call and writes nothing. Callers run
-//! hints one at a time and never beside a cycle (the service loop does both), so one
-//! incident is never synced twice at once.
+//! A name rulebridge does not link costs no API call and writes nothing. Hints run
+//! beside the service loop's cycle: the incident's claim (`inflight`) is taken before
+//! either side is read, so a hint never syncs an incident the cycle has in hand and its
+//! copies are never older than the cycle's writes.
 
 use super::events::{self, Note};
 use super::reconcile::{Outcome, SyncError};
@@ -59,8 +60,9 @@ impl Syncer {
             ..Note::default()
         };
         let outcome = events::observe(Side::Sentinel, start, async {
+            let claim = self.in_flight.claim(&link.defender_id, true).await;
             match self.sentinel.get(&link.sentinel_id).await {
-                Ok(Some(s)) => self.from_sentinel(s, true).await,
+                Ok(Some(s)) => self.sync_claimed_sentinel(s, &claim).await,
                 Ok(None) => Ok(Outcome::Gone),
                 Err(e) => Err(SyncError::Transient(e)),
             }

@@ -21,6 +21,8 @@
 //!   differ from the stored digests (async edge).
 //! - `events`: the one log event per incident outcome (README "Log fields").
 //! - `hints`: the reconcile of one Sentinel incident a push hook asks for (async edge).
+//! - `inflight`: one sync per incident at a time, and which listed copies a hint may
+//!   have made stale (hints run beside the cycle).
 
 mod backfill;
 mod comment_copy;
@@ -28,6 +30,7 @@ pub mod comment_plan;
 mod events;
 pub mod fields;
 mod hints;
+mod inflight;
 mod listing;
 pub mod plan;
 pub mod poll;

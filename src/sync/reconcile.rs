@@ -11,6 +11,7 @@
 use super::comment_plan::sentinel_comment_count;
 use super::events::{self, note, Note};
 use super::fields::sentinel_id;
+use super::inflight::Claim;
 use super::step::{self, CreateDecision, Decision, DefenderAnswer};
 use super::syncer::{defender_stamp, now_rfc3339, Syncer};
 use crate::client::ClientError;
@@ -116,6 +117,7 @@ impl Syncer {
             n.defender_id.get_or_insert_with(|| id.clone());
         });
         self.remember(&d);
+        let _claim = self.in_flight.claim(&id, false).await;
         let pack = self.pack.current();
         match self.state.link(&id)? {
             Some(link) if link.created => {
@@ -123,6 +125,16 @@ impl Syncer {
                     return Ok(Outcome::Unchanged);
                 }
                 note(|n| n.sentinel_name = Some(link.sentinel_id.clone()));
+                // A hint synced it after this copy may have been read (`inflight`).
+                let d = if self.in_flight.hinted_since(&id) {
+                    match self.graph.get(&id).await {
+                        Ok(Some(fresh)) => fresh,
+                        Ok(None) => return self.dead_letter_gone(&id),
+                        Err(e) => return self.client_failure(&pack, Side::Defender, &id, e),
+                    }
+                } else {
+                    d
+                };
                 let s = match self.sentinel.get(&link.sentinel_id).await {
                     Ok(Some(s)) => s,
                     Ok(None) => {
@@ -150,19 +162,40 @@ impl Syncer {
             sentinel_name: s["name"].as_str().map(str::to_string),
             ..Note::default()
         };
-        events::observe(Side::Sentinel, start, self.sync_sentinel(s, force)).await
+        events::observe(Side::Sentinel, start, self.sync_sentinel(s, force, false)).await
     }
 
-    async fn sync_sentinel(&self, s: Value, force: bool) -> Result<Outcome, SyncError> {
+    /// Syncs a Sentinel incident read while its claim was already held (a hint's), so
+    /// the copy is fresh.
+    pub(super) async fn sync_claimed_sentinel(
+        &self,
+        s: Value,
+        _claim: &Claim<'_>,
+    ) -> Result<Outcome, SyncError> {
+        self.sync_sentinel(s, true, true).await
+    }
+
+    async fn sync_sentinel(&self, s: Value, force: bool, held: bool) -> Result<Outcome, SyncError> {
         self.count(|st| st.incidents_seen += 1);
-        let Some(name) = s["name"].as_str() else {
+        let Some(name) = s["name"].as_str().map(str::to_string) else {
             return Ok(Outcome::NotOurs);
         };
-        let Some(link) = self.state.link_by_sentinel(name)? else {
+        let Some(mut link) = self.state.link_by_sentinel(&name)? else {
             return Ok(Outcome::NotOurs);
+        };
+        let _claim = if held {
+            None
+        } else {
+            let claim = self.in_flight.claim(&link.defender_id, false).await;
+            // Read again under the claim: a sync that held it may have moved the link.
+            match self.state.link_by_sentinel(&name)? {
+                Some(now) => link = now,
+                None => return Ok(Outcome::NotOurs),
+            }
+            Some(claim)
         };
         note(|n| {
-            n.sentinel_name = Some(name.to_string());
+            n.sentinel_name = Some(name.clone());
             n.defender_id = Some(link.defender_id.clone());
         });
         if !link.created {
@@ -173,10 +206,20 @@ impl Syncer {
             return Ok(Outcome::Unchanged);
         }
         let pack = self.pack.current();
+        // A hint synced it after this copy may have been read (`inflight`).
+        let s = if !held && self.in_flight.hinted_since(&link.defender_id) {
+            match self.sentinel.get(&link.sentinel_id).await {
+                Ok(Some(fresh)) => fresh,
+                Ok(None) => return Ok(Outcome::Gone),
+                Err(e) => return self.client_failure(&pack, Side::Sentinel, &name, e),
+            }
+        } else {
+            s
+        };
         let d = match self.graph.get(&link.defender_id).await {
             Ok(Some(d)) => d,
             Ok(None) => return self.dead_letter_gone(&link.defender_id),
-            Err(e) => return self.client_failure(&pack, Side::Sentinel, name, e),
+            Err(e) => return self.client_failure(&pack, Side::Sentinel, &name, e),
         };
         self.reconcile(&pack, link, d, s, force).await
     }

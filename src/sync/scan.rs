@@ -246,6 +246,12 @@ impl Syncer {
         if known.comments.defender.as_deref() == Some(digest.as_str()) {
             return Ok(());
         }
+        let _claim = self.in_flight.claim(&known.defender_id, false).await;
+        if self.in_flight.hinted_since(&known.defender_id) {
+            // A hint copied its comments after this copy may have been listed; the next
+            // walk compares a fresh listing with the digest the hint stored.
+            return Ok(());
+        }
         let Some(link) = self.state.link(&known.defender_id)? else {
             return Ok(());
         };

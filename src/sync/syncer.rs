@@ -193,6 +193,8 @@ pub struct Syncer {
     /// When this process first saw the backfill's progress, and how far it was then
     /// (its pace gives the ETA).
     pub(super) backfill_pace: Mutex<Option<(std::time::Instant, f64)>>,
+    /// Which incidents are being synced, and which a hint synced lately (`inflight`).
+    pub(super) in_flight: super::inflight::InFlight,
 }
 
 pub(super) fn now_rfc3339() -> String {
@@ -233,6 +235,7 @@ impl Syncer {
             connector_lookup_refused: AtomicBool::new(false),
             scan: Mutex::new(super::scan::ScanPlace::default()),
             backfill_pace: Mutex::new(None),
+            in_flight: Default::default(),
         }
     }
 
@@ -298,6 +301,7 @@ impl Syncer {
     /// budget. The scans' and the backfill's work is reported with the sweep's (their
     /// writes and interruptions; `seen` is the sweep's alone, which `quiesce` counts).
     pub async fn cycle(&self) -> Result<[PassReport; 3], SyncError> {
+        self.in_flight.pass_begins();
         let defender = with_purpose(Purpose::Poll, self.poll(Side::Defender)).await?;
         let sentinel = with_purpose(Purpose::Poll, self.poll(Side::Sentinel)).await?;
         let scan = self.scan().await?;
@@ -420,6 +424,7 @@ impl Syncer {
     }
 
     async fn retry_letters(&self) -> Result<PassReport, SyncError> {
+        self.in_flight.pass_begins();
         let mut report = PassReport::default();
         for letter in self.state.dead_letters()? {
             if self.stopping() {

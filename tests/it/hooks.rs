@@ -37,6 +37,11 @@ struct Rig {
 
 impl Rig {
     async fn start(hooks: &str, env: &[(&str, &str)]) -> Rig {
+        Rig::start_every(hooks, env, 300).await
+    }
+
+    /// [`Rig::start`] with cycles every `interval_secs`.
+    async fn start_every(hooks: &str, env: &[(&str, &str)], interval_secs: u64) -> Rig {
         let mut config = EmulatorConfig::default();
         config.observed.throttle = ThrottleConfig::unlimited();
         let emulator = Emulator::start("127.0.0.1:0".parse().unwrap(), config)
@@ -61,7 +66,10 @@ impl Rig {
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(
             &config,
-            text.replace("poll_interval_secs = 5", "poll_interval_secs = 300"),
+            text.replace(
+                "poll_interval_secs = 5",
+                &format!("poll_interval_secs = {interval_secs}"),
+            ),
         )
         .unwrap();
         let mut run = Run::start_with(&config, env);
@@ -550,6 +558,67 @@ async fn forged_replayed_oversized_malformed_or_throttled_hooks_change_nothing_a
     }
     assert!(!metrics.contains(SECRET), "the hook secret is in /metrics");
     rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_is_served_while_a_cycle_is_running() {
+    let mut rig = Rig::start_every("enabled = true\nsecret_file = \"hook-secret\"\n", &[], 5).await;
+    let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
+    // Every Defender listing from now on takes 8 s: the second cycle, due 5 s after the
+    // first, hangs in its Defender poll, its first request.
+    rig.emulator.add_fault(FaultRule {
+        kind: FaultKind::Slow { delay_ms: 8000 },
+        endpoint: Endpoint::GraphList,
+        rate: 1.0,
+        count: None,
+        after: 0,
+    });
+    rig.run.wait_for(
+        |e| e["event"] == "cycle.started" && e["cycle"] == 2,
+        "the second cycle",
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (a, name) = (IDS[0], rig.twin(IDS[0]));
+    rig.label(a, "WhileCycling");
+    let (status, _) = rig
+        .post(
+            &hook,
+            &secret_header(),
+            trigger_body(&rig.arm_id(&name), &name),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let lag = rig.tag_arrives(a, "WhileCycling").await;
+    assert!(lag < Duration::from_secs(5), "{lag:?}");
+    let stopping = Instant::now();
+    let log = rig.run.stop();
+    // A stop does not wait for the hung listing: a read on the wire is dropped.
+    let stop_took = stopping.elapsed();
+    assert!(
+        stop_took < Duration::from_secs(6),
+        "the stop took {stop_took:?}"
+    );
+    // The hinted sync ended while a cycle was running: after that cycle began and before
+    // it was done. Before hints ran beside the cycle this could not happen.
+    let events: Vec<Value> = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let hinted = events
+        .iter()
+        .position(|e| e["event"] == "hook.reconciled" && e["outcome"] == "synced")
+        .unwrap_or_else(|| panic!("no synced hint:\n{}", log.join("\n")));
+    let began = events[..hinted]
+        .iter()
+        .rposition(|e| e["event"] == "cycle.started")
+        .expect("a cycle began before the hint");
+    assert!(
+        !events[began..hinted]
+            .iter()
+            .any(|e| e["message"] == "cycle done"),
+        "the hint ran between cycles, not beside one:\n{}",
+        log.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1005,3 +1005,40 @@ async fn a_comment_post_still_in_flight_after_its_timeout_is_not_posted_again() 
     assert_eq!(count_starting(&s, "Sentinel note: y."), 1, "{s:#?}");
     assert_consistent(&tb);
 }
+
+/// Hints run beside the cycle. A cycle's copy listed before a hint synced the incident
+/// predates the hint's writes: decided from as it is, the Defender copy without the
+/// label the hint just wrote there would read as "Defender removed it" and take the
+/// analyst's label off Sentinel again (and the twin's old copy, the tag off Defender).
+/// Such copies are read again instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_listed_before_a_hinted_sync_does_not_undo_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = synced_testbed(&dir, &["500821"]).await;
+    let id = "500821";
+    let name = twin(&tb, id);
+    // A cycle lists the incident on both sides as it is now...
+    let listed = graph(&tb, id);
+    let listed_twin = tb.emulator.store().sentinel[&name].clone();
+    // ...an analyst labels the twin, and the hook's hint syncs it at once.
+    sentinel_edit(&tb, &name, |p| add_label(p, "Hinted"));
+    assert_eq!(tb.syncer.sync_hint(&name).await.unwrap(), "synced");
+    assert!(tags(&graph(&tb, id)).contains(&"Hinted".to_string()));
+    // Then the cycle reaches its older copies: of the twin (without the label, which
+    // would read as "removed in Sentinel" and take the tag off Defender) and of Defender.
+    tb.syncer.from_sentinel(listed_twin, false).await.unwrap();
+    assert!(
+        tags(&graph(&tb, id)).contains(&"Hinted".to_string()),
+        "the twin's stale copy took the tag off Defender: {:?}",
+        tags(&graph(&tb, id))
+    );
+    tb.syncer.from_defender(listed, false).await.unwrap();
+    assert!(
+        label_names(&sentinel(&tb, &name)).contains(&"Hinted".to_string()),
+        "the stale copy took the analyst's label off: {}",
+        sentinel(&tb, &name)
+    );
+    assert!(tags(&graph(&tb, id)).contains(&"Hinted".to_string()));
+    settle(&tb).await;
+    assert_consistent(&tb);
+}
