@@ -75,6 +75,10 @@ pub struct Outcome {
     pub hook_lag_p50: Option<f64>,
     pub hook_lag_p95: Option<f64>,
     pub hooks_accepted: f64,
+    /// What the accepted hooks led to (`rulebridge_hook_syncs_total` by outcome): a hook
+    /// lag is only measured for the `synced` ones.
+    #[serde(default)]
+    pub hook_outcomes: Vec<(String, f64)>,
 }
 
 /// Whole seconds, or `n/a` when nothing was observed.
@@ -172,9 +176,14 @@ pub fn run_all(sizes: &[usize], simulated_secs: u64) {
     }
     for o in outcomes.iter().filter(|o| o.spec.hook) {
         println!(
-            "push hook, {} links: {} hooks accepted; hook → Defender write p50 {}, p95 {} (real time)",
+            "push hook, {} links: {} hooks accepted ({}); hook → Defender write p50 {}, p95 {} (real time)",
             o.links,
             o.hooks_accepted,
+            o.hook_outcomes
+                .iter()
+                .map(|(outcome, n)| format!("{n:.0} {outcome}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             o.hook_lag_p50.map_or("n/a".into(), |s| format!("{s:.3} s")),
             o.hook_lag_p95.map_or("n/a".into(), |s| format!("{s:.3} s"))
         );
@@ -371,19 +380,20 @@ async fn scenario(spec: Spec) -> Outcome {
     }
     let text = metrics.render();
     let lag = |name, q| metrics.quantile(name, q).map(|s| s * k);
-    let by_purpose = rulebridge::client::Purpose::ALL
+    // By API and purpose ("defender poll"): Graph's budget is the scarce one.
+    let counted = &metrics;
+    let by_purpose = ["defender", "sentinel"]
         .iter()
-        .map(|p| {
-            let n: f64 = ["defender", "sentinel"]
-                .iter()
-                .filter_map(|side| {
-                    metrics.value(
+        .flat_map(|side| {
+            rulebridge::client::Purpose::ALL.iter().map(move |p| {
+                let n = counted
+                    .value(
                         metrics::API_CALLS_BY_PURPOSE,
                         &[("side", side), ("purpose", p.name())],
                     )
-                })
-                .sum();
-            (p.name().to_string(), n)
+                    .unwrap_or(0.0);
+                (format!("{side} {}", p.name()), n)
+            })
         })
         .filter(|(_, n)| *n > 0.0)
         .collect();
@@ -407,7 +417,21 @@ async fn scenario(spec: Spec) -> Outcome {
     let hooks_accepted = metrics
         .value(metrics::HOOKS, &[("result", "accepted")])
         .unwrap_or(0.0);
+    let hook_outcomes = [
+        "synced",
+        "unchanged",
+        "deferred",
+        "dead_lettered",
+        "unlinked",
+    ]
+    .iter()
+    .filter_map(|outcome| {
+        let n = metrics.value(metrics::HOOK_SYNCS, &[("outcome", outcome)])?;
+        Some((outcome.to_string(), n))
+    })
+    .collect();
     let outcome = Outcome {
+        hook_outcomes,
         hook_lag_p50: metrics.quantile(metrics::HOOK_LAG, 0.5),
         hook_lag_p95: metrics.quantile(metrics::HOOK_LAG, 0.95),
         hooks_accepted,

@@ -2,10 +2,11 @@
 //!
 //! Every API has one budget: its rate limiter (a share of the documented limit, capped
 //! by the `x-ms-ratelimit-remaining-*` headers the service sends). The sync's passes
-//! draw on it in a fixed priority order — writes of changes, polls, hints, comment
+//! draw on it in a fixed priority order — writes of changes, hints, polls, comment
 //! reads, the scans and the sweep, backfill last — in two ways:
-//! - the urgent purposes (writes, polls, hints, comment reads of a change in hand)
-//!   wait for a token like any request;
+//! - the urgent purposes (writes, hints, polls, comment reads of a change in hand)
+//!   wait for a token, and a token goes to the most urgent request waiting (the
+//!   limiter counts its waiters by purpose);
 //! - the background purposes (scans, the sweep, backfill) never wait: before each
 //!   request they ask [`Purpose::may_start`] whether the bucket holds more than their
 //!   reserve, and end their pass for this cycle when it does not. So a background pass
@@ -23,10 +24,14 @@ use std::future::Future;
 pub enum Purpose {
     /// A PUT, PATCH or POST carrying a change (set by the HTTP layer from the method).
     Write,
+    /// An immediate reconcile asked for by a push hook: before the polls, because it is
+    /// a poll of one incident changed just now (the poll that would find it later then
+    /// finds it in sync, at the cost of one ARM read), and hooks come rate-limited, one
+    /// at a time. A poll that has waited long outranks it (the limiter's aging), so a
+    /// busy SOC's stream of hooks cannot stop the polls.
+    Hint,
     /// The incremental polls and the reads of the other side a change needs.
     Poll,
-    /// An immediate reconcile asked for by a push hook.
-    Hint,
     /// Listing an incident's comments because its digest moved.
     Comments,
     /// Dead letters retried with a new pack.
@@ -42,14 +47,19 @@ pub enum Purpose {
 impl Purpose {
     pub const ALL: [Purpose; 8] = [
         Purpose::Write,
-        Purpose::Poll,
         Purpose::Hint,
+        Purpose::Poll,
         Purpose::Comments,
         Purpose::Retry,
         Purpose::Scan,
         Purpose::Sweep,
         Purpose::Backfill,
     ];
+
+    /// Its place in [`Purpose::ALL`] (0 = most urgent).
+    pub fn rank(self) -> usize {
+        self as usize
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -110,8 +120,8 @@ mod tests {
         // Urgent purposes start with a single token.
         for p in [
             Purpose::Write,
-            Purpose::Poll,
             Purpose::Hint,
+            Purpose::Poll,
             Purpose::Comments,
         ] {
             assert!(p.may_start(1.0, burst), "{p:?}");
@@ -126,6 +136,10 @@ mod tests {
         assert!(Purpose::Backfill.may_start(6.0, burst));
         let reserves: Vec<f64> = Purpose::ALL.iter().map(|p| p.reserve()).collect();
         assert!(reserves.windows(2).all(|w| w[0] <= w[1]), "{reserves:?}");
+        // `rank` is the place in `ALL`, which is the declaration order.
+        for (i, p) in Purpose::ALL.iter().enumerate() {
+            assert_eq!(p.rank(), i, "{p:?}");
+        }
     }
 
     #[tokio::test]

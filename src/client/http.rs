@@ -10,6 +10,7 @@ use super::identity::TokenSource;
 use crate::metrics::{self, Metrics};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -73,12 +74,50 @@ impl Default for RetryPolicy {
 }
 
 /// A token bucket: `per_second` sustained, `burst` at once. Keeps a client under the
-/// documented limits instead of provoking 429s.
+/// documented limits instead of provoking 429s. When the bucket runs short, a token
+/// goes to the most urgent request waiting ([`Purpose`] order): a write or a hint never
+/// queues behind a poll's reads.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
     state: Mutex<(f64, Instant)>,
+    /// Requests waiting for a token, by purpose (index: [`Purpose::rank`]).
+    waiting: [AtomicUsize; Purpose::ALL.len()],
 }
+
+/// One waiting request, counted under its current rank while it waits (also when its
+/// future is dropped).
+struct Waiting<'a> {
+    counts: &'a [AtomicUsize; Purpose::ALL.len()],
+    rank: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(counts: &'a [AtomicUsize; Purpose::ALL.len()], rank: usize) -> Self {
+        counts[rank].fetch_add(1, AtomicOrdering::SeqCst);
+        Waiting { counts, rank }
+    }
+
+    fn promote_to(&mut self, rank: usize) {
+        self.counts[rank].fetch_add(1, AtomicOrdering::SeqCst);
+        self.counts[self.rank].fetch_sub(1, AtomicOrdering::SeqCst);
+        self.rank = rank;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.counts[self.rank].fetch_sub(1, AtomicOrdering::SeqCst);
+    }
+}
+
+/// How many refills a request waits before it outranks every purpose: priorities
+/// order the requests of a short bucket, but a steady stream of more urgent ones (a
+/// busy SOC's hints) must not stop the polls and comment reads. At Graph's 2.5/s that
+/// is 3.2 s. Chosen by the scale bench at a Graph budget spent to the last call
+/// (README, Performance): 4 refills let polls crowd hints out (hook p95 8.7 s), 20 or
+/// none starved the polls (field lag p95 330–350 s), 8 gave 3.9–4.9 s and 170–186 s.
+const AGE_AFTER_REFILLS: f64 = 8.0;
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: u32) -> Self {
@@ -87,6 +126,7 @@ impl RateLimiter {
             per_second,
             burst,
             state: Mutex::new((burst, Instant::now())),
+            waiting: Default::default(),
         }
     }
 
@@ -135,9 +175,22 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a token.
+    /// Waits for a token, as a request of the current purpose ([`budget::current`]).
     pub async fn acquire(&self) {
+        self.acquire_as(budget::current()).await
+    }
+
+    /// Waits for a token; while a more urgent request waits too, it goes first. A
+    /// request that has waited [`AGE_AFTER_REFILLS`] refills is outranked by none.
+    pub async fn acquire_as(&self, purpose: Purpose) {
+        let mut waiting = Waiting::new(&self.waiting, purpose.rank());
+        let started = Instant::now();
+        let age_after = Duration::from_secs_f64(AGE_AFTER_REFILLS / self.per_second);
         loop {
+            if waiting.rank > 0 && started.elapsed() >= age_after {
+                waiting.promote_to(0);
+            }
+            let rank = waiting.rank;
             let wait = {
                 let mut state = self.state.lock().await;
                 let (tokens, last) = &mut *state;
@@ -145,11 +198,20 @@ impl RateLimiter {
                 *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
                     .min(self.burst);
                 *last = now;
-                if *tokens >= 1.0 {
+                let outranked = self.waiting[..rank]
+                    .iter()
+                    .any(|w| w.load(AtomicOrdering::SeqCst) > 0);
+                if *tokens >= 1.0 && !outranked {
                     *tokens -= 1.0;
                     return;
                 }
-                Duration::from_secs_f64((1.0 - *tokens) / self.per_second)
+                if *tokens >= 1.0 {
+                    // The token is the more urgent request's, which wakes for it now;
+                    // look again after about one refill.
+                    Duration::from_secs_f64((1.0 / self.per_second).clamp(0.001, 0.05))
+                } else {
+                    Duration::from_secs_f64((1.0 - *tokens) / self.per_second)
+                }
             };
             tokio::time::sleep(wait).await;
         }
@@ -228,13 +290,18 @@ impl Api {
 
     /// One request that went out: its method and the status it got (`none` when no
     /// response came back).
+    /// What a request is for: a write by its method, a read by its pass.
+    fn purpose_of(method: &Method) -> Purpose {
+        if method == Method::GET {
+            budget::current()
+        } else {
+            Purpose::Write
+        }
+    }
+
     fn count(&self, method: &Method, status: Option<StatusCode>) {
         if let Some(meter) = self.meter.get() {
-            let purpose = if method == Method::GET {
-                budget::current()
-            } else {
-                Purpose::Write
-            };
+            let purpose = Self::purpose_of(method);
             meter.metrics.inc(
                 metrics::API_CALLS_BY_PURPOSE,
                 &[("side", meter.side), ("purpose", purpose.name())],
@@ -294,7 +361,7 @@ impl Api {
     }
 
     /// The limiter's token, unless the API is cancelled first.
-    async fn acquire(&self, operation: &str) -> Result<(), ClientError> {
+    async fn acquire(&self, operation: &str, purpose: Purpose) -> Result<(), ClientError> {
         let mut cancelled = self.cancelled.subscribe();
         if *cancelled.borrow() {
             return Err(ClientError::Cancelled {
@@ -303,7 +370,7 @@ impl Api {
         }
         let started = Instant::now();
         tokio::select! {
-            _ = self.limiter.acquire() => {}
+            _ = self.limiter.acquire_as(purpose) => {}
             _ = cancelled.wait_for(|c| *c) => return Err(ClientError::Cancelled { operation: operation.into() }),
         }
         // A wait of a millisecond or more was the budget holding the request back.
@@ -411,7 +478,7 @@ impl Api {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            self.acquire(operation).await?;
+            self.acquire(operation, Self::purpose_of(&method)).await?;
             let token = self.token(operation).await?;
             let mut request = self
                 .http
@@ -791,6 +858,43 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_token_on_hand_waits_for_a_more_urgent_request_until_it_has_aged() {
+        let limiter = RateLimiter::new(20.0, 5);
+        // A write is waiting (registered, not yet woken for its token).
+        limiter.waiting[Purpose::Write.rank()].fetch_add(1, AtomicOrdering::SeqCst);
+        // A full bucket, and still a poll does not take a token before it.
+        let poll = tokio::time::timeout(
+            Duration::from_millis(100),
+            limiter.acquire_as(Purpose::Poll),
+        )
+        .await;
+        assert!(poll.is_err(), "a poll went before a waiting write");
+        // Twenty refills (1 s) later it has aged: outranked by none, it goes.
+        tokio::time::timeout(Duration::from_secs(2), limiter.acquire_as(Purpose::Poll))
+            .await
+            .expect("an aged poll still waits for the write");
+        // Another write is not outranked by it; and with the write served, the poll goes.
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            limiter.acquire_as(Purpose::Write),
+        )
+        .await
+        .expect("a write waited for a write");
+        limiter.waiting[Purpose::Write.rank()].fetch_sub(1, AtomicOrdering::SeqCst);
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            limiter.acquire_as(Purpose::Poll),
+        )
+        .await
+        .expect("the poll still waits");
+        // The timed-out poll left the waiting count as it found it.
+        assert!(limiter
+            .waiting
+            .iter()
+            .all(|w| w.load(AtomicOrdering::SeqCst) == 0));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The reconcile a push hook asks for: one Sentinel incident, by name, read again and
-//! synced as a forced sweep of it would be. Nothing the hook sent is used but the name,
-//! so a hint can only make rulebridge look sooner, never change what it writes.
+//! synced as its poll would be (comments read when their count moved). Nothing the hook
+//! sent is used but the name, so a hint can only make rulebridge look sooner, never
+//! change what it writes.
 //!
 //! A name rulebridge does not link costs no API call and writes nothing. Hints run
 //! beside the service loop's cycle: the incident's claim (`inflight`) is taken before
@@ -45,6 +46,21 @@ impl Syncer {
         self.metrics.observe(metrics::HOOK_LAG, &[], seconds);
     }
 
+    /// Whether the hinted incident is read on purpose (Defender, comments) even if its
+    /// etag is the one the last sync left. A comment moves Sentinel's comment count but
+    /// not its etag, so an unmoved etag with an unmoved count means the sync that left
+    /// them (a poll that got there first, an earlier hint) has seen this version: the
+    /// hint then costs one ARM read and no Graph call, which is what keeps a hook per
+    /// edit within Graph's budget. Without digests (the sweep-only mode) every hint reads.
+    fn hint_must_read(&self, defender_id: &str, s: &serde_json::Value) -> Result<bool, SyncError> {
+        if !self.opts.digests {
+            return Ok(true);
+        }
+        let known = self.state.comment_digest(defender_id)?;
+        let count = super::comment_plan::sentinel_comment_count(s);
+        Ok(count.is_none() || count != known.sentinel)
+    }
+
     async fn hint(&self, name: &str) -> Result<&'static str, SyncError> {
         // ARM names are case-insensitive; links keep the name as it was created or listed.
         let link = match self.state.link_by_sentinel(name)? {
@@ -62,7 +78,10 @@ impl Syncer {
         let outcome = events::observe(Side::Sentinel, start, async {
             let claim = self.in_flight.claim(&link.defender_id, true).await;
             match self.sentinel.get(&link.sentinel_id).await {
-                Ok(Some(s)) => self.sync_claimed_sentinel(s, &claim).await,
+                Ok(Some(s)) => {
+                    let force = self.hint_must_read(&link.defender_id, &s)?;
+                    self.sync_claimed_sentinel(s, force, &claim).await
+                }
                 Ok(None) => Ok(Outcome::Gone),
                 Err(e) => Err(SyncError::Transient(e)),
             }

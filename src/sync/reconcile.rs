@@ -128,6 +128,13 @@ impl Syncer {
                 // A hint synced it after this copy may have been read (`inflight`).
                 let d = if self.in_flight.hinted_since(&id) {
                     match self.graph.get(&id).await {
+                        // The hint's sync may have left exactly this version.
+                        Ok(Some(fresh))
+                            if !force
+                                && link.defender_version.as_deref() == defender_stamp(&fresh) =>
+                        {
+                            return Ok(Outcome::Unchanged)
+                        }
                         Ok(Some(fresh)) => fresh,
                         Ok(None) => return self.dead_letter_gone(&id),
                         Err(e) => return self.client_failure(&pack, Side::Defender, &id, e),
@@ -166,13 +173,14 @@ impl Syncer {
     }
 
     /// Syncs a Sentinel incident read while its claim was already held (a hint's), so
-    /// the copy is fresh.
+    /// the copy is fresh; `force` as for [`Self::from_sentinel`].
     pub(super) async fn sync_claimed_sentinel(
         &self,
         s: Value,
+        force: bool,
         _claim: &Claim<'_>,
     ) -> Result<Outcome, SyncError> {
-        self.sync_sentinel(s, true, true).await
+        self.sync_sentinel(s, force, true).await
     }
 
     async fn sync_sentinel(&self, s: Value, force: bool, held: bool) -> Result<Outcome, SyncError> {
@@ -209,6 +217,12 @@ impl Syncer {
         // A hint synced it after this copy may have been read (`inflight`).
         let s = if !held && self.in_flight.hinted_since(&link.defender_id) {
             match self.sentinel.get(&link.sentinel_id).await {
+                // The hint's sync may have left exactly this version.
+                Ok(Some(fresh))
+                    if !force && link.sentinel_version.as_deref() == fresh["etag"].as_str() =>
+                {
+                    return Ok(Outcome::Unchanged)
+                }
                 Ok(Some(fresh)) => fresh,
                 Ok(None) => return Ok(Outcome::Gone),
                 Err(e) => return self.client_failure(&pack, Side::Sentinel, &name, e),

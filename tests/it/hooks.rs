@@ -561,6 +561,49 @@ async fn forged_replayed_oversized_malformed_or_throttled_hooks_change_nothing_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_of_an_incident_already_in_sync_costs_one_arm_read_and_no_graph_call() {
+    let rig = Rig::start("enabled = true\nsecret_file = \"hook-secret\"\n", &[]).await;
+    let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
+    let hint_calls = |side: &str| {
+        format!("rulebridge_api_calls_by_purpose_total{{purpose=\"hint\",side=\"{side}\"}}")
+    };
+    // The first cycle synced everything: a hook now (a duplicate, a late one, one whose
+    // change a poll got to first) finds the etag and comment count the sync left.
+    let body = json!({ "incidentName": rig.twin(IDS[1]) }).to_string();
+    let (status, _) = rig.post(&hook, &secret_header(), body.into()).await;
+    assert_eq!(status, 202);
+    rig.counter_reaches(&hook_syncs("unchanged"), 1.0).await;
+    assert_eq!(rig.counter(&hint_calls("sentinel")).await, 1.0);
+    assert_eq!(rig.counter(&hint_calls("defender")).await, 0.0);
+    // A comment moves the count, not the etag: that hint reads on.
+    let name = rig.twin(IDS[1]);
+    let arm_id = rig.arm_id(&name);
+    let base = arm_id.strip_suffix(&format!("/{name}")).unwrap();
+    rig.emulator
+        .store()
+        .sentinel_comment(
+            base,
+            &name,
+            "5e0c0000-0000-4000-8000-0000000000b7",
+            &json!({"properties": {"message": "a comment only the count shows"}}),
+        )
+        .unwrap();
+    let body = json!({ "incidentName": name }).to_string();
+    let (status, _) = rig.post(&hook, &secret_header(), body.into()).await;
+    assert_eq!(status, 202);
+    rig.counter_reaches(&hook_syncs("synced"), 1.0).await;
+    let comments = rig.emulator.store().graph[IDS[1]]["comments"].clone();
+    assert!(
+        comments
+            .to_string()
+            .contains("a comment only the count shows"),
+        "{comments:#}"
+    );
+    assert!(rig.counter(&hint_calls("defender")).await >= 1.0);
+    rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hint_is_served_while_a_cycle_is_running() {
     let mut rig = Rig::start_every("enabled = true\nsecret_file = \"hook-secret\"\n", &[], 5).await;
     let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
