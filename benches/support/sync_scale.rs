@@ -456,7 +456,9 @@ async fn scenario(spec: Spec) -> Outcome {
                 l.starts_with("rulebridge_api_calls_total{") && l.contains("status=\"429\"")
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
+            // An empty float sum is -0, which would print as "-0".
+            .sum::<f64>()
+            + 0.0,
         retry_after_waits: ["defender", "sentinel"]
             .iter()
             .filter_map(|side| {
@@ -465,7 +467,8 @@ async fn scenario(spec: Spec) -> Outcome {
                     &[("side", side), ("cause", "retry_after")],
                 )
             })
-            .sum(),
+            .sum::<f64>()
+            + 0.0,
         peak_rss_mib: peak_rss_mib(),
         by_purpose,
         spec,
