@@ -288,8 +288,6 @@ impl Api {
         let _ = self.meter.set(Meter { metrics, side });
     }
 
-    /// One request that went out: its method and the status it got (`none` when no
-    /// response came back).
     /// What a request is for: a write by its method, a read by its pass.
     fn purpose_of(method: &Method) -> Purpose {
         if method == Method::GET {
@@ -299,6 +297,8 @@ impl Api {
         }
     }
 
+    /// One request that went out: its method and the status it got (`none` when no
+    /// response came back).
     fn count(&self, method: &Method, status: Option<StatusCode>) {
         if let Some(meter) = self.meter.get() {
             let purpose = Self::purpose_of(method);
@@ -872,7 +872,7 @@ mod tests {
         )
         .await;
         assert!(poll.is_err(), "a poll went before a waiting write");
-        // Twenty refills (1 s) later it has aged: outranked by none, it goes.
+        // Eight refills (0.4 s) later it has aged: outranked by none, it goes.
         tokio::time::timeout(Duration::from_secs(2), limiter.acquire_as(Purpose::Poll))
             .await
             .expect("an aged poll still waits for the write");
