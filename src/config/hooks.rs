@@ -156,6 +156,13 @@ mod tests {
             ("hook-s3cret-1", "RB_HOOK_NEVER_SET")
         );
         assert_eq!(format!("{secret:?} {secret}"), "*** ***");
+        // Set but blank is no secret (`Env` reads blank as unset): it would admit anyone
+        // sending an empty header.
+        let e = c
+            .secret_in(&env(&[("RB_HOOK_NEVER_SET", " \n")]), "rb.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RB_HOOK_NEVER_SET is not set"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `run` needs, in the order it needs it: a valid config, a credential, a token per
 //! audience, Graph read and write permission, the Sentinel workspace and the caller's
 //! allowed actions on it, Microsoft's own connector (informational), the clock, the
-//! state file and the rule pack (the same acceptance as startup).
+//! state file, the rule pack (the same acceptance as startup) and, when it is on, the
+//! push hook's secret.
 //!
 //! Edge module: it talks to the services with plain reads only (`$top=1` lists, the
 //! workspace's `Microsoft.Authorization/permissions`), never writes to them, and never
@@ -139,7 +140,36 @@ pub async fn diagnose(path: &Path, env: &dyn Env, options: &DoctorOptions) -> Re
     check_clock(&mut report, &services.dates, options.max_skew);
     check_state(&mut report, &config.sync.state);
     check_pack(&mut report, &config);
+    check_hooks(&mut report, &config, env);
     report.finish()
+}
+
+/// The push hook, when it is on: its secret found as `run` looks for it (the same
+/// call, so the same refusal), named by where it came from, never shown.
+fn check_hooks(report: &mut Report, config: &Config, env: &dyn Env) {
+    if !config.hooks.enabled {
+        return;
+    }
+    let at = match config.hooks.listen {
+        Some(addr) => format!("its own listener {addr}"),
+        None => format!("{} beside /metrics", crate::hooks::PATH),
+    };
+    match config.hook_secret_in(env) {
+        Ok(Some((_, from))) => report.pass(
+            "push hook",
+            format!(
+                "on ({:?} auth) at {at}, its secret from {from}",
+                config.hooks.auth
+            ),
+        ),
+        Ok(None) => report.pass("push hook", "off"),
+        Err(e) => report.fail(
+            "push hook",
+            e.to_string(),
+            "put the shared secret in the file hooks.secret_file names, or in the \
+             variable hooks.secret_env names (the same secret the Logic App sends)",
+        ),
+    }
 }
 
 fn check_clock(

@@ -559,6 +559,46 @@ async fn doctor_passes_a_clean_setup_and_names_the_fix_for_each_broken_thing() {
         .as_str()
         .unwrap()
         .contains("resource_group"));
+
+    // The push hook on: its secret found where `run` looks, named by its source and
+    // never shown; set but empty, refused (as unset) with the fix.
+    let hooked = write_config(
+        dir.path(),
+        &info,
+        &credentials,
+        "[hooks]\nenabled = true\nsecret_env = \"RB_DOCTOR_HOOK_SECRET\"",
+    );
+    let (code, checks) = doctor(&hooked, &[("RB_DOCTOR_HOOK_SECRET", "hook-s3cret-d0c7")]);
+    assert_eq!(
+        (code, failed(&checks)),
+        (0, Vec::<String>::new()),
+        "{checks:#?}"
+    );
+    let hook = &checks["push hook"];
+    assert!(
+        hook["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RB_DOCTOR_HOOK_SECRET"),
+        "{hook}"
+    );
+    assert!(!checks
+        .values()
+        .any(|c| c.to_string().contains("hook-s3cret-d0c7")));
+    let (code, checks) = doctor(&hooked, &[("RB_DOCTOR_HOOK_SECRET", "")]);
+    assert_eq!((code, failed(&checks)), (1, vec!["push hook".to_string()]));
+    assert!(
+        checks["push hook"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RB_DOCTOR_HOOK_SECRET is not set"),
+        "{}",
+        checks["push hook"]
+    );
+    assert!(checks["push hook"]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("hooks.secret_file"));
     drop(emulator);
 
     // Missing permissions: read-only Graph consent, a Sentinel reader.
