@@ -87,6 +87,17 @@ impl Rig {
         rig
     }
 
+    /// Every request to `endpoint` from now on answers `delay_ms` late.
+    fn slow(&self, endpoint: Endpoint, delay_ms: u64) {
+        self.emulator.add_fault(FaultRule {
+            kind: FaultKind::Slow { delay_ms },
+            endpoint,
+            rate: 1.0,
+            count: None,
+            after: 0,
+        });
+    }
+
     fn twin(&self, id: &str) -> String {
         sentinel_id(&self.info.tenant_id, id)
     }
@@ -609,13 +620,7 @@ async fn a_hint_is_served_while_a_cycle_is_running() {
     let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
     // Every Defender listing from now on takes 8 s: the second cycle, due 5 s after the
     // first, hangs in its Defender poll, its first request.
-    rig.emulator.add_fault(FaultRule {
-        kind: FaultKind::Slow { delay_ms: 8000 },
-        endpoint: Endpoint::GraphList,
-        rate: 1.0,
-        count: None,
-        after: 0,
-    });
+    rig.slow(Endpoint::GraphList, 8000);
     rig.run.wait_for(
         |e| e["event"] == "cycle.started" && e["cycle"] == 2,
         "the second cycle",
@@ -669,13 +674,7 @@ async fn a_stop_wins_over_queued_hints() {
     let rig = Rig::start("enabled = true\nsecret_file = \"hook-secret\"\n", &[]).await;
     let hook = format!("http://{}/hooks/sentinel", rig.run.ops);
     // Each hinted reconcile's first read takes 1.5 s: three queued hints are 4.5 s of work.
-    rig.emulator.add_fault(FaultRule {
-        kind: FaultKind::Slow { delay_ms: 1500 },
-        endpoint: Endpoint::SentinelGet,
-        rate: 1.0,
-        count: None,
-        after: 0,
-    });
+    rig.slow(Endpoint::SentinelGet, 1500);
     for id in IDS {
         let body = json!({ "incidentName": rig.twin(id) }).to_string();
         let (status, _) = rig.post(&hook, &secret_header(), body.into()).await;
