@@ -510,7 +510,7 @@ impl Syncer {
     async fn reconcile(
         &self,
         pack: &CompiledPack,
-        link: Link,
+        mut link: Link,
         mut d: Value,
         mut s: Value,
         always: bool,
@@ -523,6 +523,7 @@ impl Syncer {
         });
         let options = self.options(Some(&link));
         let mut attempts = 0;
+        let mut written_before = 0;
         let written = loop {
             attempts += 1;
             let input = step::Input {
@@ -597,7 +598,7 @@ impl Syncer {
             self.apply_tally(&settled.tally);
             if settled.link != link || !settled.audit.is_empty() {
                 self.state.commit(&Commit {
-                    link: Some(settled.link),
+                    link: Some(settled.link.clone()),
                     audit: settled.audit,
                     comments: Vec::new(),
                     resolved: if failure.is_none() {
@@ -613,7 +614,18 @@ impl Syncer {
             if let Some(after) = settled.defender_after {
                 d = after;
             }
-            break settled.tally.writes;
+            if settled.derived_pending && attempts < 4 {
+                // Our PATCH changed how an unwritten field renders: decide again from
+                // what it left (committed above), so the field flows now rather than
+                // costing the next poll a re-read of both sides.
+                written_before += settled.tally.writes;
+                link = settled.link;
+                if let Some(after) = s_after {
+                    s = after;
+                }
+                continue;
+            }
+            break written_before + settled.tally.writes;
         };
         let count = sentinel_comment_count(&s);
         let comments = self

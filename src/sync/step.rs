@@ -341,6 +341,11 @@ pub struct Settled {
     pub audit: Vec<AuditRow>,
     /// The Defender incident after an acknowledged PATCH (the response over the read).
     pub defender_after: Option<Value>,
+    /// Our PATCH alone changed the incident, but it changed how a field we did not
+    /// write renders (a note derived from the classification): deciding again from
+    /// `defender_after` now syncs that field, instead of the next poll re-reading the
+    /// incident for it. False when anyone else may have changed it too.
+    pub derived_pending: bool,
     pub tally: Tally,
 }
 
@@ -370,6 +375,7 @@ pub struct Tally {
 pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> Settled {
     let Input { pack, link, .. } = *input;
     let plan = &planned.plan;
+    let mut derived_pending = false;
     let (defender_after, defender_view_after, defender_version) = match answers.defender {
         DefenderAnswer::Patched(response) => {
             let merged = merge_patch_response(input.defender, response);
@@ -381,11 +387,14 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
                     // The new version may be skipped by the next poll only if it is
                     // provably ours alone: nobody else changed the incident, and our write
                     // changed no field we did not write (a derived field must still flow
-                    // to Sentinel from that poll).
+                    // to Sentinel: from a second decision in the same reconcile when the
+                    // change is ours alone, `derived_pending`, else from that poll).
                     let derived = renders_unwritten_change(plan, &view, &planned.defender_view);
-                    if !derived && only_ours_changed(input.defender, &merged, &plan.defender) {
+                    let ours = only_ours_changed(input.defender, &merged, &plan.defender);
+                    if !derived && ours {
                         version = defender_stamp(&merged).map(str::to_string);
                     }
+                    derived_pending = derived && ours;
                     Some(view)
                 }
                 _ => None,
@@ -525,6 +534,7 @@ pub fn settle(input: &Input, planned: &Planned, answers: Answers, now: &str) -> 
         link: new_link,
         audit,
         defender_after,
+        derived_pending,
         tally,
     }
 }

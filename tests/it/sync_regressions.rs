@@ -1042,3 +1042,50 @@ async fn a_copy_listed_before_a_hinted_sync_does_not_undo_it() {
     settle(&tb).await;
     assert_consistent(&tb);
 }
+
+/// A close made in Sentinel reaches Defender, and Defender's rendering of it changes a
+/// field nobody wrote (the classification note): that note reaches the twin in the
+/// same sync, so the Defender poll that lists the PATCHed incident finds it in sync
+/// and reads nothing of Sentinel for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_from_sentinel_settles_its_derived_note_in_the_same_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = synced_testbed(&dir, &["500831"]).await;
+    let id = "500831";
+    let name = twin(&tb, id);
+    sentinel_edit(&tb, &name, |p| {
+        p.insert("status".into(), json!("Closed"));
+        p.insert("classification".into(), json!("FalsePositive"));
+        p.insert("classificationReason".into(), json!("InaccurateData"));
+    });
+    let listed = tb.emulator.store().sentinel[&name].clone();
+    tb.syncer.from_sentinel(listed, false).await.unwrap();
+    let d = graph(&tb, id);
+    assert_eq!(
+        (d["status"].as_str(), d["classification"].as_str()),
+        (Some("resolved"), Some("falsePositive"))
+    );
+    assert_eq!(
+        sentinel(&tb, &name)["classificationComment"],
+        "Defender XDR: falsePositive / notEnoughDataToValidate"
+    );
+    let twin_reads = |tb: &Testbed| {
+        tb.emulator
+            .store()
+            .requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/incidents/{name}")))
+            .count()
+    };
+    let before = twin_reads(&tb);
+    tb.syncer
+        .poll(rulebridge::model::Side::Defender)
+        .await
+        .unwrap();
+    assert_eq!(
+        twin_reads(&tb),
+        before,
+        "the Defender poll re-read the twin"
+    );
+    assert_consistent(&tb);
+}
