@@ -86,16 +86,6 @@ fn secs(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".into(), |s| format!("{s:.0} s"))
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// Runs every scenario, each in its own process, and prints the table.
 pub fn run_all(sizes: &[usize], simulated_secs: u64) {
     let compression = std::env::var("SYNC_BENCH_SCALE_K")
@@ -469,7 +459,7 @@ async fn scenario(spec: Spec) -> Outcome {
             })
             .sum::<f64>()
             + 0.0,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::peak_rss_mib(),
         by_purpose,
         spec,
     };

@@ -159,15 +159,7 @@ async fn run_until_sigterm_then_status_and_explain_show_what_happened() {
 #[test]
 fn a_config_with_an_unknown_key_or_a_secret_is_refused_with_its_pointer() {
     let dir = tempfile::tempdir().unwrap();
-    let info = EmulatorInfo {
-        token_url: "http://127.0.0.1:1/t/oauth2/v2.0/token".into(),
-        graph_base_url: "http://127.0.0.1:1/v1.0".into(),
-        sentinel_incidents_url: "http://127.0.0.1:1/x/incidents?api-version=2024-03-01".into(),
-        tenant_id: "t".into(),
-        client_id: "c".into(),
-        client_secret: "s3cr3t-value".into(),
-        ..EmulatorInfo::default()
-    };
+    let info = crate::common::unreachable_emulator("s3cr3t-value");
     let config = write_config(dir.path(), &info, "", "[reload]\nwatch = true\nbogus = 1\n");
     let out = rulebridge(&["run", "--config", &config]);
     let err = String::from_utf8_lossy(&out.stderr);

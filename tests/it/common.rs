@@ -22,6 +22,20 @@ pub fn pack_at(dir: &Path) -> CompiledPack {
     CompiledPack::build(snapshot).unwrap_or_else(|p| panic!("{p:#?}"))
 }
 
+/// An emulator nobody listens at (port 1): for configs `run` must refuse before it
+/// makes a request.
+pub fn unreachable_emulator(client_secret: &str) -> EmulatorInfo {
+    EmulatorInfo {
+        token_url: "http://127.0.0.1:1/t/oauth2/v2.0/token".into(),
+        graph_base_url: "http://127.0.0.1:1/v1.0".into(),
+        sentinel_incidents_url: "http://127.0.0.1:1/x/incidents?api-version=2024-03-01".into(),
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: client_secret.into(),
+        ..EmulatorInfo::default()
+    }
+}
+
 /// Copies a folder tree (a rule pack) so a test can edit the copy.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -712,15 +712,7 @@ async fn a_disabled_hook_answers_404_and_is_counted() {
 #[test]
 fn hooks_enabled_without_a_secret_stop_run_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let info = EmulatorInfo {
-        token_url: "http://127.0.0.1:1/t/oauth2/v2.0/token".into(),
-        graph_base_url: "http://127.0.0.1:1/v1.0".into(),
-        sentinel_incidents_url: "http://127.0.0.1:1/x/incidents?api-version=2024-03-01".into(),
-        tenant_id: "t".into(),
-        client_id: "c".into(),
-        client_secret: "app-secret".into(),
-        ..EmulatorInfo::default()
-    };
+    let info = crate::common::unreachable_emulator("app-secret");
     let rules = std::env::current_dir().unwrap().join("rules");
     let config: PathBuf = common::write_emulator_config(
         dir.path(),
