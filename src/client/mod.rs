@@ -10,16 +10,18 @@ pub mod cloud;
 pub mod graph;
 pub mod http;
 pub mod identity;
+pub mod limiter;
 pub mod sentinel;
 
 pub use budget::{with_purpose, Purpose};
 pub use cloud::{Cloud, CloudEndpoints};
 pub use graph::GraphClient;
-pub use http::{Api, ClientError, Page, Pages, RateLimiter, RetryPolicy};
+pub use http::{Api, ClientError, Page, Pages, RetryPolicy};
 pub use identity::{
     ClientCertificate, CredentialKind, Credentials, ManagedEndpoint, ManagedIdentity, Proof,
     Secret, SignIn, TokenRetry, TokenSource,
 };
+pub use limiter::RateLimiter;
 pub use sentinel::SentinelClient;
 
 /// Scopes of the two APIs in the public cloud (client-credentials flow); other clouds
