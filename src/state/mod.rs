@@ -215,6 +215,10 @@ pub trait StateStore: Send + Sync {
         defender_id: &str,
         digest: &CommentDigest,
     ) -> Result<(), StateError>;
+    /// The Sentinel incident as a sync last saw it (its etag inside), if stored. It
+    /// stands for Sentinel only while its etag is the link's `sentinel_version`.
+    fn sentinel_copy(&self, defender_id: &str) -> Result<Option<Value>, StateError>;
+    fn put_sentinel_copy(&self, defender_id: &str, copy: &Value) -> Result<(), StateError>;
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError>;
     /// All links (for consistency checks and status; ordered by Defender id).
     fn links(&self) -> Result<Vec<Link>, StateError>;

@@ -33,6 +33,7 @@ use rusqlite::{params, Connection, Params, Row, TransactionBehavior};
 use serde::de::value::StrDeserializer;
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -78,6 +79,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE comment_digests (
         defender_id TEXT PRIMARY KEY NOT NULL, defender TEXT, sentinel INTEGER);
+    "#,
+    // 3: the Sentinel incident as the last sync left it, so a Defender change can be
+    // written with the stored etag instead of a read first (`StateStore::sentinel_copy`).
+    r#"
+    CREATE TABLE sentinel_copies (defender_id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL);
     "#,
 ];
 
@@ -602,6 +608,24 @@ impl StateStore for SqliteStore {
         let op = format!("storing the comment digest of {defender_id}");
         let sentinel = digest.sentinel.and_then(|n| i64::try_from(n).ok());
         self.write(sql, params![defender_id, digest.defender, sentinel], &op)
+    }
+
+    fn sentinel_copy(&self, defender_id: &str) -> Result<Option<Value>, StateError> {
+        let sql = "SELECT body FROM sentinel_copies WHERE defender_id = ?1";
+        let op = format!("reading the Sentinel copy of {defender_id}");
+        let found: Option<String> = self
+            .select(sql, [defender_id], |row| row.get(0), &op)?
+            .pop();
+        // An unreadable copy is no copy: the caller reads Sentinel instead.
+        Ok(found.and_then(|body| serde_json::from_str(&body).ok()))
+    }
+
+    fn put_sentinel_copy(&self, defender_id: &str, copy: &Value) -> Result<(), StateError> {
+        let sql = "INSERT INTO sentinel_copies (defender_id, body) VALUES (?1, ?2) \
+                   ON CONFLICT (defender_id) DO UPDATE SET body = excluded.body";
+        let op = format!("storing the Sentinel copy of {defender_id}");
+        let body = copy.to_string();
+        self.write(sql, params![defender_id, body], &op)
     }
 
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError> {

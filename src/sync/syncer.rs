@@ -158,6 +158,8 @@ totals! {
     linked_to_connector,
     dead_lettered,
     etag_retries,
+    /// Defender changes planned from the stored Sentinel copy instead of a read.
+    sentinel_reads_saved,
     transient_failures,
 }
 

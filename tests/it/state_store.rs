@@ -711,7 +711,8 @@ fn migrations_are_idempotent_and_the_file_is_in_wal_mode() {
             "cursors",
             "dead_letters",
             "links",
-            "meta"
+            "meta",
+            "sentinel_copies"
         ]
     );
 }
@@ -764,4 +765,30 @@ fn one_store_is_shared_across_threads() {
         .map(|r| r.id)
         .collect();
     assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_file_of_the_previous_schema_gains_the_sentinel_copies_and_keeps_its_links() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .commit(&Commit {
+            link: Some(link("800001", None)),
+            ..Commit::default()
+        })
+        .unwrap();
+    drop(store);
+    // The file as the release before the copies left it: schema 2, no such table.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("DROP TABLE sentinel_copies; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(raw);
+    let store = open(&path);
+    assert!(store.link("800001").unwrap().is_some());
+    assert_eq!(store.sentinel_copy("800001").unwrap(), None);
+    let copy = json!({"name": "s-1", "etag": "\"e-1\"", "properties": {"title": "T"}});
+    store.put_sentinel_copy("800001", &copy).unwrap();
+    let newer = json!({"name": "s-1", "etag": "\"e-2\"", "properties": {"title": "T2"}});
+    store.put_sentinel_copy("800001", &newer).unwrap();
+    assert_eq!(store.sentinel_copy("800001").unwrap(), Some(newer));
 }

@@ -770,20 +770,22 @@ async fn sentinel_etag_races_converge_without_overwriting_an_analyst() {
     let cycle = tokio::spawn(async move { syncer.cycle().await.unwrap() });
     let started = std::time::Instant::now();
     let twin_path = format!("/incidents/{name}");
+    // The PUT follows the Defender listing by milliseconds (planned from the stored
+    // copy, no read between) and is held 800 ms: the analyst saves inside that hold.
     loop {
-        let read = tb.emulator.store().requests[mark..]
+        let listed = tb.emulator.store().requests[mark..]
             .iter()
-            .any(|r| r.method == "GET" && r.path.ends_with(&twin_path));
-        if read {
+            .any(|r| r.method == "GET" && r.path.ends_with("/security/incidents"));
+        if listed {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "the twin was never read"
+            "Defender was never listed"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     sentinel_edit(&tb, &name, |p| add_label(p, "Analyst-2"));
     cycle.await.unwrap();
     settle(&tb).await;
@@ -1077,7 +1079,7 @@ async fn a_close_from_sentinel_settles_its_derived_note_in_the_same_sync() {
             .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/incidents/{name}")))
             .count()
     };
-    let before = twin_reads(&tb);
+    let (before, writes_before) = (twin_reads(&tb), writes(&tb).len());
     tb.syncer
         .poll(rulebridge::model::Side::Defender)
         .await
@@ -1087,5 +1089,80 @@ async fn a_close_from_sentinel_settles_its_derived_note_in_the_same_sync() {
         before,
         "the Defender poll re-read the twin"
     );
+    // Reading nothing is not enough (the stored copy saves that read): the note was
+    // already written, so the poll writes nothing.
+    assert_eq!(writes(&tb)[writes_before..], [], "the Defender poll wrote");
+    assert_consistent(&tb);
+}
+
+/// A Defender change to a linked incident is planned from the Sentinel copy its last
+/// sync stored and PUT with that copy's etag: no Sentinel read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_defender_change_is_put_with_the_stored_etag_without_reading_sentinel() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "500841";
+    let tb = synced_testbed(&dir, &[id]).await;
+    let name = twin(&tb, id);
+    let twin_path = format!("/incidents/{name}");
+    let etag = tb.emulator.store().sentinel[&name]["etag"].clone();
+    graph_edit(&tb, id, json!({ "status": "inProgress" }));
+    let mark = tb.emulator.store().requests.len();
+    tb.syncer
+        .poll(rulebridge::model::Side::Defender)
+        .await
+        .unwrap();
+    assert_eq!(sentinel(&tb, &name)["status"], "Active");
+    let store = tb.emulator.store();
+    let since = &store.requests[mark..];
+    assert!(
+        !since
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with(&twin_path)),
+        "the twin was read: {:?}",
+        since
+            .iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+    let puts: Vec<_> = since
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with(&twin_path))
+        .collect();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].status, 200);
+    assert_eq!(puts[0].body.as_ref().unwrap()["etag"], etag);
+    drop(store);
+    assert_eq!(tb.syncer.stats().sentinel_reads_saved, 1);
+    assert_consistent(&tb);
+}
+
+/// An analyst's Sentinel save that no poll has seen yet makes the stored copy stale:
+/// its etag is refused, the twin is read and the change planned again, and both the
+/// analyst's label and the Defender change stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_save_the_stored_copy_does_not_know_refuses_its_etag_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "500842";
+    let tb = synced_testbed(&dir, &[id]).await;
+    let name = twin(&tb, id);
+    graph_edit(&tb, id, json!({ "severity": "high" }));
+    sentinel_edit(&tb, &name, |p| add_label(p, "Unpolled"));
+    let retries = tb.syncer.stats().etag_retries;
+    let mark = tb.emulator.store().requests.len();
+    tb.syncer
+        .poll(rulebridge::model::Side::Defender)
+        .await
+        .unwrap();
+    assert_eq!(tb.syncer.stats().etag_retries, retries + 1);
+    let refused = tb.emulator.store().requests[mark..]
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == 409)
+        .count();
+    assert_eq!(refused, 1);
+    let s = sentinel(&tb, &name);
+    assert_eq!(s["severity"], "High");
+    assert!(label_names(&s).contains(&"Unpolled".to_string()), "{s:#}");
+    settle(&tb).await;
+    assert!(tags(&graph(&tb, id)).contains(&"Unpolled".to_string()));
     assert_consistent(&tb);
 }
