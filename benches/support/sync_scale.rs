@@ -8,6 +8,8 @@
 //! every 3 s instead of 30 s, analysts make 20 edits/s instead of 2. One real minute is
 //! ten minutes of the tenant; lags are reported ×K, in the tenant's seconds.
 //! `SYNC_BENCH_SCALE_K` sets another compression (1 runs on the tenant's own clock).
+//! `SYNC_BENCH_SCALE_OPEN` is the share of edits made on open incidents (0.9; 1.0 takes
+//! the closed, retired incidents out of the comment lags, to tell their tail apart).
 //!
 //! Each scenario runs in its own process (this binary, re-executed with
 //! `SYNC_BENCH_SCALE_RUN`), so its peak RSS is its own: the syncing process, with the
@@ -303,6 +305,14 @@ async fn scenario(spec: Spec) -> Outcome {
     });
     // Analysts: 2 edits/s on the tenant's clock, a quarter of them comments, nine in
     // ten on open incidents (a SOC works its queue).
+    let open_share = std::env::var("SYNC_BENCH_SCALE_OPEN")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| (0.0..=1.0).contains(v))
+        .unwrap_or(0.9);
+    let edit_url = control(&format!(
+        "/analysts/edit?count=1&comments=0.25&open={open_share}"
+    ));
     let analysts = async {
         let rate = 2.0 * k;
         let started = Instant::now();
@@ -310,7 +320,7 @@ async fn scenario(spec: Spec) -> Outcome {
         let mut next = Instant::now();
         while started.elapsed() < real {
             let response: Value = http
-                .post(control("/analysts/edit?count=1&comments=0.25&open=0.9"))
+                .post(&edit_url)
                 .send()
                 .await
                 .unwrap()

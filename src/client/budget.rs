@@ -11,7 +11,9 @@
 //!   request they ask [`Purpose::may_start`] whether the bucket holds more than their
 //!   reserve, and end their pass for this cycle when it does not. So a background pass
 //!   can never take the token a write of an analyst's change is waiting for, and never
-//!   holds a cycle up.
+//!   holds a cycle up. The one floor: the first half of each comment scan's share
+//!   waits its turn (ranked after every urgent purpose), since on a busy tenant the
+//!   bucket never holds the scan's reserve and comments would go unfound (`sync::scan`).
 //!
 //! A pass declares its purpose with [`with_purpose`] (a task-local, so the call sites
 //! in between need not carry it); the HTTP layer labels each request with it

@@ -16,8 +16,9 @@
 //!   closed. (A comment on such an incident is found when anything moves its stamp.)
 //!
 //! Both walk their listings a few pages per cycle, within `scan_share` of the API's
-//! per-cycle budget and of the cycle's time (half each), and only while the budget is
-//! above the scan's reserve (`client::budget`), resuming where they stopped (the next link is kept in memory; a
+//! per-cycle budget and of the cycle's time (half each); the first half of those pages
+//! wait their turn in the budget, the rest start only while the budget is above the
+//! scan's reserve (`client::budget`), resuming where they stopped (the next link is kept in memory; a
 //! restart starts the walk again). A walk over a live set may skip or repeat an item;
 //! repeats cost nothing (digests match), skips are met by the next walk or the sweep.
 
@@ -35,6 +36,15 @@ use std::time::{Duration, Instant};
 /// (only those updated since the retirement time, unless none retire).
 pub(super) const SCANNED_STATUSES: [&str; 4] =
     ["active", "inProgress", "awaitingAction", "resolved"];
+
+/// The pages of a cycle's scan that wait their turn in the budget (ranked after every
+/// urgent purpose) instead of starting only from spare tokens: half the scan's share.
+/// Without a floor a busy tenant's bucket never holds the scan's reserve and a comment
+/// waits for the walk to come round for many cycles; with half the share, a walk of
+/// that many pages ends each cycle whatever the load.
+fn guaranteed(pages: usize) -> usize {
+    pages.div_ceil(2)
+}
 
 /// Where each walk stands between cycles.
 #[derive(Debug, Default)]
@@ -100,10 +110,11 @@ impl Syncer {
         deadline: Instant,
         report: &mut PassReport,
     ) -> Result<(), SyncError> {
-        for _ in 0..pages {
+        for walked in 0..pages {
             if self.stopping()
                 || Instant::now() >= deadline
-                || !self.sentinel.api().may_start(Purpose::Scan).await
+                || (walked >= guaranteed(pages)
+                    && !self.sentinel.api().may_start(Purpose::Scan).await)
             {
                 return Ok(());
             }
@@ -174,7 +185,7 @@ impl Syncer {
         while walked < pages {
             if self.stopping()
                 || Instant::now() >= deadline
-                || !self.graph.api().may_start(Purpose::Scan).await
+                || (walked >= guaranteed(pages) && !self.graph.api().may_start(Purpose::Scan).await)
             {
                 return Ok(());
             }

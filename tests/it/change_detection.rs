@@ -121,6 +121,63 @@ async fn a_comment_no_poll_and_no_sweep_visits_arrives_within_two_cycles() {
     assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
 }
 
+/// Graph at its production rate and kept busy: every cycle, analysts save other
+/// incidents in Sentinel, and each save costs two Graph requests before the scans run,
+/// so Graph's bucket never holds the scans' reserve. The scans' guaranteed pages still
+/// walk (`scan::guaranteed`), so a Defender comment no poll lists arrives within two
+/// cycles; from spare tokens alone it waited for the walk to come round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_defender_comment_arrives_within_two_cycles_while_graph_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(30, &dir);
+    options.production_rate_limits = true;
+    let tb = Testbed::start(pack(), options).await.unwrap();
+    settle(&tb).await;
+    let (id, name, _) = open_link(&tb);
+    let others: Vec<String> = tb
+        .syncer
+        .state()
+        .links()
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.created && l.defender_id != id)
+        .map(|l| tb.emulator.store().sentinel_key(&l.sentinel_id))
+        .take(6)
+        .collect();
+    {
+        let mut store = tb.emulator.store();
+        let before = store.graph[&id]["lastUpdateDateTime"].clone();
+        store
+            .graph_comment(&id, &json!({"comment": "busy-day note 4c1"}), ANALYST)
+            .unwrap();
+        assert_eq!(store.graph[&id]["lastUpdateDateTime"], before);
+    }
+    for cycle in 0..2 {
+        for other in &others {
+            crate::common::sentinel_edit(&tb.emulator, other, |p| {
+                let labels = p.entry("labels").or_insert_with(|| json!([]));
+                labels
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"labelName": format!("Busy-{cycle}"), "labelType": "User"}));
+            });
+        }
+        tb.syncer.cycle().await.unwrap();
+    }
+    let arrived = sentinel_comments(&tb, &name)
+        .iter()
+        .any(|m| m.contains("busy-day note 4c1"));
+    let scan_pages = tb
+        .metrics
+        .value(
+            metrics::API_CALLS_BY_PURPOSE,
+            &[("side", "defender"), ("purpose", "scan")],
+        )
+        .unwrap_or(0.0);
+    assert!(arrived, "Graph scan pages sent: {scan_pages}");
+    assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_digests_the_same_comments_wait_for_the_sweep() {
     // The control: the sweep-only behaviour of earlier versions, sweep off, does not
