@@ -263,6 +263,12 @@ impl Syncer {
             // walk compares a fresh listing with the digest the hint stored.
             return Ok(());
         }
+        // The digests were loaded when the scan began; a sync since (the Sentinel scan's
+        // own POST of a Sentinel comment, most often) may have stored this very digest.
+        let stored = self.state.comment_digest(&known.defender_id)?;
+        if stored.defender.as_deref() == Some(digest.as_str()) {
+            return Ok(());
+        }
         let Some(link) = self.state.link(&known.defender_id)? else {
             return Ok(());
         };

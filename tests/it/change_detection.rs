@@ -178,6 +178,45 @@ async fn a_defender_comment_arrives_within_two_cycles_while_graph_is_busy() {
     assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
 }
 
+/// A Sentinel comment the Sentinel scan copies to Defender moves Defender's comments
+/// too; the Defender scan later in the same cycle lists them, and finds the digest that
+/// copy stored, not the one it loaded when the scan began: one comment list, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_copied_by_one_scan_is_not_read_again_by_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::start(pack(), options(30, &dir)).await.unwrap();
+    settle(&tb).await;
+    let (id, name, base) = open_link(&tb);
+    tb.emulator
+        .store()
+        .sentinel_comment(
+            &base,
+            &name,
+            "5e0c0000-0000-4000-8000-0000000000c3",
+            &json!({"properties": {"message": "copied once 2d8"}}),
+        )
+        .unwrap();
+    let lists = |tb: &Testbed| {
+        tb.emulator
+            .store()
+            .requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/{name}/comments")))
+            .count()
+    };
+    let before = lists(&tb);
+    tb.syncer.cycle().await.unwrap();
+    assert!(defender_comments(&tb, &id)
+        .iter()
+        .any(|c| c.contains("copied once 2d8")));
+    assert_eq!(
+        lists(&tb) - before,
+        1,
+        "the twin's comments were listed again"
+    );
+    assert!(tb.consistency().ok(), "{:#?}", tb.consistency());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_digests_the_same_comments_wait_for_the_sweep() {
     // The control: the sweep-only behaviour of earlier versions, sweep off, does not
