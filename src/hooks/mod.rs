@@ -282,7 +282,9 @@ async fn take(on: &Enabled, headers: &HeaderMap, body: Body) -> Answer {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > on.max_body as u64) {
+    // A body declared larger than the drain bound is refused before it is read (the
+    // sender may see the connection close instead of the 413: it asked for that).
+    if declared.is_some_and(|n| n > on.max_body.max(DRAIN_MAX) as u64) {
         return too_large();
     }
     let body = match read_body(body, on.max_body, BODY_TIMEOUT).await {
@@ -347,18 +349,32 @@ enum BodyError {
     Unreadable,
 }
 
-/// The body, at most `max` bytes, read within `timeout`; reading stops at the first
-/// byte over `max` (a chunked body declares no length).
+/// How much of an oversized body is read and thrown away before the 413, so that a
+/// sender still writing it reads the answer instead of a reset connection (answering
+/// before the body is in lets the server close the connection under the sender).
+const DRAIN_MAX: usize = 1024 * 1024;
+
+/// The body, at most `max` bytes, read within `timeout`. Past `max` nothing more is
+/// kept: the rest is drained (up to [`DRAIN_MAX`] in all) and the body is too large.
 async fn read_body(body: Body, max: usize, timeout: Duration) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
     let read = async {
+        let mut seen = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
-            if bytes.len() + chunk.len() > max {
-                return Err(BodyError::TooLarge);
+            seen += chunk.len();
+            if seen > max {
+                if seen > DRAIN_MAX {
+                    return Err(BodyError::TooLarge);
+                }
+                bytes.clear();
+                continue;
             }
             bytes.extend_from_slice(&chunk);
+        }
+        if seen > max {
+            return Err(BodyError::TooLarge);
         }
         Ok(())
     };
@@ -403,11 +419,25 @@ mod tests {
             read_body(chunks(2), 64 * 1024, long).await.map(|b| b.len()),
             Ok(60 * 1024)
         );
-        // No length declared: refused at the chunk that crosses the limit.
+        // No length declared: too large once a chunk crosses the limit; the rest is
+        // drained so the sender reads the 413, but never past the drain bound.
         assert_eq!(
             read_body(chunks(3), 64 * 1024, long).await,
             Err(BodyError::TooLarge)
         );
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let counted = stream::iter((0..1000).map(|_| vec![b'x'; 30 * 1024]))
+            .inspect(move |c| {
+                counter.fetch_add(c.len(), std::sync::atomic::Ordering::Relaxed);
+            })
+            .map(Ok::<_, std::io::Error>);
+        assert_eq!(
+            read_body(Body::from_stream(counted), 64 * 1024, long).await,
+            Err(BodyError::TooLarge)
+        );
+        let drained = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(drained <= DRAIN_MAX + 30 * 1024, "read {drained} bytes");
         let endless =
             stream::iter([Ok::<_, std::io::Error>(b"{".to_vec())]).chain(stream::pending());
         let started = std::time::Instant::now();
