@@ -155,11 +155,7 @@ async fn a_defender_comment_arrives_within_two_cycles_while_graph_is_busy() {
     for cycle in 0..2 {
         for other in &others {
             crate::common::sentinel_edit(&tb.emulator, other, |p| {
-                let labels = p.entry("labels").or_insert_with(|| json!([]));
-                labels
-                    .as_array_mut()
-                    .unwrap()
-                    .push(json!({"labelName": format!("Busy-{cycle}"), "labelType": "User"}));
+                crate::common::add_label(p, &format!("Busy-{cycle}"))
             });
         }
         tb.syncer.cycle().await.unwrap();

@@ -49,6 +49,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Adds a user label to Sentinel properties (an analyst's label, inside `sentinel_edit`).
+pub fn add_label(props: &mut Map<String, Value>, name: &str) {
+    let labels = props.entry("labels").or_insert_with(|| json!([]));
+    labels
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "labelName": name, "labelType": "User" }));
+}
+
 /// An analyst's edit of Sentinel incident `name`, through the emulator's own PUT path
 /// (stamp and etag move as in the service): `edit` changes its writable properties.
 pub fn sentinel_edit(emulator: &Emulator, name: &str, edit: impl FnOnce(&mut Map<String, Value>)) {

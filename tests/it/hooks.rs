@@ -111,11 +111,7 @@ impl Rig {
 
     fn label(&self, id: &str, label: &str) {
         common::sentinel_edit(&self.emulator, &self.twin(id), |p| {
-            let labels = p.entry("labels").or_insert_with(|| json!([]));
-            labels
-                .as_array_mut()
-                .unwrap()
-                .push(json!({ "labelName": label, "labelType": "User" }));
+            common::add_label(p, label)
         });
     }
 

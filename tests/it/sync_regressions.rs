@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{pack, pack_at as pack_from};
+use crate::common::{add_label, pack, pack_at as pack_from};
 
 /// A Graph incident the default pack syncs (medium severity, no alerts needed).
 fn incident(id: &str) -> Value {
@@ -75,14 +75,6 @@ fn graph_edit(tb: &Testbed, id: &str, changes: Value) {
 /// `edit` applied, PUT with the current etag.
 fn sentinel_edit(tb: &Testbed, name: &str, edit: impl FnOnce(&mut Map<String, Value>)) {
     common::sentinel_edit(&tb.emulator, name, edit);
-}
-
-fn add_label(props: &mut Map<String, Value>, name: &str) {
-    let labels = props.entry("labels").or_insert_with(|| json!([]));
-    labels
-        .as_array_mut()
-        .unwrap()
-        .push(json!({ "labelName": name, "labelType": "User" }));
 }
 
 fn graph(tb: &Testbed, id: &str) -> Value {
