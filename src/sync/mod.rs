@@ -15,6 +15,8 @@
 //! - `step`: one incident's sync decided and settled without I/O (rules, plan, next
 //!   link, audit rows). Pure.
 //! - `reconcile`: the I/O shell around `step`: reads, writes, commit (async edge).
+//! - `sentinel_copy`: the twin as the last sync left it, so a Defender change needs no
+//!   Sentinel read (its etag makes the PUT conditional).
 //! - `comment_copy`: one incident's comment copies through the outbox, skipped when the
 //!   stored comment digest says nothing moved (async edge).
 //! - `scan`: the comment scans — listings whose comment counts or inline comments
@@ -36,6 +38,7 @@ pub mod plan;
 pub mod poll;
 mod reconcile;
 mod scan;
+mod sentinel_copy;
 pub mod step;
 mod syncer;
 
