@@ -218,6 +218,9 @@ pub struct SyncConfig {
     /// Closed incidents quiet this long leave the sweep (`7d`, `12h`, `30m`, `45s`, or
     /// `never`); a change the polls see brings them back.
     pub retire_closed_after: String,
+    /// How long a Defender incident's alerts, kept while Graph cannot expand them in
+    /// listings, may stand in for a read (`1h`, `30m`, or `off`).
+    pub alert_copies_max_age: String,
     pub state: PathBuf,
     pub rules: PathBuf,
     /// `None`: the schemas built into the binary.
@@ -240,6 +243,7 @@ impl Default for SyncConfig {
             sweep_share: 0.1,
             scan_share: 0.25,
             retire_closed_after: "7d".into(),
+            alert_copies_max_age: "1h".into(),
             state: "rulebridge.db".into(),
             rules: "rules".into(),
             schemas: None,
@@ -268,6 +272,14 @@ impl SyncConfig {
     pub fn retire_span(&self) -> Result<Option<chrono::TimeDelta>, String> {
         match self.retire_closed_after.trim() {
             "never" => Ok(None),
+            span => parse_span(span).map(Some),
+        }
+    }
+
+    /// `alert_copies_max_age` as a span of time; `None`: off.
+    pub fn alert_copies_span(&self) -> Result<Option<chrono::TimeDelta>, String> {
+        match self.alert_copies_max_age.trim() {
+            "off" => Ok(None),
             span => parse_span(span).map(Some),
         }
     }

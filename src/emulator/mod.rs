@@ -11,6 +11,7 @@
 //!
 //! Edge module: uses tokio and axum; nothing in the pure core depends on it.
 
+pub mod alerts;
 pub mod analysts;
 pub mod arm;
 pub mod connector;

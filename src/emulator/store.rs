@@ -235,6 +235,7 @@ impl Store {
         }
         map.entry("status").or_insert(json!("active"));
         map.entry("severity").or_insert(json!("medium"));
+        super::alerts::complete_seeded_alerts(map);
         self.graph.insert(id.clone(), incident);
         self.apply_seed_rates(&id);
         Ok(())

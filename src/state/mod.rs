@@ -142,6 +142,18 @@ pub struct CommentDigest {
     pub sentinel: Option<u64>,
 }
 
+/// A Defender incident with its alerts as last read in full, kept while Graph cannot
+/// expand alerts in listings, so a listed change need not read them again
+/// (`sync::alert_copies` decides when the copy may stand in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefenderCopy {
+    /// The incident as Graph returned it with `$expand=alerts`, fields refreshed by
+    /// later listings and writes of ours; its `alerts` as read at `alerts_read_at`.
+    pub incident: Value,
+    /// When the alerts were read (RFC 3339, the local clock): copies age out.
+    pub alerts_read_at: String,
+}
+
 /// What a list scan compares for one created link, without its bases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkDigest {
@@ -219,6 +231,19 @@ pub trait StateStore: Send + Sync {
     /// stands for Sentinel only while its etag is the link's `sentinel_version`.
     fn sentinel_copy(&self, defender_id: &str) -> Result<Option<Value>, StateError>;
     fn put_sentinel_copy(&self, defender_id: &str, copy: &Value) -> Result<(), StateError>;
+    /// The Defender incident with alerts as last read (see [`DefenderCopy`]), if kept.
+    fn defender_copy(&self, defender_id: &str) -> Result<Option<DefenderCopy>, StateError>;
+    /// Keeps `copy` for `defender_id`, and which incident each of its alerts sits in.
+    fn put_defender_copy(&self, defender_id: &str, copy: &DefenderCopy) -> Result<(), StateError>;
+    /// Drops the copies of `incidents` and of the incidents holding any of `alerts`
+    /// (where a changed or moved alert sat); returns how many were dropped.
+    fn forget_defender_copies(
+        &self,
+        incidents: &[String],
+        alerts: &[String],
+    ) -> Result<usize, StateError>;
+    /// Drops every Defender copy (when which alerts changed is no longer known).
+    fn forget_all_defender_copies(&self) -> Result<(), StateError>;
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError>;
     /// All links (for consistency checks and status; ordered by Defender id).
     fn links(&self) -> Result<Vec<Link>, StateError>;

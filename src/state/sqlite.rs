@@ -24,8 +24,8 @@
 //! transaction on one connection, and avoids a pool and its sizing questions.
 
 use super::{
-    AuditRow, CommentDigest, CommentPair, Commit, Counts, DeadLetter, Link, LinkDigest, StateError,
-    StateStore,
+    AuditRow, CommentDigest, CommentPair, Commit, Counts, DeadLetter, DefenderCopy, Link,
+    LinkDigest, StateError, StateStore,
 };
 use crate::model::Side;
 use rusqlite::types::Type;
@@ -84,6 +84,15 @@ const MIGRATIONS: &[&str] = &[
     // written with the stored etag instead of a read first (`StateStore::sentinel_copy`).
     r#"
     CREATE TABLE sentinel_copies (defender_id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL);
+    "#,
+    // 4: the Defender incident with its alerts as last read, while Graph cannot expand
+    // alerts in listings (`StateStore::defender_copy`), and the incident each of its
+    // alerts sits in, so a changed or moved alert finds the copy it makes stale.
+    r#"
+    CREATE TABLE defender_copies (
+        defender_id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL, alerts_read_at TEXT NOT NULL);
+    CREATE TABLE alert_homes (alert_id TEXT PRIMARY KEY NOT NULL, defender_id TEXT NOT NULL);
+    CREATE INDEX alert_homes_by_incident ON alert_homes (defender_id);
     "#,
 ];
 
@@ -626,6 +635,107 @@ impl StateStore for SqliteStore {
         let op = format!("storing the Sentinel copy of {defender_id}");
         let body = copy.to_string();
         self.write(sql, params![defender_id, body], &op)
+    }
+
+    fn defender_copy(&self, defender_id: &str) -> Result<Option<DefenderCopy>, StateError> {
+        let sql = "SELECT body, alerts_read_at FROM defender_copies WHERE defender_id = ?1";
+        let op = format!("reading the Defender copy of {defender_id}");
+        let found: Option<(String, String)> = self
+            .select(
+                sql,
+                [defender_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+                &op,
+            )?
+            .pop();
+        // An unreadable copy is no copy: the caller reads Graph instead.
+        Ok(found.and_then(|(body, alerts_read_at)| {
+            let incident = serde_json::from_str(&body).ok()?;
+            Some(DefenderCopy {
+                incident,
+                alerts_read_at,
+            })
+        }))
+    }
+
+    fn put_defender_copy(&self, defender_id: &str, copy: &DefenderCopy) -> Result<(), StateError> {
+        let op = format!("storing the Defender copy of {defender_id}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(&op)?;
+        exec(
+            &tx,
+            "INSERT INTO defender_copies (defender_id, body, alerts_read_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (defender_id) DO UPDATE SET body = excluded.body, \
+             alerts_read_at = excluded.alerts_read_at",
+            params![defender_id, copy.incident.to_string(), copy.alerts_read_at],
+            &op,
+        )?;
+        exec(
+            &tx,
+            "DELETE FROM alert_homes WHERE defender_id = ?1",
+            [defender_id],
+            &op,
+        )?;
+        let alerts = copy.incident["alerts"].as_array().into_iter().flatten();
+        for alert in alerts.filter_map(|a| a["id"].as_str()) {
+            // An alert sits in one incident: a copy read later claims it from an older one.
+            exec(
+                &tx,
+                "INSERT INTO alert_homes (alert_id, defender_id) VALUES (?1, ?2) \
+                 ON CONFLICT (alert_id) DO UPDATE SET defender_id = excluded.defender_id",
+                [alert, defender_id],
+                &op,
+            )?;
+        }
+        tx.commit().ctx(&op)
+    }
+
+    fn forget_defender_copies(
+        &self,
+        incidents: &[String],
+        alerts: &[String],
+    ) -> Result<usize, StateError> {
+        let op = "dropping stale Defender copies";
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(op)?;
+        let mut stale: std::collections::BTreeSet<String> = incidents.iter().cloned().collect();
+        {
+            let mut home = tx
+                .prepare_cached("SELECT defender_id FROM alert_homes WHERE alert_id = ?1")
+                .ctx(op)?;
+            for alert in alerts {
+                let found: Vec<String> = home
+                    .query_map([alert], |row| row.get(0))
+                    .ctx(op)?
+                    .collect::<rusqlite::Result<_>>()
+                    .ctx(op)?;
+                stale.extend(found);
+            }
+        }
+        let mut dropped = 0;
+        for id in &stale {
+            dropped += tx
+                .execute("DELETE FROM defender_copies WHERE defender_id = ?1", [id])
+                .ctx(op)?;
+            exec(
+                &tx,
+                "DELETE FROM alert_homes WHERE defender_id = ?1",
+                [id],
+                op,
+            )?;
+        }
+        tx.commit().ctx(op)?;
+        Ok(dropped)
+    }
+
+    fn forget_all_defender_copies(&self) -> Result<(), StateError> {
+        let op = "dropping every Defender copy";
+        self.write("DELETE FROM defender_copies", [], op)?;
+        self.write("DELETE FROM alert_homes", [], op)
     }
 
     fn mark_swept(&self, defender_id: &str, at: &str) -> Result<(), StateError> {

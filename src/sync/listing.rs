@@ -110,6 +110,9 @@ impl Syncer {
             );
             self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 1.0);
             self.note_expand_fallback(&super::syncer::now_rfc3339());
+            if let Err(e) = self.start_alert_record() {
+                tracing::warn!(error = %e, "could not start the record of alert changes");
+            }
         }
     }
 
@@ -124,6 +127,9 @@ impl Syncer {
         if state.fallback_since.take().is_some() {
             drop(state);
             tracing::info!("Graph accepts $expand=alerts with $filter again");
+            if let Err(e) = self.drop_alert_copies() {
+                tracing::warn!(error = %e, "could not drop the kept alerts");
+            }
             self.metrics.set_gauge(metrics::EXPAND_FALLBACK, &[], 0.0);
             self.note_expand_fallback("");
         }
@@ -137,6 +143,9 @@ impl Syncer {
         items: Vec<Value>,
         report: &mut PassReport,
     ) -> Result<bool, SyncError> {
+        if side == Side::Defender {
+            self.forget_merged(&items)?;
+        }
         let outcomes: Vec<Option<Result<Outcome, SyncError>>> = stream::iter(items)
             .map(|incident| async move {
                 if self.stopping() {
@@ -196,7 +205,11 @@ impl Syncer {
                 return Ok(Outcome::Unchanged);
             }
         }
-        match self.graph.get(id).await {
+        if let Some(full) = self.completed_from_copy(&d)? {
+            self.count(|s| s.alert_reads_saved += 1);
+            return self.from_defender(full, false).await;
+        }
+        match self.read_defender(id).await {
             Ok(Some(full)) => self.from_defender(full, false).await,
             // Deleted between the listing and now: nothing to sync.
             Ok(None) => Ok(Outcome::Gone),

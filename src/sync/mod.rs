@@ -11,6 +11,9 @@
 //!   ignored `$orderby`, offset pages over a live set and future-dated stamps (async edge).
 //! - `listing`: one window's first page or every page, Graph's `$expand` fallback, and a
 //!   page's incidents synced a few at a time (async edge).
+//! - `alert_copies`: while Graph cannot expand alerts in listings, each incident's alerts
+//!   as last read, vouched for by one `alerts_v2` listing per poll, so a listed change
+//!   needs no read of them (async edge).
 //! - `backfill`: history before the first start, window by window behind the polls.
 //! - `step`: one incident's sync decided and settled without I/O (rules, plan, next
 //!   link, audit rows). Pure.
@@ -26,6 +29,7 @@
 //! - `inflight`: one sync per incident at a time, and which listed copies a hint may
 //!   have made stale (hints run beside the cycle).
 
+mod alert_copies;
 mod backfill;
 mod comment_copy;
 pub mod comment_plan;

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 
 /// How far a cursor may be ahead of the estimated service clock before it is taken
 /// for one poisoned by a future-dated stamp.
-const CLOCK_JITTER: TimeDelta = TimeDelta::minutes(5);
+pub(super) const CLOCK_JITTER: TimeDelta = TimeDelta::minutes(5);
 
 /// Windows never split below this: the services stamp with 100 ns resolution.
 const MIN_WINDOW: TimeDelta = TimeDelta::microseconds(1);
@@ -64,6 +64,9 @@ impl Syncer {
         let mut report = PassReport::default();
         let until = self.service_now(side, &mut report).await;
         if let Some(until) = until {
+            if side == Side::Defender {
+                self.refresh_alert_copies(until).await?;
+            }
             let from = self.poll_start(side, until)?;
             // The usual case first: everything since `from`, future stamps included, in
             // one page. Only a bigger answer is cut into windows plus a tail.

@@ -127,7 +127,7 @@ impl Syncer {
                 note(|n| n.sentinel_name = Some(link.sentinel_id.clone()));
                 // A hint synced it after this copy may have been read (`inflight`).
                 let d = if self.in_flight.hinted_since(&id) {
-                    match self.graph.get(&id).await {
+                    match self.read_defender(&id).await {
                         // The hint's sync may have left exactly this version.
                         Ok(Some(fresh))
                             if !force
@@ -239,7 +239,7 @@ impl Syncer {
         } else {
             s
         };
-        let d = match self.graph.get(&link.defender_id).await {
+        let d = match self.read_defender(&link.defender_id).await {
             Ok(Some(d)) => d,
             Ok(None) => return self.dead_letter_gone(&link.defender_id),
             Err(e) => return self.client_failure(&pack, Side::Sentinel, &name, e),
@@ -624,6 +624,7 @@ impl Syncer {
             }
             if let Some(after) = settled.defender_after {
                 d = after;
+                self.refresh_defender_copy(&d)?;
             }
             if settled.derived_pending && attempts < 4 {
                 // Our PATCH changed how an unwritten field renders: decide again from

@@ -53,6 +53,9 @@ pub struct SyncOptions {
     pub scan_share: f64,
     /// Closed incidents quiet this long leave the sweep; `None`: never.
     pub retire_closed_after: Option<TimeDelta>,
+    /// How long kept alerts may stand in for a read while Graph cannot expand them in
+    /// listings (`alert_copies`); `None`: no copies, every changed incident is read.
+    pub alert_copies_max_age: Option<TimeDelta>,
     /// Requests each API allows per cycle at the configured rates (rate × interval).
     pub cycle_budget: CycleBudget,
 }
@@ -105,6 +108,7 @@ impl SyncOptions {
             sweep_share: sync.sweep_share,
             scan_share: sync.scan_share,
             retire_closed_after: sync.retire_span()?,
+            alert_copies_max_age: sync.alert_copies_span()?,
             cycle_budget: CycleBudget {
                 graph: config.defender.requests_per_minute / 60.0 * sync.poll_interval_secs as f64,
                 arm: config.sentinel.requests_per_second * sync.poll_interval_secs as f64,
@@ -160,6 +164,8 @@ totals! {
     etag_retries,
     /// Defender changes planned from the stored Sentinel copy instead of a read.
     sentinel_reads_saved,
+    /// Listed Defender changes completed with kept alerts instead of a read.
+    alert_reads_saved,
     transient_failures,
 }
 
@@ -188,6 +194,8 @@ pub struct Syncer {
     pub(super) outbox_attempts: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Whether Graph listings expand alerts (see `poll`).
     pub(super) expand: Mutex<super::listing::ExpandState>,
+    /// Up to when kept alerts are vouched for (`alert_copies`).
+    pub(super) alerts_vouched: Mutex<Option<chrono::DateTime<Utc>>>,
     /// Sentinel refused the connector-twin lookup once (logged once).
     pub(super) connector_lookup_refused: AtomicBool,
     /// Where the comment scans stand (see `scan`).
@@ -234,6 +242,7 @@ impl Syncer {
             recent_capacity: 100,
             outbox_attempts: Mutex::new(std::collections::HashMap::new()),
             expand: Mutex::new(super::listing::ExpandState::default()),
+            alerts_vouched: Mutex::new(None),
             connector_lookup_refused: AtomicBool::new(false),
             scan: Mutex::new(super::scan::ScanPlace::default()),
             backfill_pace: Mutex::new(None),
@@ -399,7 +408,7 @@ impl Syncer {
                 ..Note::default()
             };
             let outcome = events::observe(Side::Defender, start, async {
-                let defender = self.graph.get(&link.defender_id).await;
+                let defender = self.read_defender(&link.defender_id).await;
                 match defender {
                     Ok(Some(d)) => self.from_defender(d, true).await,
                     Ok(None) => self.dead_letter_gone(&link.defender_id),
@@ -446,7 +455,7 @@ impl Syncer {
             };
             let outcome = events::observe(letter.side, start, async {
                 match letter.side {
-                    Side::Defender => match self.graph.get(&letter.incident_id).await {
+                    Side::Defender => match self.read_defender(&letter.incident_id).await {
                         Ok(Some(d)) => self.from_defender(d, true).await,
                         Ok(None) => Ok(Outcome::Gone),
                         Err(e) => Err(SyncError::Transient(e)),

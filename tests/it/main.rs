@@ -8,6 +8,7 @@
 //! One topic is not here: `tests/credentials.rs` sets process-wide environment
 //! variables, so it is its own binary with nothing running beside it.
 
+mod alert_copies;
 mod authoring;
 mod change_detection;
 mod cli;

@@ -183,3 +183,36 @@ pub(super) async fn control_connector_incident(
     let incident = store.sentinel[&name].clone();
     Ok(Json(json!({ "name": name, "incident": incident })).into_response())
 }
+
+/// `POST /_emulator/graph/alerts`: an alert changes as it does in a tenant (see
+/// [`crate::emulator::alerts`] for which stamps move):
+/// `{"op": "add", "incident": id, "title": t}`, `{"op": "move", "alert": id, "to": id}`,
+/// `{"op": "update", "alert": id, "set": {...}}`. Answers the alert as it is now.
+pub(super) async fn control_graph_alert(State(state): State<AppState>, body: Bytes) -> ApiResult {
+    let body = json_body(&body)?;
+    let text = |key: &str| {
+        body[key]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request(format!("'{key}' (a string) is required")))
+    };
+    let mut store = state.lock();
+    let alert = match text("op")? {
+        "add" => store.graph_add_alert(
+            text("incident")?,
+            body["title"].as_str().unwrap_or("New alert"),
+        )?,
+        "move" => store.graph_move_alert(text("alert")?, text("to")?)?,
+        "update" => {
+            let set = body["set"]
+                .as_object()
+                .ok_or_else(|| ApiError::bad_request("'set' (an object) is required"))?;
+            store.graph_update_alert(text("alert")?, set)?
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown op '{other}' (add, move or update)"
+            )))
+        }
+    };
+    Ok(Json(alert).into_response())
+}

@@ -218,8 +218,12 @@ pub(super) async fn graph_get(
     Ok(Json(graph::render_for(incident, expand, hide)).into_response())
 }
 
-/// `GET /v1.0/security/alerts_v2[?$filter=incidentId eq 'X']`: the alerts of one
-/// incident (or of all), the other way to fetch alerts when the expanded list fails.
+/// `GET /v1.0/security/alerts_v2`: every alert of the tenant, filtered by the properties
+/// Graph documents for it (the stamps, status, severity, classification, determination,
+/// assignedTo; not `incidentId`, which the docs do not list: refused, as the stricter
+/// reading), newest created first ("the most recent alerts are displayed at the top"),
+/// paged by `$skip` offsets over the live set as the incidents are. Graph's page size
+/// for alerts is undocumented; the emulator allows at most what incidents allow.
 pub(super) async fn graph_alerts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -227,39 +231,51 @@ pub(super) async fn graph_alerts(
 ) -> ApiResult {
     graph_token(&state, &headers, GRAPH_ALERTS)?;
     let hide = hide_newer(&state, &headers);
-    let incident = match query.get("$filter") {
-        None => None,
-        Some(f) => {
-            let id = f
-                .trim()
-                .strip_prefix("incidentId eq '")
-                .and_then(|rest| rest.strip_suffix('\''))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "Unsupported $filter '{f}' (the emulator knows incidentId eq '…')"
-                    ))
-                })?;
-            Some(id.to_string())
-        }
+    let top = top(&query, GRAPH_MAX_TOP, GRAPH_MAX_TOP)?;
+    let count = parse_count(&query)?;
+    let skip = match query.get("$skip") {
+        None => 0,
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid $skip value '{s}'")))?,
     };
+    let clauses = query
+        .get("$filter")
+        .map(|f| graph::parse_filter(f))
+        .transpose()?
+        .unwrap_or_default();
     let store = state.lock();
-    let alerts: Vec<Value> = store
-        .graph
+    let mut matched: Vec<&Value> = store
+        .graph_alerts()
+        .filter(|a| graph::matches(a, &clauses))
+        .collect();
+    let total = count.then_some(matched.len());
+    sort(&mut matched, "createdDateTime", true);
+    let start = skip.min(matched.len());
+    let end = skip.saturating_add(top).min(matched.len());
+    let page: Vec<Value> = matched[start..end]
         .iter()
-        .filter(|(id, _)| incident.as_ref().is_none_or(|want| want == *id))
-        .flat_map(|(_, i)| i["alerts"].as_array().cloned().unwrap_or_default())
-        .map(|mut alert| {
+        .map(|alert| {
+            let mut alert = (*alert).clone();
             if hide {
                 evolvable::hide_alert(&mut alert);
             }
             alert
         })
         .collect();
-    Ok(Json(json!({
+    let base = format!("{}/v1.0/security/alerts_v2", origin(&headers));
+    let next = (end < matched.len()).then(|| graph_next_link(&base, &query, end));
+    let mut body = json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
-        "value": alerts,
-    }))
-    .into_response())
+    });
+    if let Some(total) = total {
+        body["@odata.count"] = json!(total);
+    }
+    body["value"] = json!(page);
+    if let Some(next) = next {
+        body["@odata.nextLink"] = json!(next);
+    }
+    Ok(Json(body).into_response())
 }
 
 pub(super) async fn graph_patch(

@@ -432,6 +432,7 @@ fn router(state: AppState) -> Router {
         .route("/_emulator/info", get(control_info))
         .route("/_emulator/federated-token", get(control_federated_token))
         .route("/_emulator/graph/incidents", get(control_graph))
+        .route("/_emulator/graph/alerts", post(control_graph_alert))
         .route("/_emulator/sentinel/incidents", get(control_sentinel))
         .route("/_emulator/requests", get(control_requests))
         .route("/_emulator/analysts/edit", post(control_analyst_edit))
