@@ -35,6 +35,10 @@ pub const RELOAD_STUCK: Gauge = Gauge("rulebridge_reload_stuck");
 pub const API_CALLS: Counter = Counter("rulebridge_api_calls_total");
 /// 1 while Graph's `$expand=alerts` + `$filter` fails and alerts are read per incident.
 pub const EXPAND_FALLBACK: Gauge = Gauge("rulebridge_graph_expand_fallback");
+/// Listed Defender changes while Graph cannot expand alerts, by `result` = kept (the
+/// kept alerts stood in) | read (read in full); and kept copies `dropped` by alert
+/// changes.
+pub const KEPT_ALERTS: Counter = Counter("rulebridge_kept_alerts_total");
 /// Time windows of a poll, per `side` and `result` = listed|split|walked.
 pub const POLL_WINDOWS: Counter = Counter("rulebridge_poll_windows_total");
 /// The backfill's progress through its time range, 0 to 1 (1 when none is running).
@@ -217,6 +221,9 @@ impl Metrics {
             ),
             (EXPAND_FALLBACK.0, Kind::Gauge,
                 "1 while Graph fails $expand=alerts with $filter and alerts are read per incident.",
+            ),
+            (KEPT_ALERTS.0, Kind::Counter,
+                "While Graph cannot expand alerts: listed changes completed from kept alerts (kept) or read in full (read), and kept copies dropped by alert changes (dropped).",
             ),
             (POLL_WINDOWS.0, Kind::Counter,
                 "Time windows a poll listed, split (over a page) or walked page by page.",
@@ -633,6 +640,7 @@ mod tests {
             RELOAD_STUCK.0,
             API_CALLS.0,
             EXPAND_FALLBACK.0,
+            KEPT_ALERTS.0,
             POLL_WINDOWS.0,
             BACKFILL_PROGRESS.0,
             RATELIMIT_REMAINING.0,

@@ -286,6 +286,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "graph_listing": {
             "expand_alerts": expand_fallback_since.is_none(),
             "alerts_per_incident_since": expand_fallback_since,
+            "alerts_vouched_to": meta(crate::sync::META_ALERTS_CURSOR).filter(|s| !s.is_empty()),
+            "alert_copies_max_age": config.sync.alert_copies_max_age,
         },
         "backfill": backfill.as_ref().map(|b| json!({
             "from": b.from, "to": b.to, "done_to": b.done_to, "progress": b.progress(),
@@ -317,8 +319,16 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(since) = &expand_fallback_since {
         println!(
-            "graph listing  without $expand since {since} (Graph failed $expand=alerts with $filter; alerts read per changed incident, expanded listing retried hourly)"
+            "graph listing  without $expand since {since} (Graph failed $expand=alerts with $filter; expanded listing retried hourly)"
         );
+        let vouched = report["graph_listing"]["alerts_vouched_to"].as_str();
+        match (config.sync.alert_copies_max_age.as_str(), vouched) {
+            ("off", _) => println!("kept alerts    off: alerts read per changed incident"),
+            (age, Some(to)) => println!(
+                "kept alerts    alert changes applied up to {to}; a changed incident's alerts are read when they changed, or after {age}"
+            ),
+            (_, None) => println!("kept alerts    not started: alerts read per changed incident"),
+        }
     }
     if let Some(b) = &backfill {
         let eta = report["backfill"]["eta_secs"]

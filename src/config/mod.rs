@@ -601,7 +601,7 @@ workspace = "ws-1"
                 }
             }
         }
-        assert_eq!(checked, 30);
+        assert_eq!(checked, 31);
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl Syncer {
                     .unzip();
                 let dropped = self.state.forget_defender_copies(&incidents, &alerts)?;
                 if dropped > 0 {
+                    self.metrics.add(
+                        crate::metrics::KEPT_ALERTS,
+                        &[("result", "dropped")],
+                        dropped as f64,
+                    );
                     tracing::debug!(
                         dropped,
                         alerts = alerts.len(),

@@ -2,9 +2,10 @@
 //! window, every page of a listing, and the incidents of a page, a few at a time.
 //!
 //! Graph can fail `$expand=alerts` together with `$filter` on large tenants (HTTP 500 on
-//! every request). Then the listing goes plain and alerts are read per incident, only
-//! for incidents that changed since their last sync; the switch is logged once, shown
-//! as a metric and in `status`, and the expanded query is tried again hourly.
+//! every request). Then the listing goes plain and a changed incident's alerts come from
+//! its kept copy when `alert_copies` vouches for it, else from a read of the incident;
+//! the switch is logged once, shown as a metric and in `status`, and the expanded query
+//! is tried again hourly.
 
 use super::poll::{format_stamp, META_EXPAND_FALLBACK};
 use super::reconcile::{Outcome, SyncError};
@@ -180,8 +181,9 @@ impl Syncer {
     }
 
     /// A Defender incident as listed: without alerts when the listing could not expand
-    /// them, so they are read here, but only when the incident changed since its last
-    /// sync (an unchanged one needs no rule run, so no alerts).
+    /// them, so they are taken from the kept copy or read here, but only when the
+    /// incident changed since its last sync (an unchanged one needs no rule run, so no
+    /// alerts).
     async fn sync_listed_defender(&self, d: Value) -> Result<Outcome, SyncError> {
         // One event for the alerts read and the sync it leads to.
         let start = super::events::Note {
@@ -207,7 +209,13 @@ impl Syncer {
         }
         if let Some(full) = self.completed_from_copy(&d)? {
             self.count(|s| s.alert_reads_saved += 1);
+            self.metrics
+                .inc(metrics::KEPT_ALERTS, &[("result", "kept")]);
             return self.from_defender(full, false).await;
+        }
+        if self.keeps_alert_copies() {
+            self.metrics
+                .inc(metrics::KEPT_ALERTS, &[("result", "read")]);
         }
         match self.read_defender(id).await {
             Ok(Some(full)) => self.from_defender(full, false).await,

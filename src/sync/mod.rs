@@ -46,6 +46,7 @@ mod sentinel_copy;
 pub mod step;
 mod syncer;
 
+pub use alert_copies::META_ALERTS_CURSOR;
 pub use backfill::{BackfillStatus, META_BACKFILL_ETA};
 pub use reconcile::{Outcome, SyncError};
 pub use syncer::{

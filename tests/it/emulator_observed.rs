@@ -304,10 +304,72 @@ async fn expand_with_filter_fails_above_the_tenant_limit_only() {
         .graph_get("/security/incidents/1003?$expand=alerts")
         .await;
     assert_eq!(one["alerts"][0]["id"], "da3");
-    let alerts = env
-        .graph_get("/security/alerts_v2?$filter=incidentId%20eq%20'1003'")
+    // The other way to the alerts: `alerts_v2`, by the filters Graph documents for it.
+    // `incidentId` is not among them, so the emulator refuses it (the stricter reading).
+    let (status, _, _) = env
+        .get(
+            &format!(
+                "{}/security/alerts_v2?$filter=incidentId%20eq%20'1003'",
+                env.info.graph_base_url
+            ),
+            &env.graph,
+        )
         .await;
-    assert_eq!(ids(&alerts), ["da3"]);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let all = env.graph_get("/security/alerts_v2?$count=true").await;
+    assert!(ids(&all).contains(&"da3".to_string()), "{all}");
+    assert_eq!(all["@odata.count"], ids(&all).len());
+}
+
+#[tokio::test]
+async fn alerts_v2_lists_alerts_changed_in_a_window_by_offset_pages() {
+    let env = start().await;
+    env.seed_graph(3);
+    let (quiet, changed, moved) = {
+        let mut store = env.emulator.store();
+        let quiet = store.graph_alerts().count();
+        let since = store.tick();
+        let ids: Vec<String> = store.graph.keys().cloned().collect();
+        let mut changed = Vec::new();
+        for n in 0..60 {
+            let alert = store.graph_add_alert(&ids[n % 3], "New alert").unwrap();
+            changed.push(alert["id"].as_str().unwrap().to_string());
+        }
+        // A move leaves the alert's own stamp where it was (the harder case).
+        let first = store.graph[&ids[0]]["alerts"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let moved = store.graph_move_alert(&first, &ids[1]).unwrap();
+        assert_eq!(moved["incidentId"], ids[1].as_str());
+        (quiet, changed, (since, moved))
+    };
+    let (since, moved) = moved;
+    let filter = format!("lastUpdateDateTime%20ge%20{since}");
+    let first = env
+        .graph_get(&format!(
+            "/security/alerts_v2?$top=50&$count=true&$filter={filter}"
+        ))
+        .await;
+    assert_eq!(
+        first["@odata.count"], 60,
+        "the new alerts only: {quiet} were older"
+    );
+    assert_eq!(ids(&first).len(), 50);
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    assert!(next.contains("$skip=50"), "{next}");
+    let (_, _, second) = env.get(next, &env.graph).await;
+    let mut seen: Vec<String> = ids(&first).into_iter().chain(ids(&second)).collect();
+    seen.sort();
+    let mut want = changed.clone();
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(moved["id"], "da0");
+    assert_eq!(moved["lastUpdateDateTime"], "2025-01-01T00:00:00Z");
+    assert!(
+        !seen.contains(&"da0".to_string()),
+        "a moved alert's stamp stays"
+    );
 }
 
 #[tokio::test]

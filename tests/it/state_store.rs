@@ -705,11 +705,13 @@ fn migrations_are_idempotent_and_the_file_is_in_wal_mode() {
     assert_eq!(
         tables,
         [
+            "alert_homes",
             "audit",
             "comment_digests",
             "comment_pairs",
             "cursors",
             "dead_letters",
+            "defender_copies",
             "links",
             "meta",
             "sentinel_copies"
@@ -780,8 +782,11 @@ fn a_file_of_the_previous_schema_gains_the_sentinel_copies_and_keeps_its_links()
     drop(store);
     // The file as the release before the copies left it: schema 2, no such table.
     let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute_batch("DROP TABLE sentinel_copies; PRAGMA user_version = 2;")
-        .unwrap();
+    raw.execute_batch(
+        "DROP TABLE sentinel_copies; DROP TABLE defender_copies; DROP TABLE alert_homes; \
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
     drop(raw);
     let store = open(&path);
     assert!(store.link("800001").unwrap().is_some());
@@ -791,4 +796,59 @@ fn a_file_of_the_previous_schema_gains_the_sentinel_copies_and_keeps_its_links()
     let newer = json!({"name": "s-1", "etag": "\"e-2\"", "properties": {"title": "T2"}});
     store.put_sentinel_copy("800001", &newer).unwrap();
     assert_eq!(store.sentinel_copy("800001").unwrap(), Some(newer));
+}
+
+#[test]
+fn a_file_of_schema_3_gains_the_defender_copies_whose_alerts_find_them() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .commit(&Commit {
+            link: Some(link("800001", None)),
+            ..Commit::default()
+        })
+        .unwrap();
+    drop(store);
+    // The file as the release before kept alerts left it: schema 3.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "DROP TABLE defender_copies; DROP TABLE alert_homes; PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(raw);
+    let store = open(&path);
+    assert!(store.link("800001").unwrap().is_some());
+    assert_eq!(store.defender_copy("800001").unwrap(), None);
+    let copy = |id: &str, alerts: &[&str]| rulebridge::state::DefenderCopy {
+        incident: json!({"id": id, "alerts": alerts.iter().map(|a| json!({"id": a})).collect::<Vec<_>>()}),
+        alerts_read_at: "2026-12-08T00:00:00Z".into(),
+    };
+    store
+        .put_defender_copy("1", &copy("1", &["a", "b"]))
+        .unwrap();
+    store.put_defender_copy("2", &copy("2", &["c"])).unwrap();
+    store.put_defender_copy("3", &copy("3", &["d"])).unwrap();
+    assert_eq!(
+        store.defender_copy("1").unwrap(),
+        Some(copy("1", &["a", "b"]))
+    );
+    // Alert b moved to 2 and was read there: 2 now holds it, 1 no longer does.
+    store
+        .put_defender_copy("2", &copy("2", &["b", "c"]))
+        .unwrap();
+    // A changed alert drops the copy it sits in; an incident id drops its own.
+    assert_eq!(store.forget_defender_copies(&[], &["b".into()]).unwrap(), 1);
+    assert_eq!(store.defender_copy("2").unwrap(), None);
+    assert!(store.defender_copy("1").unwrap().is_some());
+    assert_eq!(
+        store
+            .forget_defender_copies(&["1".into(), "missing".into()], &["zzz".into()])
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.defender_copy("1").unwrap(), None);
+    assert!(store.defender_copy("3").unwrap().is_some());
+    store.forget_all_defender_copies().unwrap();
+    assert_eq!(store.defender_copy("3").unwrap(), None);
+    assert_eq!(store.forget_defender_copies(&[], &["d".into()]).unwrap(), 0);
 }
