@@ -81,6 +81,19 @@ fn analyst_sets(tb: &Testbed, id: &str, changes: Value) {
         .unwrap();
 }
 
+/// Renames the first alert of `id` as Graph's own update would (only its stamp moves).
+fn rename_first_alert(tb: &Testbed, id: &str, title: &str) {
+    let mut store = tb.emulator.store();
+    let alert = store.graph[id]["alerts"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let set = json!({ "title": title });
+    store
+        .graph_update_alert(&alert, set.as_object().unwrap())
+        .unwrap();
+}
+
 fn twin_description(tb: &Testbed, id: &str) -> String {
     let link = tb.syncer.state().link(id).unwrap().unwrap();
     let store = tb.emulator.store();
@@ -146,16 +159,8 @@ async fn an_alert_changed_behind_its_incident_is_read_when_the_incident_next_cha
     let tb = fallback_testbed(&dir, true).await;
     let id = open_linked(&tb).remove(0);
     poll_defender(&tb).await;
-    let alert = tb.emulator.store().graph[&id]["alerts"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // An automated investigation renames the alert: its stamp moves, its incident's not.
-    let set = json!({"title": "Renamed by the investigation"});
-    tb.emulator
-        .store()
-        .graph_update_alert(&alert, set.as_object().unwrap())
-        .unwrap();
+    rename_first_alert(&tb, &id, "Renamed by the investigation");
     poll_defender(&tb).await;
     assert!(!twin_description(&tb, &id).contains("Renamed by the investigation"));
     let before = reads_of(&tb, &id);
@@ -213,15 +218,7 @@ async fn a_failed_listing_of_changed_alerts_vouches_for_no_copy() {
     let tb = fallback_testbed(&dir, true).await;
     let id = open_linked(&tb).remove(0);
     poll_defender(&tb).await;
-    let alert = tb.emulator.store().graph[&id]["alerts"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let set = json!({"title": "Renamed while Graph was failing"});
-    tb.emulator
-        .store()
-        .graph_update_alert(&alert, set.as_object().unwrap())
-        .unwrap();
+    rename_first_alert(&tb, &id, "Renamed while Graph was failing");
     analyst_sets(&tb, &id, json!({"assignedTo": "kim@contoso.com"}));
     tb.emulator.add_fault(FaultRule {
         kind: FaultKind::ServerError { status: 503 },

@@ -72,6 +72,15 @@ fn parse_count(query: &HashMap<String, String>) -> Result<bool, ApiError> {
     }
 }
 
+fn parse_skip(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match query.get("$skip") {
+        None => Ok(0),
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("Invalid $skip value '{s}'"))),
+    }
+}
+
 /// Incidents sorted by `field` (a stamp, or the id in numeric order), id breaking ties.
 fn sort<T: std::borrow::Borrow<Value>>(items: &mut [T], field: &str, desc: bool) {
     let id_key = |v: &Value| {
@@ -101,12 +110,7 @@ pub(super) async fn graph_list(
     // Graph's default page size for incidents is unconfirmed; 50 is the most it allows.
     let top = top(&query, GRAPH_MAX_TOP, GRAPH_MAX_TOP)?;
     let count = parse_count(&query)?;
-    let skip = match query.get("$skip") {
-        None => 0,
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid $skip value '{s}'")))?,
-    };
+    let skip = parse_skip(&query)?;
     let observed = state.config.profile.is_observed();
     let hide = hide_newer(&state, &headers);
     let base = format!("{}/v1.0/security/incidents", origin(&headers));
@@ -233,12 +237,7 @@ pub(super) async fn graph_alerts(
     let hide = hide_newer(&state, &headers);
     let top = top(&query, GRAPH_MAX_TOP, GRAPH_MAX_TOP)?;
     let count = parse_count(&query)?;
-    let skip = match query.get("$skip") {
-        None => 0,
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| ApiError::bad_request(format!("Invalid $skip value '{s}'")))?,
-    };
+    let skip = parse_skip(&query)?;
     let clauses = query
         .get("$filter")
         .map(|f| graph::parse_filter(f))
