@@ -235,6 +235,10 @@ pub trait StateStore: Send + Sync {
     fn defender_copy(&self, defender_id: &str) -> Result<Option<DefenderCopy>, StateError>;
     /// Keeps `copy` for `defender_id`, and which incident each of its alerts sits in.
     fn put_defender_copy(&self, defender_id: &str, copy: &DefenderCopy) -> Result<(), StateError>;
+    /// Replaces the fields of the kept copy of `defender_id` with `incident`'s, keeping
+    /// its alerts and when they were read (no copy: nothing). A listing or a write of
+    /// ours moved the fields, not the alerts: their homes stay as they are.
+    fn refresh_defender_copy(&self, defender_id: &str, incident: &Value) -> Result<(), StateError>;
     /// Drops the copies of `incidents` and of the incidents holding any of `alerts`
     /// (where a changed or moved alert sat); returns how many were dropped.
     fn forget_defender_copies(

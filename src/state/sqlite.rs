@@ -692,6 +692,15 @@ impl StateStore for SqliteStore {
         tx.commit().ctx(&op)
     }
 
+    fn refresh_defender_copy(&self, defender_id: &str, incident: &Value) -> Result<(), StateError> {
+        // `json_extract` of an array hands `json_set` JSON, not a string.
+        let sql = "UPDATE defender_copies \
+                   SET body = json_set(?2, '$.alerts', json_extract(body, '$.alerts')) \
+                   WHERE defender_id = ?1";
+        let op = format!("refreshing the Defender copy of {defender_id}");
+        self.write(sql, params![defender_id, incident.to_string()], &op)
+    }
+
     fn forget_defender_copies(
         &self,
         incidents: &[String],

@@ -212,7 +212,7 @@ impl Syncer {
         if stamp >= vouched || !self.keeps_alert_copies() {
             return Ok(None);
         }
-        let Some(copy) = self.state.defender_copy(id)? else {
+        let Some(mut copy) = self.state.defender_copy(id)? else {
             return Ok(None);
         };
         let read_at = parse_stamp(&copy.alerts_read_at);
@@ -220,15 +220,10 @@ impl Syncer {
         {
             return Ok(None);
         }
+        // The listing's fields are the ones the next change is compared with.
+        self.state.refresh_defender_copy(id, listed)?;
         let mut full = listed.clone();
-        full["alerts"] = copy.incident["alerts"].clone();
-        self.state.put_defender_copy(
-            id,
-            &DefenderCopy {
-                incident: full.clone(),
-                alerts_read_at: copy.alerts_read_at,
-            },
-        )?;
+        full["alerts"] = copy.incident["alerts"].take();
         Ok(Some(full))
     }
 
@@ -259,13 +254,7 @@ impl Syncer {
         if !self.keeps_alert_copies() {
             return Ok(());
         }
-        if let Some(mut copy) = self.state.defender_copy(id)? {
-            let alerts = copy.incident["alerts"].take();
-            copy.incident = after.clone();
-            copy.incident["alerts"] = alerts;
-            self.state.put_defender_copy(id, &copy)?;
-        }
-        Ok(())
+        Ok(self.state.refresh_defender_copy(id, after)?)
     }
 }
 

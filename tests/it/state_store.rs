@@ -832,6 +832,25 @@ fn a_file_of_schema_3_gains_the_defender_copies_whose_alerts_find_them() {
         store.defender_copy("1").unwrap(),
         Some(copy("1", &["a", "b"]))
     );
+    // A refresh takes the listing's fields and keeps the alerts and when they were read.
+    store
+        .refresh_defender_copy("1", &json!({"id": "1", "status": "resolved"}))
+        .unwrap();
+    let refreshed = store.defender_copy("1").unwrap().unwrap();
+    assert_eq!(refreshed.incident["status"], "resolved");
+    assert_eq!(
+        refreshed.incident["alerts"],
+        copy("1", &["a", "b"]).incident["alerts"]
+    );
+    assert_eq!(refreshed.alerts_read_at, "2026-12-08T00:00:00Z");
+    store
+        .refresh_defender_copy("9", &json!({"id": "9"}))
+        .unwrap();
+    assert_eq!(
+        store.defender_copy("9").unwrap(),
+        None,
+        "no copy, nothing kept"
+    );
     // Alert b moved to 2 and was read there: 2 now holds it, 1 no longer does.
     store
         .put_defender_copy("2", &copy("2", &["b", "c"]))

@@ -119,6 +119,7 @@ pub(super) async fn graph_list(
         if let Some(token) = query.get("$skiptoken") {
             let (items, next) = store.next_page(token, top)?;
             return Ok(list_body(
+                INCIDENTS_CONTEXT,
                 items,
                 None,
                 next.map(|t| format!("{base}?$top={top}&$skiptoken={t}")),
@@ -168,15 +169,13 @@ pub(super) async fn graph_list(
         sort(&mut matched, "createdDateTime", true);
         // Only the page is rendered: every page re-evaluates the live set, and copying
         // all of it per page made a full walk quadratic in the tenant's size.
-        let start = skip.min(matched.len());
-        let end = skip.saturating_add(top).min(matched.len());
-        let page = matched[start..end]
+        let (page, next) = offset_page(&matched, skip, top);
+        let page = page
             .iter()
             .map(|i| graph::render_for(i, expand, hide))
             .collect();
-        let next = (end < matched.len()).then_some(end);
         let link = next.map(|n| graph_next_link(&base, &query, n));
-        return Ok(list_body(page, total, link));
+        return Ok(list_body(INCIDENTS_CONTEXT, page, total, link));
     }
     let mut items: Vec<Value> = store
         .graph
@@ -190,11 +189,30 @@ pub(super) async fn graph_list(
     items.drain(..skip.min(items.len()));
     let (page, next) = store.page(items, top);
     let link = next.map(|t| format!("{base}?$top={top}&$skiptoken={t}"));
-    Ok(list_body(page, total, link))
+    Ok(list_body(INCIDENTS_CONTEXT, page, total, link))
 }
 
-fn list_body(items: Vec<Value>, count: Option<usize>, next: Option<String>) -> Response {
-    let mut body = json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/incidents" });
+const INCIDENTS_CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata#security/incidents";
+const ALERTS_CONTEXT: &str = "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2";
+
+/// The page at offset `skip` of `matched`, and the offset of the next page if any.
+fn offset_page<'a>(
+    matched: &'a [&'a Value],
+    skip: usize,
+    top: usize,
+) -> (&'a [&'a Value], Option<usize>) {
+    let start = skip.min(matched.len());
+    let end = skip.saturating_add(top).min(matched.len());
+    (&matched[start..end], (end < matched.len()).then_some(end))
+}
+
+fn list_body(
+    context: &str,
+    items: Vec<Value>,
+    count: Option<usize>,
+    next: Option<String>,
+) -> Response {
+    let mut body = json!({ "@odata.context": context });
     if let Some(count) = count {
         body["@odata.count"] = json!(count);
     }
@@ -250,9 +268,8 @@ pub(super) async fn graph_alerts(
         .collect();
     let total = count.then_some(matched.len());
     sort(&mut matched, "createdDateTime", true);
-    let start = skip.min(matched.len());
-    let end = skip.saturating_add(top).min(matched.len());
-    let page: Vec<Value> = matched[start..end]
+    let (page, next) = offset_page(&matched, skip, top);
+    let page: Vec<Value> = page
         .iter()
         .map(|alert| {
             let mut alert = (*alert).clone();
@@ -263,18 +280,8 @@ pub(super) async fn graph_alerts(
         })
         .collect();
     let base = format!("{}/v1.0/security/alerts_v2", origin(&headers));
-    let next = (end < matched.len()).then(|| graph_next_link(&base, &query, end));
-    let mut body = json!({
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#security/alerts_v2",
-    });
-    if let Some(total) = total {
-        body["@odata.count"] = json!(total);
-    }
-    body["value"] = json!(page);
-    if let Some(next) = next {
-        body["@odata.nextLink"] = json!(next);
-    }
-    Ok(Json(body).into_response())
+    let link = next.map(|n| graph_next_link(&base, &query, n));
+    Ok(list_body(ALERTS_CONTEXT, page, total, link))
 }
 
 pub(super) async fn graph_patch(
